@@ -1,0 +1,102 @@
+/* addr.c: address parsing for the flags and the small socket set-up every connection shares. */
+#include "addr.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+
+static int
+split(const char *hostport, char *host, size_t hlen, const char **port)
+{
+    const char *colon;
+    size_t n;
+
+    if (hostport[0] == '[') {
+        colon = strstr(hostport, "]:");
+        if (colon == NULL) return -1;
+        n = (size_t)(colon - hostport - 1);
+        if (n >= hlen) return -1;
+        memcpy(host, hostport + 1, n);
+        host[n] = 0;
+        *port = colon + 2;
+        return 0;
+    }
+    colon = strrchr(hostport, ':');
+    if (colon == NULL) return -1;
+    n = (size_t)(colon - hostport);
+    if (n >= hlen) return -1;
+    memcpy(host, hostport, n);
+    host[n] = 0;
+    *port = colon + 1;
+    return 0;
+}
+
+void
+addr_host(const char *hostport, char *out, size_t len)
+{
+    const char *port;
+
+    if (split(hostport, out, len, &port) == -1) snprintf(out, len, "%s", hostport);
+}
+
+int
+addr_resolve(const char *hostport, const char *net, int passive, struct sockaddr_storage *ss,
+             socklen_t *sslen, char *err, size_t errlen)
+{
+    struct addrinfo hints, *res = NULL;
+    char host[256];
+    const char *port;
+    int rc;
+
+    if (split(hostport, host, sizeof(host), &port) == -1 || *port == 0) {
+        snprintf(err, errlen, "\"%s\" is not host:port", hostport);
+        return -1;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = strcmp(net, "tcp4") == 0 ? AF_INET : strcmp(net, "tcp6") == 0 ? AF_INET6 : AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = passive ? AI_PASSIVE : 0;
+    rc = getaddrinfo(host[0] != 0 ? host : NULL, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "\"%s\": %s", hostport, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sslen = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+void
+addr_format(const struct sockaddr *sa, char *out, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+        snprintf(out, len, "[%s]:%u", ip, (unsigned)ntohs(s6->sin6_port));
+    } else if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        snprintf(out, len, "%s:%u", ip, (unsigned)ntohs(s4->sin_port));
+    } else {
+        snprintf(out, len, "?");
+    }
+}
+
+int
+addr_tune_socket(int fd)
+{
+    int one = 1, fl;
+
+    fl = fcntl(fd, F_GETFL);
+    if (fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1) return -1;
+    /* Small frames (a request, a WINDOW) must leave at once: Nagle would cost a round trip. */
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1) return -1;
+    return 0;
+}

@@ -1,0 +1,22 @@
+/* addr.h: "host:port" text to socket addresses, and socket options every connection gets. */
+#ifndef TUNNELS_ADDR_H
+#define TUNNELS_ADDR_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+/* Resolves "host:port", "[v6]:port" or ":port" for net (tcp, tcp4, tcp6). Blocking: for
+ * start-up only. passive: an empty host means every address. Returns 0 or -1 with err. */
+int addr_resolve(const char *hostport, const char *net, int passive, struct sockaddr_storage *ss,
+                 socklen_t *sslen, char *err, size_t errlen);
+
+/* The host part of "host:port" (without brackets) into out. */
+void addr_host(const char *hostport, char *out, size_t len);
+
+/* Formats a socket address as "1.2.3.4:5" or "[::1]:5". */
+void addr_format(const struct sockaddr *sa, char *out, size_t len);
+
+/* TCP_NODELAY and non-blocking; returns 0 or -1. */
+int addr_tune_socket(int fd);
+
+#endif

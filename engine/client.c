@@ -1,0 +1,288 @@
+/* client.c: the SOCKS5 side. A handshake object lives only until the CONNECT request is
+ * parsed; then the app's bufferevent is handed to a new session and the handshake object is
+ * freed. Replies are sent without waiting for the server (EagerSocks): `05 00` to a greeting
+ * offering no-auth, `05 00 00 01 0.0.0.0 0` to a CONNECT. What cannot be served gets a SOCKS
+ * answer that says so (`05 FF`, reply 07 or 08), then the socket closes. */
+#include "client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "addr.h"
+#include "log.h"
+#include "mux.h"
+#include "pool.h"
+#include "session.h"
+#include "socks.h"
+#include "tls.h"
+
+#define SOCKS_HANDSHAKE_SEC 10
+
+struct client {
+    struct event_base *base;
+    const struct config *cfg;
+    SSL_CTX *ctx;
+    struct pool *pool;
+    struct evconnlistener *lis;
+    struct event *resume; /* re-enables accepting after running out of descriptors */
+};
+
+enum { HS_GREETING, HS_REQUEST, HS_CLOSING };
+
+struct handshake {
+    struct client *c;
+    struct bufferevent *bev;
+    int state;
+    char peer[64];
+};
+
+static void
+hs_free(struct handshake *h)
+{
+    bufferevent_free(h->bev);
+    free(h);
+}
+
+static void
+hs_flushed_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    hs_free(arg);
+}
+
+/* Sends reply (n bytes) and closes once it has left. */
+static void
+hs_refuse(struct handshake *h, const uint8_t *reply, size_t n, const char *why)
+{
+    log_msg(LOG_WARN, "[sock] ! %s %s", h->peer, why);
+    h->state = HS_CLOSING;
+    bufferevent_disable(h->bev, EV_READ);
+    bufferevent_setcb(h->bev, NULL, hs_flushed_cb, NULL, h);
+    bufferevent_setwatermark(h->bev, EV_WRITE, 0, 0);
+    bufferevent_write(h->bev, reply, n);
+}
+
+static void
+hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct socks_req *req)
+{
+    struct client *c = h->c;
+    struct bufferevent *bev = h->bev;
+    struct session *s;
+    struct mux *m;
+    uint16_t sid;
+    uint8_t reply[10];
+    char dest[SOCKS_DEST_MAX];
+
+    socks_encode_reply(reply, 0);
+    bufferevent_write(bev, reply, sizeof(reply)); /* eager: before the far side is reached */
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    socks_format_dest(req, dest, sizeof(dest));
+    free(h);
+    m = pool_take(c->pool, &sid);
+    if (m == NULL) {
+        log_msg(LOG_ERROR, "[sock] - %s = %u no connection to the server", dest, session_count());
+        bufferevent_free(bev);
+        return;
+    }
+    s = session_new(m, sid, bev, 1, dest);
+    if (s == NULL) {
+        log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", dest, session_count());
+        return;
+    }
+    session_set_header(s, raw, rawlen);
+}
+
+static void
+hs_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct handshake *h = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    static const uint8_t no_method[2] = {5, 0xff}, ok[2] = {5, 0};
+    uint8_t reply[10], raw[SOCKS_REQ_MAX];
+    struct socks_req req;
+    const char *err = "";
+    size_t n, used;
+    int rc, noauth;
+    char why[160];
+
+    n = evbuffer_get_length(in);
+    if (h->state == HS_GREETING) {
+        const uint8_t *p = evbuffer_pullup(in, n < 257 ? (ssize_t)n : 257);
+        rc = socks_parse_greeting(p, n < 257 ? n : 257, &used, &noauth, &err);
+        if (rc == SOCKS_NEED) return;
+        if (rc == SOCKS_ERR) {
+            snprintf(why, sizeof(why), "bad greeting: %s", err);
+            hs_refuse(h, no_method, sizeof(no_method), why);
+            return;
+        }
+        if (!noauth) {
+            hs_refuse(h, no_method, sizeof(no_method), "greeting offers no acceptable method (no-auth)");
+            return;
+        }
+        evbuffer_drain(in, used);
+        bufferevent_write(bev, ok, sizeof(ok));
+        h->state = HS_REQUEST;
+        n -= used;
+    }
+    if (h->state != HS_REQUEST || n == 0) return;
+    if (n > SOCKS_REQ_MAX) n = SOCKS_REQ_MAX;
+    evbuffer_copyout(in, raw, n);
+    rc = socks_parse_request(raw, n, &used, &req, &err);
+    if (rc == SOCKS_NEED) return;
+    if (rc == SOCKS_ERR) {
+        snprintf(why, sizeof(why), "bad request: %s", err);
+        socks_encode_reply(reply, strstr(err, "address type") != NULL ? 8 : 1);
+        hs_refuse(h, reply, sizeof(reply), why);
+        return;
+    }
+    if (req.cmd != SOCKS_CMD_CONNECT) {
+        snprintf(why, sizeof(why), "command %u is not supported (only CONNECT)", req.cmd);
+        socks_encode_reply(reply, 7);
+        hs_refuse(h, reply, sizeof(reply), why);
+        return;
+    }
+    evbuffer_drain(in, used);
+    hs_connect(h, raw, used, &req);
+}
+
+static void
+hs_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct handshake *h = arg;
+
+    (void)bev;
+    if (what & BEV_EVENT_TIMEOUT)
+        log_msg(LOG_WARN, "[sock] ! %s handshake timeout", h->peer);
+    else if (what & BEV_EVENT_ERROR)
+        log_msg(LOG_DEBUG, "[sock] ! %s handshake: %s", h->peer,
+                evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    hs_free(h);
+}
+
+static void
+accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    struct client *c = arg;
+    struct handshake *h = calloc(1, sizeof(*h));
+    struct timeval tv = {SOCKS_HANDSHAKE_SEC, 0};
+
+    (void)lis;
+    (void)salen;
+    if (h == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    addr_tune_socket(fd);
+    h->c = c;
+    addr_format(sa, h->peer, sizeof(h->peer));
+    h->bev = bufferevent_socket_new(c->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (h->bev == NULL) {
+        evutil_closesocket(fd);
+        free(h);
+        return;
+    }
+    bufferevent_setcb(h->bev, hs_read_cb, NULL, hs_event_cb, h);
+    bufferevent_set_timeouts(h->bev, &tv, &tv);
+    bufferevent_enable(h->bev, EV_READ | EV_WRITE);
+}
+
+static void
+resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(c->lis);
+}
+
+static void
+accept_error_cb(struct evconnlistener *lis, void *arg)
+{
+    struct client *c = arg;
+    struct timeval tv = {0, 200000};
+    int e = EVUTIL_SOCKET_ERROR();
+
+    /* Out of descriptors: pause accepting for a moment rather than spin on the listener. */
+    log_msg(LOG_WARN, "[sock] accept: %s; pausing 200 ms", evutil_socket_error_to_string(e));
+    evconnlistener_disable(lis);
+    evtimer_add(c->resume, &tv);
+}
+
+struct client *
+client_new(struct event_base *base, const struct config *cfg, struct luahost *lua, char *err,
+           size_t errlen)
+{
+    struct client *c = calloc(1, sizeof(*c));
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    char why[256];
+    int tls = strcmp(cfg->remux_net, "tcp") != 0 && strcmp(cfg->eagersocks_net, "tcp") != 0;
+
+    if (c == NULL) return NULL;
+    c->base = base;
+    c->cfg = cfg;
+    if (tls) {
+        c->ctx = tls_client_ctx(cfg, err, errlen);
+        if (c->ctx == NULL) goto err;
+        pool_set_session_cb(c->ctx);
+    }
+    if (addr_resolve(cfg->server_addr, cfg->server_net, 0, &ss, &sslen, why, sizeof(why)) == -1) {
+        snprintf(err, errlen, "tunnels: -server.addr: %s", why);
+        goto err;
+    }
+    c->pool = pool_new(base, cfg, lua, c->ctx, (struct sockaddr *)&ss, sslen);
+    if (c->pool == NULL) {
+        snprintf(err, errlen, "tunnels: out of memory");
+        goto err;
+    }
+    if (addr_resolve(cfg->client_addr, cfg->client_net, 1, &ss, &sslen, why, sizeof(why)) == -1) {
+        snprintf(err, errlen, "tunnels: -client.addr: %s", why);
+        goto err;
+    }
+    c->resume = evtimer_new(base, resume_cb, c);
+    c->lis = evconnlistener_new_bind(base, accept_cb, c, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+                                     1024, (struct sockaddr *)&ss, (int)sslen);
+    if (c->lis == NULL || c->resume == NULL) {
+        snprintf(err, errlen, "tunnels: -client.addr: cannot listen on %s: %s", cfg->client_addr,
+                 strerror(errno));
+        goto err;
+    }
+    evconnlistener_set_error_cb(c->lis, accept_error_cb);
+    log_msg(LOG_INFO, "[main] client: SOCKS5 on %s, server %s over %s", cfg->client_addr,
+            cfg->server_addr, strcmp(cfg->eagersocks_net, "remux") == 0 ? cfg->remux_net : cfg->eagersocks_net);
+    return c;
+err:
+    client_free(c);
+    return NULL;
+}
+
+void
+client_stop_accepting(struct client *c)
+{
+    evconnlistener_disable(c->lis);
+}
+
+void
+client_close_all(struct client *c)
+{
+    pool_close_all(c->pool);
+}
+
+void
+client_free(struct client *c)
+{
+    if (c == NULL) return;
+    if (c->lis != NULL) evconnlistener_free(c->lis);
+    if (c->resume != NULL) event_free(c->resume);
+    pool_free(c->pool);
+    if (c->ctx != NULL) SSL_CTX_free(c->ctx);
+    free(c);
+}

@@ -1,0 +1,25 @@
+/* config.h: the values of every command-line flag, as one plain record. flags.c fills it;
+ * everything else reads it. */
+#ifndef TUNNELS_CONFIG_H
+#define TUNNELS_CONFIG_H
+
+struct config {
+    char role[16];
+    char server_net[8], server_addr[256];
+    char client_net[8], client_addr[256];
+    long reuse_max_sec, reuse_max_cnt, idle_max_sec, conn_max_cnt;
+    char remux_net[8], eagersocks_net[8];
+    long window_kib, window_max_kib;
+    long ping_sec, handshake_sec, connect_sec, hold_ms, drain_sec;
+    char tls_server_key[1024], tls_server_cert[1024], tls_server_ca[1024];
+    char tls_client_ca[1024], tls_client_key[1024], tls_client_cert[1024];
+    char tls_client_name[256];
+    int server_open;
+    int log_level;
+    char log_path[1024];
+    char dingtalk_token[256], dingtalk_secret[256];
+    char lua_script[1024];
+    long lua_budget_ms;
+};
+
+#endif

@@ -1,0 +1,236 @@
+/* flags.c: the command line, Go `flag` style. One table lists every flag with its type, default
+ * and meaning; -h prints that table, so the help can never disagree with the parser. */
+#include "flags.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+enum flag_type { F_STR, F_INT, F_BOOL, F_LEVEL };
+
+struct flag {
+    const char *name;
+    enum flag_type type;
+    size_t off;  /* offset of the field in struct config */
+    size_t size; /* F_STR: the field's size */
+    const char *def;
+    long min, max; /* F_INT */
+    const char *help;
+};
+
+#define S(field) F_STR, offsetof(struct config, field), sizeof(((struct config *)0)->field)
+#define I(field) F_INT, offsetof(struct config, field), 0
+#define B(field) F_BOOL, offsetof(struct config, field), 0
+
+static const struct flag flags[] = {
+    {"role", S(role), "", 0, 0, "client or server (required)"},
+    {"server.net", S(server_net), "tcp", 0, 0, "server: network to listen on; client: to dial (tcp, tcp4, tcp6)"},
+    {"server.addr", S(server_addr), "", 0, 0, "server: host:port to listen on; client: the server to dial"},
+    {"server.open", B(server_open), "false", 0, 0, "server: run without -tls.server.ca, letting any client in (an open proxy)"},
+    {"client.net", S(client_net), "tcp", 0, 0, "client: network of the local SOCKS5 listener (tcp, tcp4, tcp6)"},
+    {"client.addr", S(client_addr), "127.0.0.1:1080", 0, 0, "client: host:port of the local SOCKS5 listener"},
+    {"remux.reuse.max.sec", I(reuse_max_sec), "60", 0, 86400 * 365, "a connection this old (seconds) takes no new sessions"},
+    {"remux.reuse.max.cnt", I(reuse_max_cnt), "16", 1, 65000, "a connection that has carried this many sessions takes no new ones"},
+    {"remux.idle.max.sec", I(idle_max_sec), "10", 0, 86400 * 365, "a connection with no session for this long (seconds) is closed"},
+    {"remux.conn.max.cnt", I(conn_max_cnt), "1024", 1, 1 << 20, "never more connections than this at once"},
+    {"remux.net", S(remux_net), "tls", 0, 0, "ReMux's lower connection: tls or tcp"},
+    {"remux.window.kib", I(window_kib), "256", 16, 1 << 20, "flow-control window per session and direction at the start (KiB)"},
+    {"remux.window.max.kib", I(window_max_kib), "16384", 16, 1 << 20, "the auto-tuned window never grows past this (KiB)"},
+    {"remux.ping.sec", I(ping_sec), "15", 1, 3600, "a connection silent this long is pinged; silent 3 times this long, closed"},
+    {"eagersocks.net", S(eagersocks_net), "remux", 0, 0, "EagerSocks' lower connection: remux, tls (one TLS connection per session) or tcp"},
+    {"eagersocks.hold.ms", I(hold_ms), "5", 0, 1000, "how long the first frame waits for the app's first bytes before it leaves without them"},
+    {"connect.sec", I(connect_sec), "10", 1, 3600, "server: resolving and connecting to a destination times out after this"},
+    {"tls.handshake.sec", I(handshake_sec), "10", 1, 3600, "a TLS handshake not done after this is dropped"},
+    {"tls.server.key", S(tls_server_key), "", 0, 0, "server: private key file (PEM)"},
+    {"tls.server.cert", S(tls_server_cert), "", 0, 0, "server: certificate chain file (PEM)"},
+    {"tls.server.ca", S(tls_server_ca), "", 0, 0, "server: CA file client certificates must chain to (mutual TLS)"},
+    {"tls.client.ca", S(tls_client_ca), "", 0, 0, "client: CA file the server is verified with (default: the system's)"},
+    {"tls.client.key", S(tls_client_key), "", 0, 0, "client: private key file (PEM) for mutual TLS"},
+    {"tls.client.cert", S(tls_client_cert), "", 0, 0, "client: certificate file (PEM) for mutual TLS"},
+    {"tls.client.name", S(tls_client_name), "", 0, 0, "client: the name the server's certificate must carry (default: host of -server.addr)"},
+    {"sla.log.level", F_LEVEL, offsetof(struct config, log_level), 0, "info", 0, 0, "debug, info, warn, error, fatal, or an integer 0-999 (debug 100 ... fatal 500)"},
+    {"sla.log.path", S(log_path), "/var/log/tunnels.log", 0, 0, "log file, appended to (stderr as well); \"\" for stderr only"},
+    {"sla.dingtalk.token", S(dingtalk_token), "", 0, 0, "DingTalk robot access token for alerts"},
+    {"sla.dingtalk.secret", S(dingtalk_secret), "", 0, 0, "DingTalk robot signing secret"},
+    {"lua.script", S(lua_script), "", 0, 0, "policy script; hooks it leaves out come from the built-in default (lua/policy.lua)"},
+    {"lua.budget.ms", I(lua_budget_ms), "50", 1, 10000, "a Lua hook running longer than this is stopped and the default decision used"},
+    {"drain.sec", I(drain_sec), "10", 0, 3600, "on SIGTERM/SIGINT, sessions in flight get this long to finish"},
+};
+#define NFLAGS (sizeof(flags) / sizeof(flags[0]))
+
+static const struct flag *
+find_flag(const char *name, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < NFLAGS; i++)
+        if (strlen(flags[i].name) == len && memcmp(flags[i].name, name, len) == 0)
+            return &flags[i];
+    return NULL;
+}
+
+static int
+set_flag(const struct flag *f, const char *val, struct config *cfg, char *err, size_t errlen)
+{
+    char *field = (char *)cfg + f->off;
+    char *end;
+    long v;
+
+    switch (f->type) {
+    case F_STR:
+        if (strlen(val) >= f->size) {
+            snprintf(err, errlen, "tunnels: -%s: \"%.40s...\" is too long (at most %zu bytes)",
+                     f->name, val, f->size - 1);
+            return -1;
+        }
+        memcpy(field, val, strlen(val) + 1);
+        return 0;
+    case F_INT:
+        errno = 0;
+        v = strtol(val, &end, 10);
+        if (*val == 0 || *end != 0 || errno != 0) {
+            snprintf(err, errlen, "tunnels: -%s: \"%s\" is not a number", f->name, val);
+            return -1;
+        }
+        if (v < f->min || v > f->max) {
+            snprintf(err, errlen, "tunnels: -%s: %ld is out of range (%ld to %ld)", f->name, v,
+                     f->min, f->max);
+            return -1;
+        }
+        *(long *)(void *)field = v;
+        return 0;
+    case F_BOOL:
+        if (strcmp(val, "true") == 0 || strcmp(val, "1") == 0 || strcmp(val, "t") == 0)
+            *(int *)(void *)field = 1;
+        else if (strcmp(val, "false") == 0 || strcmp(val, "0") == 0 || strcmp(val, "f") == 0)
+            *(int *)(void *)field = 0;
+        else {
+            snprintf(err, errlen, "tunnels: -%s: \"%s\" is not true or false", f->name, val);
+            return -1;
+        }
+        return 0;
+    case F_LEVEL:
+        if (log_parse_level(val, (int *)(void *)field) == -1) {
+            snprintf(err, errlen,
+                     "tunnels: -%s: \"%s\" is not a level (debug info warn error fatal, or 0-999)",
+                     f->name, val);
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+void
+flags_defaults(struct config *cfg)
+{
+    char err[256];
+    size_t i;
+
+    memset(cfg, 0, sizeof(*cfg));
+    for (i = 0; i < NFLAGS; i++) set_flag(&flags[i], flags[i].def, cfg, err, sizeof(err));
+}
+
+static int
+one_of(const char *v, const char *a, const char *b, const char *c)
+{
+    return strcmp(v, a) == 0 || strcmp(v, b) == 0 || (c != NULL && strcmp(v, c) == 0);
+}
+
+/* Checks that only make sense once every flag is known. */
+static int
+check(struct config *cfg, char *err, size_t errlen)
+{
+    int client = strcmp(cfg->role, "client") == 0;
+
+    if (!client && strcmp(cfg->role, "server") != 0) {
+        if (cfg->role[0] == 0)
+            snprintf(err, errlen, "tunnels: -role: missing (client or server)");
+        else
+            snprintf(err, errlen, "tunnels: -role: \"%s\" is not client or server", cfg->role);
+        return -1;
+    }
+    if (!one_of(cfg->server_net, "tcp", "tcp4", "tcp6")) {
+        snprintf(err, errlen, "tunnels: -server.net: \"%s\" is not tcp, tcp4 or tcp6", cfg->server_net);
+        return -1;
+    }
+    if (!one_of(cfg->client_net, "tcp", "tcp4", "tcp6")) {
+        snprintf(err, errlen, "tunnels: -client.net: \"%s\" is not tcp, tcp4 or tcp6", cfg->client_net);
+        return -1;
+    }
+    if (!one_of(cfg->remux_net, "tls", "tcp", NULL)) {
+        snprintf(err, errlen, "tunnels: -remux.net: \"%s\" is not tls or tcp", cfg->remux_net);
+        return -1;
+    }
+    if (!one_of(cfg->eagersocks_net, "remux", "tls", "tcp")) {
+        snprintf(err, errlen, "tunnels: -eagersocks.net: \"%s\" is not remux, tls or tcp",
+                 cfg->eagersocks_net);
+        return -1;
+    }
+    if (cfg->server_addr[0] == 0) {
+        snprintf(err, errlen, "tunnels: -server.addr: missing (host:port %s)",
+                 client ? "of the server to dial" : "to listen on");
+        return -1;
+    }
+    if (cfg->window_max_kib < cfg->window_kib) cfg->window_max_kib = cfg->window_kib;
+    return 0;
+}
+
+int
+flags_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen)
+{
+    const struct flag *f;
+    const char *arg, *eq, *val;
+    int i;
+
+    flags_defaults(cfg);
+    for (i = 1; i < argc; i++) {
+        arg = argv[i];
+        if (arg[0] != '-' || arg[1] == 0) {
+            snprintf(err, errlen, "tunnels: \"%s\": unexpected argument (flags start with -)", arg);
+            return FLAGS_ERR;
+        }
+        arg += arg[1] == '-' ? 2 : 1;
+        if (strcmp(arg, "h") == 0 || strcmp(arg, "help") == 0) return FLAGS_HELP;
+        eq = strchr(arg, '=');
+        f = find_flag(arg, eq != NULL ? (size_t)(eq - arg) : strlen(arg));
+        if (f == NULL) {
+            snprintf(err, errlen, "tunnels: -%.*s: no such flag (see -h)",
+                     (int)(eq != NULL ? eq - arg : (long)strlen(arg)), arg);
+            return FLAGS_ERR;
+        }
+        if (eq != NULL)
+            val = eq + 1;
+        else if (f->type == F_BOOL)
+            val = "true"; /* Go: a bare boolean flag means true */
+        else if (i + 1 < argc)
+            val = argv[++i];
+        else {
+            snprintf(err, errlen, "tunnels: -%s: needs a value", f->name);
+            return FLAGS_ERR;
+        }
+        if (set_flag(f, val, cfg, err, errlen) == -1) return FLAGS_ERR;
+    }
+    return check(cfg, err, errlen) == -1 ? FLAGS_ERR : FLAGS_OK;
+}
+
+void
+flags_usage(FILE *out)
+{
+    size_t i;
+
+    fprintf(out, "usage: tunnels -role=client|server [-flag=value ...]\n\n"
+                 "A TLS tunnel: a local SOCKS5 client answered at once (EagerSocks), sessions\n"
+                 "multiplexed over a pool of reused TLS connections (ReMux).\n\n");
+    for (i = 0; i < NFLAGS; i++) {
+        fprintf(out, "  -%s", flags[i].name);
+        if (flags[i].type != F_BOOL) fprintf(out, " %s", flags[i].type == F_INT ? "int" : "string");
+        fprintf(out, "\n    \t%s (default %s%s%s)\n", flags[i].help,
+                flags[i].type == F_STR ? "\"" : "", flags[i].def,
+                flags[i].type == F_STR ? "\"" : "");
+    }
+    fprintf(out, "\nSignals: SIGTERM/SIGINT drain and exit; SIGHUP reopens the log file.\n");
+}

@@ -1,0 +1,134 @@
+/* main.c: flags, logs, the role's set-up, signals, and the event loop.
+ * Exit status: 0 after a drain, 1 when set-up fails (a file, a port), 2 for a bad command line. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "client.h"
+#include "config.h"
+#include "flags.h"
+#include "log.h"
+#include "luahost.h"
+#include "mux.h"
+#include "server.h"
+#include "session.h"
+
+struct app {
+    struct event_base *base;
+    struct client *client;
+    struct server *server;
+    struct event *drain;
+    int64_t drain_deadline_us;
+    int draining;
+    long drain_sec;
+};
+
+static void
+drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *a = arg;
+    struct timeval tv = {0, 300000};
+
+    (void)fd;
+    (void)what;
+    if (session_count() > 0 && mux_now_us() < a->drain_deadline_us) return;
+    if (session_count() > 0)
+        log_msg(LOG_WARN, "[main] drain: %u sessions still open after -drain.sec", session_count());
+    if (a->client != NULL) client_close_all(a->client);
+    if (a->server != NULL) server_close_all(a->server);
+    event_del(a->drain);
+    /* Give close_notify alerts a moment to leave. */
+    event_base_loopexit(a->base, &tv);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct app *a = arg;
+    struct timeval tv = {0, 100000};
+
+    (void)what;
+    if (sig == SIGHUP) {
+        log_reopen();
+        log_msg(LOG_INFO, "[main] SIGHUP: log reopened");
+        return;
+    }
+    if (a->draining) {
+        log_msg(LOG_WARN, "[main] second signal: exiting now");
+        event_base_loopexit(a->base, NULL);
+        return;
+    }
+    a->draining = 1;
+    log_msg(LOG_INFO, "[main] %s: draining %u sessions", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+            session_count());
+    if (a->client != NULL) client_stop_accepting(a->client);
+    if (a->server != NULL) server_stop_accepting(a->server);
+    a->drain_deadline_us = mux_now_us() + (int64_t)a->drain_sec * 1000000;
+    evtimer_add(a->drain, &tv);
+}
+
+int
+main(int argc, char **argv)
+{
+    static struct config cfg;
+    struct app a;
+    struct luahost *lua = NULL;
+    struct event *sigs[4];
+    const int signums[4] = {SIGTERM, SIGINT, SIGHUP, 0};
+    char err[1024];
+    const char *why = "";
+    int rc, i;
+
+    memset(&a, 0, sizeof(a));
+    rc = flags_parse(argc, argv, &cfg, err, sizeof(err));
+    if (rc == FLAGS_HELP) {
+        flags_usage(stdout);
+        return 0;
+    }
+    if (rc == FLAGS_ERR) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    if (log_open(cfg.log_path, cfg.log_level, &why) == -1) {
+        fprintf(stderr, "tunnels: -sla.log.path: %s: %s\n", cfg.log_path, why);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    a.base = event_base_new();
+    if (a.base == NULL) {
+        fprintf(stderr, "tunnels: cannot create the event loop\n");
+        return 1;
+    }
+    if (strcmp(cfg.role, "client") == 0) {
+        lua = luahost_new(&cfg, err, sizeof(err));
+        if (lua != NULL) a.client = client_new(a.base, &cfg, lua, err, sizeof(err));
+        if (a.client == NULL) goto fail;
+    } else {
+        a.server = server_new(a.base, &cfg, err, sizeof(err));
+        if (a.server == NULL) goto fail;
+    }
+    a.drain = event_new(a.base, -1, EV_PERSIST, drain_tick, &a);
+    for (i = 0; signums[i] != 0; i++) {
+        sigs[i] = evsignal_new(a.base, signums[i], signal_cb, &a);
+        evsignal_add(sigs[i], NULL);
+    }
+    sigs[i] = NULL;
+    a.drain_sec = cfg.drain_sec;
+    event_base_dispatch(a.base);
+    log_msg(LOG_INFO, "[main] exit");
+    client_free(a.client);
+    server_free(a.server);
+    luahost_free(lua);
+    for (i = 0; sigs[i] != NULL; i++) event_free(sigs[i]);
+    event_free(a.drain);
+    event_base_free(a.base);
+    return 0;
+fail:
+    fprintf(stderr, "%s\n", err);
+    luahost_free(lua);
+    event_base_free(a.base);
+    return 1;
+}

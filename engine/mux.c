@@ -1,0 +1,536 @@
+/* mux.c: a ReMux lower connection. Frames are parsed with frame.c straight from the
+ * bufferevent's input; data payloads move to their session's socket with
+ * evbuffer_remove_buffer (chains move, bytes are not copied). The mux never stops reading:
+ * per-session windows bound what a peer may send, so one slow reader cannot stall the rest.
+ *
+ * Close path: mux_close() runs once (the closing flag), closes the sessions, tells the owner,
+ * then lets queued output drain, sends TLS close_notify, and frees the bufferevent; the struct
+ * itself is freed on a later loop pass so no callback on the stack sees freed memory. */
+#include "mux.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "log.h"
+#include "session.h"
+#include "sidmap.h"
+#include "tls.h"
+
+#define MUX_OUT_HIGH (1024 * 1024) /* past this much queued output, sessions stop reading */
+#define MUX_CLOSE_DRAIN_SEC 2     /* how long a closing mux may flush before it is dropped */
+#define MUX_MAX_SESSIONS 4096
+
+struct mux {
+    struct event_base *base;
+    struct bufferevent *bev;
+    const struct config *cfg;
+    const struct mux_ops *ops;
+    void *arg;
+    struct sidmap *sessions;
+    struct event *timer; /* handshake timeout, then the keepalive tick */
+    uint32_t id;
+    unsigned tls : 1, client : 1, ready : 1, closing : 1, freed_bev : 1;
+    unsigned goaway_sent : 1, goaway_rcvd : 1;
+    uint16_t next_sid; /* client: the next id to open */
+    uint16_t last_sid; /* server: the highest id opened */
+    uint16_t goaway_last;
+    unsigned carried;
+    unsigned blocked;
+    int64_t born_us, idle_since_us, last_rx_us, srtt_us;
+};
+
+static unsigned mux_open_count;
+
+int64_t
+mux_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void mux_read_cb(struct bufferevent *bev, void *arg);
+static void mux_write_cb(struct bufferevent *bev, void *arg);
+static void mux_event_cb(struct bufferevent *bev, short what, void *arg);
+static void mux_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void mux_on_ready(struct mux *m);
+static void send_ping(struct mux *m);
+
+struct mux *
+mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
+        const struct config *cfg, const struct mux_ops *ops, void *arg)
+{
+    struct mux *m = calloc(1, sizeof(*m));
+    struct timeval tv = {cfg->handshake_sec, 0};
+
+    if (m == NULL) goto err;
+    m->base = base;
+    m->bev = bev;
+    m->cfg = cfg;
+    m->ops = ops;
+    m->arg = arg;
+    m->tls = tls != 0;
+    m->client = client != 0;
+    m->next_sid = 1;
+    m->born_us = m->idle_since_us = m->last_rx_us = mux_now_us();
+    evutil_secure_rng_get_bytes(&m->id, sizeof(m->id));
+    m->sessions = sidmap_new();
+    m->timer = event_new(base, -1, 0, mux_timer_cb, m);
+    if (m->sessions == NULL || m->timer == NULL) goto err;
+    bufferevent_setcb(bev, mux_read_cb, mux_write_cb, mux_event_cb, m);
+    bufferevent_setwatermark(bev, EV_WRITE, MUX_OUT_HIGH / 2, 0);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    evtimer_add(m->timer, &tv);
+    mux_open_count++;
+    log_msg(LOG_INFO, "[conn] + %08x = %u", m->id, mux_open_count);
+    if (!tls && !client) mux_on_ready(m); /* an accepted TCP socket is up already */
+    return m;
+err:
+    if (m != NULL) {
+        sidmap_free(m->sessions);
+        if (m->timer != NULL) event_free(m->timer);
+        free(m);
+    }
+    bufferevent_free(bev);
+    return NULL;
+}
+
+static void
+mux_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct mux *m = arg;
+
+    (void)fd;
+    (void)what;
+    sidmap_free(m->sessions);
+    free(m);
+}
+
+/* Sends close_notify (TLS) and frees the bufferevent, then the struct on a later pass. */
+static void
+mux_finish(struct mux *m, int clean)
+{
+    struct timeval now = {0, 0};
+    SSL *ssl;
+
+    if (m->freed_bev) return;
+    m->freed_bev = 1;
+    event_free(m->timer);
+    m->timer = NULL;
+    if (clean && m->tls && m->ready) {
+        ssl = bufferevent_openssl_get_ssl(m->bev);
+        /* One call: the alert goes out now; we do not wait for the peer's. */
+        if (ssl != NULL && SSL_shutdown(ssl) < 0) ERR_clear_error();
+    }
+    bufferevent_free(m->bev);
+    m->bev = NULL;
+    event_base_once(m->base, -1, EV_TIMEOUT, mux_free_cb, m, &now);
+}
+
+void
+mux_close(struct mux *m, int level, const char *reason)
+{
+    void *live[MUX_MAX_SESSIONS];
+    size_t n, i;
+    struct timeval tv = {MUX_CLOSE_DRAIN_SEC, 0};
+
+    if (m->closing) return;
+    m->closing = 1;
+    mux_open_count--;
+    log_msg(level, "[conn] - %08x = %u%s%s", m->id, mux_open_count, *reason ? " " : "", reason);
+    do {
+        n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
+        for (i = 0; i < n; i++) session_mux_gone(live[i], reason);
+    } while (n == MUX_MAX_SESSIONS);
+    if (m->ops->closed != NULL) m->ops->closed(m, m->arg);
+    bufferevent_disable(m->bev, EV_READ);
+    /* An orderly close flushes what is queued (a RESET, a GOAWAY) before close_notify. */
+    if (level < LOG_ERROR && evbuffer_get_length(bufferevent_get_output(m->bev)) > 0) {
+        bufferevent_setwatermark(m->bev, EV_WRITE, 0, 0);
+        event_del(m->timer);
+        evtimer_add(m->timer, &tv);
+        return;
+    }
+    mux_finish(m, level < LOG_ERROR);
+}
+
+void
+mux_goaway(struct mux *m)
+{
+    struct frame_ctl c = {.type = FRAME_CTL_GOAWAY};
+
+    if (m->closing || m->goaway_sent) return;
+    m->goaway_sent = 1;
+    c.sid = m->last_sid;
+    mux_send_ctl(m, &c);
+}
+
+uint16_t
+mux_next_sid(struct mux *m)
+{
+    if (m->next_sid == 0xffff || m->goaway_rcvd || m->closing) return 0;
+    return m->next_sid++;
+}
+
+int
+mux_attach(struct mux *m, uint16_t sid, struct session *s)
+{
+    if (sidmap_count(m->sessions) >= MUX_MAX_SESSIONS) return -1;
+    if (sidmap_put(m->sessions, sid, s) == -1) return -1;
+    m->carried++;
+    return 0;
+}
+
+void
+mux_detach(struct mux *m, uint16_t sid)
+{
+    sidmap_del(m->sessions, sid);
+    if (sidmap_count(m->sessions) == 0) {
+        m->idle_since_us = mux_now_us();
+        if (!m->closing && m->ops->idle != NULL) m->ops->idle(m, m->arg);
+    }
+}
+
+void
+mux_send(struct mux *m, uint16_t sid, const void *prefix, size_t plen, struct evbuffer *src,
+         size_t n)
+{
+    struct evbuffer *out;
+    uint8_t h[FRAME_HDR_LEN];
+
+    if (m->closing) return;
+    out = bufferevent_get_output(m->bev);
+    frame_encode_hdr(h, sid, (uint16_t)(plen + n));
+    evbuffer_add(out, h, sizeof(h));
+    if (plen > 0) evbuffer_add(out, prefix, plen);
+    if (n > 0) evbuffer_remove_buffer(src, out, n);
+}
+
+void
+mux_send_ctl(struct mux *m, const struct frame_ctl *c)
+{
+    uint8_t buf[FRAME_CTL_MAX_LEN];
+    size_t n;
+
+    if (m->closing) return;
+    n = frame_encode_ctl(buf, c);
+    bufferevent_write(m->bev, buf, n);
+}
+
+int
+mux_writable(const struct mux *m)
+{
+    return !m->closing && evbuffer_get_length(bufferevent_get_output(m->bev)) < MUX_OUT_HIGH;
+}
+
+void
+mux_note_blocked(struct mux *m)
+{
+    m->blocked = 1;
+}
+
+static void
+send_ping(struct mux *m)
+{
+    struct frame_ctl c = {.type = FRAME_CTL_PING};
+
+    c.opaque = (uint64_t)mux_now_us();
+    mux_send_ctl(m, &c);
+}
+
+static int
+handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
+{
+    struct frame_ctl c;
+    struct session *s;
+    int64_t rtt;
+
+    if (frame_decode_ctl(p, len, &c, err) == -1) return -1;
+    switch (c.type) {
+    case FRAME_CTL_WINDOW:
+    case FRAME_CTL_RESET:
+        s = sidmap_get(m->sessions, c.sid);
+        if (s == NULL) {
+            /* A session that ended a moment ago may still get one: only ids never opened are
+             * an error. */
+            if (m->client ? c.sid >= m->next_sid : c.sid > m->last_sid) {
+                *err = c.type == FRAME_CTL_WINDOW ? "WINDOW for a session never opened"
+                                                  : "RESET for a session never opened";
+                return -1;
+            }
+            return 0;
+        }
+        if (c.type == FRAME_CTL_WINDOW) return session_on_window(s, c.increment, err);
+        session_on_reset(s, c.reason);
+        return 0;
+    case FRAME_CTL_PING:
+        c.type = FRAME_CTL_PONG;
+        mux_send_ctl(m, &c);
+        return 0;
+    case FRAME_CTL_PONG:
+        rtt = mux_now_us() - (int64_t)c.opaque;
+        if (rtt < 0 || rtt > 3600LL * 1000000) return 0; /* not one of ours */
+        m->srtt_us = m->srtt_us == 0 ? rtt : (7 * m->srtt_us + rtt) / 8;
+        return 0;
+    case FRAME_CTL_GOAWAY: {
+        void *live[MUX_MAX_SESSIONS];
+        size_t n, i;
+
+        m->goaway_rcvd = 1;
+        m->goaway_last = c.sid;
+        log_msg(LOG_INFO, "[conn] ~ %08x goaway (last session %u)", m->id, c.sid);
+        /* Sessions above the last id were never taken by the peer. */
+        n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
+        for (i = 0; i < n; i++)
+            if (session_sid(live[i]) > c.sid) session_on_reset(live[i], FRAME_RST_POLICY);
+        return 0;
+    }
+    }
+    return 0;
+}
+
+static int
+handle_data(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const char **err)
+{
+    struct session *s = sidmap_get(m->sessions, sid);
+    struct frame_ctl rst = {.type = FRAME_CTL_RESET, .reason = FRAME_RST_POLICY};
+
+    if (s != NULL) return len == 0 ? session_on_fin(s, err) : session_on_data(s, in, len, err);
+    if (m->client) {
+        if (sid >= m->next_sid) {
+            *err = "data for a session never opened";
+            return -1;
+        }
+        evbuffer_drain(in, len); /* a session we closed a moment ago */
+        return 0;
+    }
+    if (sid <= m->last_sid) {
+        evbuffer_drain(in, len);
+        return 0;
+    }
+    if (len == 0) {
+        *err = "a session opened with an empty frame";
+        return -1;
+    }
+    m->last_sid = sid;
+    if (m->goaway_sent) {
+        rst.sid = sid;
+        mux_send_ctl(m, &rst);
+        evbuffer_drain(in, len);
+        return 0;
+    }
+    return m->ops->open(m, sid, in, len, err, m->arg);
+}
+
+static void
+mux_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct mux *m = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    uint8_t buf[FRAME_HDR_LEN + FRAME_CTL_MAX_LEN];
+    struct frame_hdr h;
+    const char *err = NULL;
+    char why[128];
+    size_t have;
+
+    m->last_rx_us = mux_now_us();
+    while (!m->closing) {
+        have = evbuffer_get_length(in);
+        if (evbuffer_copyout(in, buf, FRAME_HDR_LEN) < FRAME_HDR_LEN) break;
+        frame_decode_hdr(buf, FRAME_HDR_LEN, &h);
+        if (h.sid == 0 && h.len > FRAME_CTL_MAX_LEN) {
+            err = "control frame too long";
+            break;
+        }
+        if (have < FRAME_HDR_LEN + (size_t)h.len) break;
+        if (h.sid == 0) {
+            evbuffer_remove(in, buf, FRAME_HDR_LEN + h.len);
+            if (handle_ctl(m, buf + FRAME_HDR_LEN, h.len, &err) == -1) break;
+        } else {
+            evbuffer_drain(in, FRAME_HDR_LEN);
+            if (handle_data(m, h.sid, in, h.len, &err) == -1) break;
+        }
+    }
+    if (err != NULL && !m->closing) {
+        snprintf(why, sizeof(why), "protocol error: %s", err);
+        mux_close(m, LOG_ERROR, why);
+    }
+}
+
+static void
+mux_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct mux *m = arg;
+    void *live[MUX_MAX_SESSIONS];
+    size_t n, i;
+
+    if (m->closing) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) mux_finish(m, 1);
+        return;
+    }
+    if (!m->blocked) return;
+    m->blocked = 0;
+    n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
+    for (i = 0; i < n; i++) session_wake(live[i]);
+}
+
+/* The lower connection is up: the keepalive tick replaces the handshake timeout. */
+static void
+mux_on_ready(struct mux *m)
+{
+    struct timeval tv = {m->cfg->ping_sec, 0};
+
+    m->ready = 1;
+    m->last_rx_us = mux_now_us();
+    event_del(m->timer);
+    event_assign(m->timer, m->base, -1, EV_PERSIST, mux_timer_cb, m);
+    evtimer_add(m->timer, &tv);
+    send_ping(m); /* the first RTT sample, for window tuning */
+    if (m->ops->ready != NULL) m->ops->ready(m, m->arg);
+}
+
+static void
+mux_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct mux *m = arg;
+    char why[512], tlserr[384];
+    int e = EVUTIL_SOCKET_ERROR();
+    SSL *ssl;
+
+    if (what & BEV_EVENT_CONNECTED) {
+        ssl = m->tls ? bufferevent_openssl_get_ssl(bev) : NULL;
+        if (ssl != NULL)
+            log_msg(LOG_DEBUG, "[conn] ~ %08x %s %s%s", m->id, SSL_get_version(ssl),
+                    SSL_get_cipher_name(ssl), SSL_session_reused(ssl) ? " resumed" : "");
+        mux_on_ready(m);
+        return;
+    }
+    if (m->closing) {
+        mux_finish(m, 0);
+        return;
+    }
+    tlserr[0] = 0;
+    if (m->tls) tls_errors(bev, tlserr, sizeof(tlserr));
+    if (what & BEV_EVENT_EOF)
+        snprintf(why, sizeof(why), "%s", sidmap_count(m->sessions) ? "unexpected EOF" : "closed by peer");
+    else if (tlserr[0] != 0)
+        snprintf(why, sizeof(why), "%s%s", m->ready ? "tls: " : "tls handshake: ", tlserr);
+    else if (e != 0)
+        snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(e));
+    else
+        snprintf(why, sizeof(why), "%s", m->ready ? "connection error" : "handshake failed");
+    if (!m->ready && m->tls && (what & BEV_EVENT_EOF)) snprintf(why, sizeof(why), "tls handshake: peer closed");
+    mux_close(m, (what & BEV_EVENT_EOF) && sidmap_count(m->sessions) == 0 ? LOG_INFO : LOG_ERROR, why);
+    mux_finish(m, 0);
+}
+
+static void
+mux_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct mux *m = arg;
+    int64_t quiet = mux_now_us() - m->last_rx_us, ping = (int64_t)m->cfg->ping_sec * 1000000;
+    char why[96];
+
+    (void)fd;
+    (void)what;
+    if (m->closing) {
+        mux_finish(m, 0); /* the drain took too long */
+        return;
+    }
+    if (!m->ready) {
+        mux_close(m, LOG_ERROR, m->tls ? "tls handshake timeout" : "connect timeout");
+        return;
+    }
+    if (quiet >= 3 * ping) {
+        snprintf(why, sizeof(why), "keepalive timeout: nothing received for %lld s",
+                 (long long)(quiet / 1000000));
+        mux_close(m, LOG_ERROR, why);
+    } else if (quiet >= ping - 100000) {
+        send_ping(m);
+    }
+}
+
+uint32_t
+mux_id(const struct mux *m)
+{
+    return m->id;
+}
+
+struct event_base *
+mux_base(const struct mux *m)
+{
+    return m->base;
+}
+
+const struct config *
+mux_config(const struct mux *m)
+{
+    return m->cfg;
+}
+
+unsigned
+mux_live(const struct mux *m)
+{
+    return (unsigned)sidmap_count(m->sessions);
+}
+
+unsigned
+mux_carried(const struct mux *m)
+{
+    return m->carried;
+}
+
+double
+mux_age(const struct mux *m)
+{
+    return (double)(mux_now_us() - m->born_us) / 1e6;
+}
+
+double
+mux_idle(const struct mux *m)
+{
+    if (sidmap_count(m->sessions) > 0) return 0;
+    return (double)(mux_now_us() - m->idle_since_us) / 1e6;
+}
+
+int
+mux_is_ready(const struct mux *m)
+{
+    return m->ready;
+}
+
+int
+mux_is_closing(const struct mux *m)
+{
+    return m->closing;
+}
+
+int
+mux_goaway_received(const struct mux *m)
+{
+    return m->goaway_rcvd;
+}
+
+int64_t
+mux_srtt_us(const struct mux *m)
+{
+    return m->srtt_us;
+}
+
+unsigned
+mux_count(void)
+{
+    return mux_open_count;
+}

@@ -1,0 +1,77 @@
+/* mux.h: one ReMux lower connection (TLS or TCP): reads and writes frames, keeps the table of
+ * its sessions, answers PING, honours GOAWAY, and closes exactly once. The client's pool and
+ * the server's listener own muxes; sessions belong to the mux they ride on. */
+#ifndef TUNNELS_MUX_H
+#define TUNNELS_MUX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "frame.h"
+
+struct bufferevent;
+struct event_base;
+struct evbuffer;
+struct mux;
+struct session;
+
+struct mux_ops {
+    /* The lower connection is up (TLS handshake done). */
+    void (*ready)(struct mux *m, void *arg);
+    /* The mux is closing; its sessions are already closed. It is freed after this returns, on a
+     * later loop pass: drop every pointer to it. */
+    void (*closed)(struct mux *m, void *arg);
+    /* Server: the first frame of a new session, len payload bytes at the front of in. Returns 0
+     * having consumed exactly len bytes, or -1 with *err (a protocol error: the mux closes). */
+    int (*open)(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const char **err,
+                void *arg);
+    /* The last session on the mux ended. Optional. */
+    void (*idle)(struct mux *m, void *arg);
+};
+
+/* Wraps bev (a connected or connecting socket or TLS bufferevent, which the mux now owns). */
+struct mux *mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
+                    const struct config *cfg, const struct mux_ops *ops, void *arg);
+
+/* Closes the mux and every session on it, logging `[conn] - id = n reason` at level. Safe to
+ * call more than once; only the first call acts. */
+void mux_close(struct mux *m, int level, const char *reason);
+
+/* Server: sends GOAWAY (the last session id seen) and refuses any newer session. */
+void mux_goaway(struct mux *m);
+
+/* Client: the id for a new session, or 0 when this connection has used them all. */
+uint16_t mux_next_sid(struct mux *m);
+
+/* Registers s under sid; returns 0 or -1 (out of memory). */
+int mux_attach(struct mux *m, uint16_t sid, struct session *s);
+void mux_detach(struct mux *m, uint16_t sid);
+
+/* Queues one frame: header, then prefix (plen bytes), then n bytes moved out of src. */
+void mux_send(struct mux *m, uint16_t sid, const void *prefix, size_t plen, struct evbuffer *src,
+              size_t n);
+void mux_send_ctl(struct mux *m, const struct frame_ctl *c);
+
+/* 0 while the lower connection's output is over its bound: sessions stop reading. */
+int mux_writable(const struct mux *m);
+/* A session stopped reading because the mux was not writable: wake it when it is. */
+void mux_note_blocked(struct mux *m);
+
+uint32_t mux_id(const struct mux *m);
+struct event_base *mux_base(const struct mux *m);
+const struct config *mux_config(const struct mux *m);
+unsigned mux_live(const struct mux *m);    /* sessions open now */
+unsigned mux_carried(const struct mux *m); /* sessions carried so far */
+double mux_age(const struct mux *m);       /* seconds */
+double mux_idle(const struct mux *m);      /* seconds since the last session ended, 0 if live */
+int mux_is_ready(const struct mux *m);
+int mux_is_closing(const struct mux *m);
+int mux_goaway_received(const struct mux *m);
+int64_t mux_srtt_us(const struct mux *m);  /* smoothed RTT from PING/PONG, 0 before one */
+unsigned mux_count(void);                  /* muxes open in this process */
+
+/* Microseconds on the monotonic clock. */
+int64_t mux_now_us(void);
+
+#endif

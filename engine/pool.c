@@ -1,0 +1,257 @@
+/* pool.c: the client's connections to the server. The pool owns its muxes (an array, oldest
+ * first); a mux tells the pool when it closes and the pool forgets it. Decisions are the Lua
+ * policy's: which connection takes a session (luahost_pool_pick) and when an idle one closes
+ * (luahost_pool_idle); the mechanics (dialling, counting, the limit on connections) are here. */
+#include "pool.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+
+#include "addr.h"
+#include "log.h"
+#include "luahost.h"
+#include "mux.h"
+#include "tls.h"
+
+struct pool {
+    struct event_base *base;
+    const struct config *cfg;
+    struct luahost *lua;
+    SSL_CTX *ctx;
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    char name[256]; /* the server name the certificate must carry */
+    int single;     /* one connection per session (-eagersocks.net=tls|tcp) */
+    struct mux **conns;
+    size_t n, cap;
+    struct luahost_conn *info;
+    struct event *tick;
+    SSL_SESSION *resume; /* the last TLS session, offered to new dials */
+};
+
+static void pool_closed(struct mux *m, void *arg);
+static void pool_idle(struct mux *m, void *arg);
+static void pool_ready(struct mux *m, void *arg);
+static const struct mux_ops pool_ops = {
+    .ready = pool_ready, .closed = pool_closed, .open = NULL, .idle = pool_idle};
+
+static void
+fill_info(struct luahost_conn *c, const struct mux *m)
+{
+    c->id = mux_id(m);
+    c->age = mux_age(m);
+    c->idle = mux_idle(m);
+    c->sessions = mux_carried(m);
+    c->live = mux_live(m);
+    c->goaway = mux_goaway_received(m);
+    c->ready = mux_is_ready(m);
+}
+
+static void
+pool_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct pool *p = arg;
+    struct luahost_conn c;
+    size_t i;
+
+    (void)fd;
+    (void)what;
+    /* Closing removes from p->conns: walk from the end. */
+    for (i = p->n; i > 0; i--) {
+        struct mux *m = p->conns[i - 1];
+        if (mux_live(m) > 0) continue;
+        fill_info(&c, m);
+        if (luahost_pool_idle(p->lua, &c)) mux_close(m, LOG_INFO, c.idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
+    }
+}
+
+struct pool *
+pool_new(struct event_base *base, const struct config *cfg, struct luahost *lua, SSL_CTX *ctx,
+         const struct sockaddr *sa, socklen_t salen)
+{
+    struct pool *p = calloc(1, sizeof(*p));
+    struct timeval tv = {1, 0};
+
+    if (p == NULL) return NULL;
+    p->base = base;
+    p->cfg = cfg;
+    p->lua = lua;
+    p->ctx = ctx;
+    memcpy(&p->sa, sa, salen);
+    p->salen = salen;
+    p->single = strcmp(cfg->eagersocks_net, "remux") != 0;
+    if (cfg->tls_client_name[0] != 0)
+        snprintf(p->name, sizeof(p->name), "%s", cfg->tls_client_name);
+    else
+        addr_host(cfg->server_addr, p->name, sizeof(p->name));
+    p->tick = event_new(base, -1, EV_PERSIST, pool_tick, p);
+    if (p->tick == NULL) {
+        free(p);
+        return NULL;
+    }
+    evtimer_add(p->tick, &tv);
+    return p;
+}
+
+void
+pool_close_all(struct pool *p)
+{
+    while (p->n > 0) mux_close(p->conns[p->n - 1], LOG_INFO, "shutdown");
+}
+
+void
+pool_free(struct pool *p)
+{
+    if (p == NULL) return;
+    pool_close_all(p);
+    event_free(p->tick);
+    if (p->resume != NULL) SSL_SESSION_free(p->resume);
+    free(p->conns);
+    free(p->info);
+    free(p);
+}
+
+static void
+pool_ready(struct mux *m, void *arg)
+{
+    (void)m;
+    (void)arg;
+}
+
+static void
+pool_closed(struct mux *m, void *arg)
+{
+    struct pool *p = arg;
+    size_t i;
+
+    for (i = 0; i < p->n; i++) {
+        if (p->conns[i] == m) {
+            memmove(&p->conns[i], &p->conns[i + 1], (p->n - i - 1) * sizeof(p->conns[0]));
+            p->n--;
+            return;
+        }
+    }
+}
+
+static void
+pool_idle(struct mux *m, void *arg)
+{
+    struct pool *p = arg;
+
+    /* A connection of its own per session ends with its session. */
+    if (p->single) mux_close(m, LOG_INFO, "session ended");
+}
+
+static int
+new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    struct pool *p = SSL_get_app_data(ssl);
+
+    if (p == NULL) return 0;
+    if (p->resume != NULL) SSL_SESSION_free(p->resume);
+    p->resume = sess;
+    return 1; /* we keep the reference */
+}
+
+static struct mux *
+dial(struct pool *p)
+{
+    struct bufferevent *bev;
+    struct mux *m;
+    SSL *ssl = NULL;
+    int fd;
+    const int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+
+    fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        log_msg(LOG_ERROR, "[conn] cannot dial %s: socket: %s", p->cfg->server_addr, strerror(errno));
+        return NULL;
+    }
+    addr_tune_socket(fd);
+    if (p->ctx != NULL) {
+        ssl = tls_client_ssl(p->ctx, p->name);
+        if (ssl == NULL) {
+            close(fd);
+            log_msg(LOG_ERROR, "[conn] cannot dial %s: SSL_new failed", p->cfg->server_addr);
+            return NULL;
+        }
+        SSL_set_app_data(ssl, p);
+        if (p->resume != NULL) SSL_set_session(ssl, p->resume);
+        /* bufferevent_openssl owns ssl and fd from here, even when it fails. */
+        bev = bufferevent_openssl_socket_new(p->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
+    } else {
+        bev = bufferevent_socket_new(p->base, fd, opts);
+    }
+    if (bev == NULL) {
+        log_msg(LOG_ERROR, "[conn] cannot dial %s: out of memory", p->cfg->server_addr);
+        return NULL;
+    }
+    if (bufferevent_socket_connect(bev, (struct sockaddr *)&p->sa, (int)p->salen) == -1) {
+        log_msg(LOG_ERROR, "[conn] cannot dial %s: %s", p->cfg->server_addr, strerror(errno));
+        bufferevent_free(bev);
+        return NULL;
+    }
+    m = mux_new(p->base, bev, p->ctx != NULL, 1, p->cfg, &pool_ops, p);
+    if (m == NULL) return NULL;
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 8;
+        struct mux **c = realloc(p->conns, cap * sizeof(*c));
+        struct luahost_conn *in = realloc(p->info, cap * sizeof(*in));
+        if (c != NULL) p->conns = c;
+        if (in != NULL) p->info = in;
+        if (c == NULL || in == NULL) {
+            mux_close(m, LOG_ERROR, "out of memory");
+            return NULL;
+        }
+        p->cap = cap;
+    }
+    p->conns[p->n++] = m;
+    return m;
+}
+
+void
+pool_set_session_cb(SSL_CTX *ctx)
+{
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
+}
+
+struct mux *
+pool_take(struct pool *p, uint16_t *sid)
+{
+    struct mux *m = NULL;
+    uint32_t id;
+    size_t i, k = 0;
+
+    if (!p->single) {
+        for (i = 0; i < p->n; i++)
+            if (!mux_is_closing(p->conns[i])) fill_info(&p->info[k++], p->conns[i]);
+        id = luahost_pool_pick(p->lua, p->info, k);
+        for (i = 0; id != 0 && i < p->n; i++)
+            if (mux_id(p->conns[i]) == id) m = p->conns[i];
+        if (m == NULL && p->n >= (size_t)p->cfg->conn_max_cnt) {
+            /* At the limit: the newest connection takes it even past its reuse limits. */
+            for (i = p->n; i > 0 && m == NULL; i--)
+                if (!mux_is_closing(p->conns[i - 1]) && !mux_goaway_received(p->conns[i - 1]))
+                    m = p->conns[i - 1];
+            if (m == NULL) {
+                log_msg(LOG_ERROR, "[conn] -remux.conn.max.cnt=%ld reached, none usable",
+                        p->cfg->conn_max_cnt);
+                return NULL;
+            }
+        }
+    }
+    if (m != NULL) *sid = mux_next_sid(m);
+    if (m == NULL || *sid == 0) {
+        m = dial(p);
+        if (m == NULL) return NULL;
+        *sid = mux_next_sid(m);
+    }
+    return m;
+}

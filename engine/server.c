@@ -1,0 +1,347 @@
+/* server.c: accepts lower connections and opens sessions to destinations. The destination's
+ * bufferevent exists from the session's first frame (its socket comes later), so data that
+ * arrives while the name resolves or the socket connects waits in its output, bounded by the
+ * session's window. A DNS lookup is owned by a small `lookup` object that the session cancels
+ * if it closes first. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "addr.h"
+#include "frame.h"
+#include "log.h"
+#include "mux.h"
+#include "session.h"
+#include "socks.h"
+#include "tls.h"
+
+struct server {
+    struct event_base *base;
+    const struct config *cfg;
+    SSL_CTX *ctx; /* NULL: plain TCP */
+    struct evdns_base *dns;
+    struct evconnlistener *lis;
+    struct event *resume;
+    struct mux **conns;
+    size_t n, cap;
+    int draining;
+};
+
+struct lookup {
+    struct session *s;
+    struct evdns_getaddrinfo_request *req;
+    int in_call, done;
+};
+
+static void
+connect_to(struct session *s, const struct sockaddr *sa, socklen_t len)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    char why[128];
+
+    if (fd == -1) {
+        snprintf(why, sizeof(why), "socket: %s", strerror(errno));
+        session_fail(s, FRAME_RST_ABORTED, why);
+        return;
+    }
+    addr_tune_socket(fd);
+    session_connect_fd(s, fd, sa, len);
+}
+
+static void
+lookup_cancel(void *arg)
+{
+    struct lookup *l = arg;
+
+    l->s = NULL;
+    if (l->req != NULL) evdns_getaddrinfo_cancel(l->req);
+}
+
+static void
+lookup_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct lookup *l = arg;
+    struct session *s = l->s;
+
+    l->req = NULL;
+    if (s != NULL) {
+        session_on_close(s, NULL, NULL);
+        if (result != 0 || res == NULL)
+            session_fail(s, FRAME_RST_DNS, evutil_gai_strerror(result != 0 ? result : EVUTIL_EAI_FAIL));
+        else
+            connect_to(s, res->ai_addr, (socklen_t)res->ai_addrlen);
+    }
+    if (res != NULL) evutil_freeaddrinfo(res);
+    if (l->in_call)
+        l->done = 1; /* evdns answered before evdns_getaddrinfo returned: it frees l */
+    else
+        free(l);
+}
+
+static void
+resolve(struct server *srv, struct session *s, const struct socks_req *req)
+{
+    struct evutil_addrinfo hints;
+    struct lookup *l = calloc(1, sizeof(*l));
+    struct evdns_getaddrinfo_request *r;
+    char port[8];
+
+    if (l == NULL) {
+        session_fail(s, FRAME_RST_ABORTED, "out of memory");
+        return;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    snprintf(port, sizeof(port), "%u", req->port);
+    l->s = s;
+    session_on_close(s, lookup_cancel, l);
+    l->in_call = 1;
+    r = evdns_getaddrinfo(srv->dns, req->host, port, &hints, lookup_cb, l);
+    l->in_call = 0;
+    if (l->done)
+        free(l);
+    else
+        l->req = r;
+}
+
+/* The first frame of session sid: the EagerSocks header, then the app's first bytes. */
+static int
+server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const char **err,
+            void *arg)
+{
+    struct server *srv = arg;
+    uint8_t hdr[SOCKS_REQ_MAX];
+    struct socks_req req;
+    struct session *s;
+    struct bufferevent *bev;
+    struct sockaddr_storage ss;
+    size_t n = len < sizeof(hdr) ? len : sizeof(hdr), used;
+    char dest[SOCKS_DEST_MAX];
+    int rc;
+
+    evbuffer_copyout(in, hdr, n);
+    rc = socks_parse_request(hdr, n, &used, &req, err);
+    if (rc == SOCKS_NEED) *err = "EagerSocks header longer than its frame";
+    if (rc != SOCKS_OK) return -1;
+    if (req.cmd != SOCKS_CMD_CONNECT) {
+        *err = "EagerSocks header is not a CONNECT";
+        return -1;
+    }
+    evbuffer_drain(in, used);
+    len -= used;
+    socks_format_dest(&req, dest, sizeof(dest));
+    bev = bufferevent_socket_new(srv->base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    s = bev != NULL ? session_new(m, sid, bev, 0, dest) : NULL;
+    if (s == NULL) {
+        struct frame_ctl c = {.type = FRAME_CTL_RESET, .sid = sid, .reason = FRAME_RST_ABORTED};
+        log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", dest, session_count());
+        evbuffer_drain(in, len);
+        mux_send_ctl(m, &c);
+        return 0;
+    }
+    if (len > 0 && session_on_data(s, in, len, err) == -1) return -1;
+    memset(&ss, 0, sizeof(ss));
+    if (req.atyp == SOCKS_ATYP_IPV4) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        sin->sin_family = AF_INET;
+        memcpy(&sin->sin_addr, req.addr, 4);
+        sin->sin_port = htons(req.port);
+        connect_to(s, (struct sockaddr *)sin, sizeof(*sin));
+    } else if (req.atyp == SOCKS_ATYP_IPV6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+        sin6->sin6_family = AF_INET6;
+        memcpy(&sin6->sin6_addr, req.addr, 16);
+        sin6->sin6_port = htons(req.port);
+        connect_to(s, (struct sockaddr *)sin6, sizeof(*sin6));
+    } else {
+        resolve(srv, s, &req);
+    }
+    return 0;
+}
+
+static void
+server_closed(struct mux *m, void *arg)
+{
+    struct server *srv = arg;
+    size_t i;
+
+    for (i = 0; i < srv->n; i++) {
+        if (srv->conns[i] == m) {
+            srv->conns[i] = srv->conns[--srv->n];
+            return;
+        }
+    }
+}
+
+static void
+server_idle(struct mux *m, void *arg)
+{
+    struct server *srv = arg;
+
+    if (srv->draining) mux_close(m, LOG_INFO, "shutdown");
+}
+
+static const struct mux_ops server_ops = {
+    .ready = NULL, .closed = server_closed, .open = server_open, .idle = server_idle};
+
+static void
+accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    struct server *srv = arg;
+    struct bufferevent *bev;
+    struct mux *m;
+    SSL *ssl;
+    char peer[64];
+    const int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+
+    (void)lis;
+    (void)salen;
+    addr_tune_socket(fd);
+    if (srv->n == srv->cap) {
+        size_t cap = srv->cap ? srv->cap * 2 : 16;
+        struct mux **c = realloc(srv->conns, cap * sizeof(*c));
+        if (c == NULL) {
+            evutil_closesocket(fd);
+            return;
+        }
+        srv->conns = c;
+        srv->cap = cap;
+    }
+    if (srv->ctx != NULL) {
+        ssl = SSL_new(srv->ctx);
+        if (ssl == NULL) {
+            evutil_closesocket(fd);
+            return;
+        }
+        bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts);
+    } else {
+        bev = bufferevent_socket_new(srv->base, fd, opts);
+    }
+    if (bev == NULL) return;
+    m = mux_new(srv->base, bev, srv->ctx != NULL, 0, srv->cfg, &server_ops, srv);
+    if (m == NULL) return;
+    srv->conns[srv->n++] = m;
+    addr_format(sa, peer, sizeof(peer));
+    log_msg(LOG_DEBUG, "[conn] ~ %08x from %s", mux_id(m), peer);
+}
+
+static void
+resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    (void)fd;
+    (void)what;
+    if (!srv->draining) evconnlistener_enable(srv->lis);
+}
+
+static void
+accept_error_cb(struct evconnlistener *lis, void *arg)
+{
+    struct server *srv = arg;
+    struct timeval tv = {0, 200000};
+
+    log_msg(LOG_WARN, "[conn] accept: %s; pausing 200 ms",
+            evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    evconnlistener_disable(lis);
+    evtimer_add(srv->resume, &tv);
+}
+
+struct server *
+server_new(struct event_base *base, const struct config *cfg, char *err, size_t errlen)
+{
+    struct server *srv = calloc(1, sizeof(*srv));
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    char why[256];
+    int tls = strcmp(cfg->remux_net, "tcp") != 0 && strcmp(cfg->eagersocks_net, "tcp") != 0;
+
+    if (srv == NULL) return NULL;
+    srv->base = base;
+    srv->cfg = cfg;
+    if (!cfg->server_open && (!tls || cfg->tls_server_ca[0] == 0)) {
+        snprintf(err, errlen, "tunnels: %s: any client could use this server as an open proxy; "
+                              "set -tls.server.ca for mutual TLS, or -server.open to mean it",
+                 tls ? "-tls.server.ca is not set" : "plain TCP has no client authentication");
+        goto err;
+    }
+    if (tls) {
+        srv->ctx = tls_server_ctx(cfg, err, errlen);
+        if (srv->ctx == NULL) goto err;
+    }
+    srv->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (srv->dns == NULL) {
+        /* No resolv.conf: names resolve from /etc/hosts only. */
+        srv->dns = evdns_base_new(base, 0);
+        if (srv->dns != NULL) evdns_base_load_hosts(srv->dns, NULL);
+    }
+    if (srv->dns == NULL) {
+        snprintf(err, errlen, "tunnels: cannot set up DNS");
+        goto err;
+    }
+    if (addr_resolve(cfg->server_addr, cfg->server_net, 1, &ss, &sslen, why, sizeof(why)) == -1) {
+        snprintf(err, errlen, "tunnels: -server.addr: %s", why);
+        goto err;
+    }
+    srv->resume = evtimer_new(base, resume_cb, srv);
+    srv->lis = evconnlistener_new_bind(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+                                       1024, (struct sockaddr *)&ss, (int)sslen);
+    if (srv->lis == NULL || srv->resume == NULL) {
+        snprintf(err, errlen, "tunnels: -server.addr: cannot listen on %s: %s", cfg->server_addr,
+                 strerror(errno));
+        goto err;
+    }
+    evconnlistener_set_error_cb(srv->lis, accept_error_cb);
+    log_msg(LOG_INFO, "[main] server: listening on %s (%s%s)", cfg->server_addr, tls ? "tls" : "tcp",
+            cfg->tls_server_ca[0] != 0 && tls ? ", client certificates required" : ", open");
+    return srv;
+err:
+    server_free(srv);
+    return NULL;
+}
+
+void
+server_stop_accepting(struct server *srv)
+{
+    size_t i;
+
+    srv->draining = 1;
+    evconnlistener_disable(srv->lis);
+    for (i = 0; i < srv->n; i++) mux_goaway(srv->conns[i]);
+    for (i = srv->n; i > 0; i--)
+        if (mux_live(srv->conns[i - 1]) == 0) mux_close(srv->conns[i - 1], LOG_INFO, "shutdown");
+}
+
+void
+server_close_all(struct server *srv)
+{
+    while (srv->n > 0) mux_close(srv->conns[srv->n - 1], LOG_INFO, "shutdown");
+}
+
+void
+server_free(struct server *srv)
+{
+    if (srv == NULL) return;
+    server_close_all(srv);
+    if (srv->lis != NULL) evconnlistener_free(srv->lis);
+    if (srv->resume != NULL) event_free(srv->resume);
+    if (srv->dns != NULL) evdns_base_free(srv->dns, 1);
+    if (srv->ctx != NULL) SSL_CTX_free(srv->ctx);
+    free(srv->conns);
+    free(srv);
+}

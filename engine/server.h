@@ -1,0 +1,21 @@
+/* server.h: the ReMux listener. Each accepted connection becomes a mux; each new session's
+ * EagerSocks header is parsed, its destination resolved (evdns) and connected, non-blocking. */
+#ifndef TUNNELS_SERVER_H
+#define TUNNELS_SERVER_H
+
+#include <stddef.h>
+
+#include "config.h"
+
+struct event_base;
+struct server;
+
+/* Sets up TLS, DNS and the listener. Returns NULL with err (exit status 1). */
+struct server *server_new(struct event_base *base, const struct config *cfg, char *err,
+                          size_t errlen);
+/* Stops accepting and sends GOAWAY on every connection (the start of a drain). */
+void server_stop_accepting(struct server *s);
+void server_close_all(struct server *s);
+void server_free(struct server *s);
+
+#endif

@@ -1,0 +1,436 @@
+/* session.c: one session's relay between its local socket and its mux, le-proxy style.
+ *
+ * Up (local -> mux): read only while the peer's window has room and the mux is writable; what
+ * is read leaves in frames of up to 64 KiB, moved (not copied) into the mux's output.
+ * Down (mux -> local): payloads move into the local socket's output; as the socket takes them
+ * (the output buffer's drain callback) the bytes become credit, returned to the peer in WINDOW
+ * frames, so a stalled reader holds at most one window of memory.
+ * Window tuning: when the bytes drained per RTT (BDP) approach the window and the reader keeps
+ * up, the window doubles, up to -remux.window.max.kib (gRPC's BDP estimator, simplified).
+ * Half-close: local EOF -> a length-0 frame once everything before it left; a length-0 frame
+ * -> shutdown(SHUT_WR) once the output is flushed. Both done: the session closes. */
+#include "session.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "frame.h"
+#include "log.h"
+#include "mux.h"
+#include "socks.h"
+
+#define SESSION_WINDOW_LIMIT 0x7fffffffLL
+
+struct session {
+    struct mux *mux;
+    uint16_t sid;
+    uint32_t mux_id;
+    struct bufferevent *bev;
+    struct evbuffer_cb_entry *out_cb;
+    struct event *later; /* deferred pump and finish, so callbacks never recurse */
+    struct event *timer; /* client: the first-frame hold; server: the connect timeout */
+    void (*cancel)(void *arg);
+    void *cancel_arg;
+    char dest[SOCKS_DEST_MAX];
+    uint8_t hdr[SOCKS_REQ_MAX];
+    size_t hdr_len; /* the EagerSocks header still to send */
+    int64_t send_window; /* bytes we may still send */
+    int64_t recv_window; /* the window we grant */
+    int64_t recv_avail;  /* bytes the peer may still send */
+    int64_t window_max;
+    uint64_t credit;     /* drained, not yet granted */
+    uint64_t bdp_bytes;
+    int64_t bdp_start_us;
+    unsigned connected : 1, local_eof : 1, sent_fin : 1, got_fin : 1, shut_wr : 1;
+    unsigned hold_done : 1, closed : 1;
+};
+
+static unsigned session_live;
+
+static void session_read_cb(struct bufferevent *bev, void *arg);
+static void session_event_cb(struct bufferevent *bev, short what, void *arg);
+static void session_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
+static void session_later_cb(evutil_socket_t fd, short what, void *arg);
+static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+struct session *
+session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connected,
+            const char *dest)
+{
+    const struct config *cfg = mux_config(m);
+    struct session *s = calloc(1, sizeof(*s));
+    struct timeval tv = {cfg->connect_sec, 0};
+
+    if (s == NULL) goto err;
+    s->mux = m;
+    s->sid = sid;
+    s->mux_id = mux_id(m);
+    s->bev = local;
+    s->connected = connected != 0;
+    snprintf(s->dest, sizeof(s->dest), "%s", dest);
+    s->send_window = s->recv_window = s->recv_avail = (int64_t)cfg->window_kib * 1024;
+    s->window_max = (int64_t)cfg->window_max_kib * 1024;
+    s->bdp_start_us = mux_now_us();
+    s->later = event_new(mux_base(m), -1, 0, session_later_cb, s);
+    s->timer = event_new(mux_base(m), -1, 0, session_timer_cb, s);
+    if (s->later == NULL || s->timer == NULL) goto err;
+    s->out_cb = evbuffer_add_cb(bufferevent_get_output(local), session_out_cb, s);
+    if (s->out_cb == NULL || mux_attach(m, sid, s) == -1) goto err;
+    bufferevent_setcb(local, session_read_cb, NULL, session_event_cb, s);
+    session_live++;
+    log_msg(LOG_DEBUG, "[sess] + %08x:%u = %u", s->mux_id, sid, session_live);
+    log_msg(LOG_INFO, "[sock] + %s = %u", s->dest, session_live);
+    if (connected) {
+        bufferevent_enable(local, EV_READ | EV_WRITE);
+        event_active(s->later, 0, 0); /* the app may have sent data with its request */
+    } else {
+        bufferevent_disable(local, EV_READ | EV_WRITE);
+        evtimer_add(s->timer, &tv);
+    }
+    return s;
+err:
+    if (s != NULL) {
+        if (s->out_cb != NULL) evbuffer_remove_cb_entry(bufferevent_get_output(local), s->out_cb);
+        if (s->later != NULL) event_free(s->later);
+        if (s->timer != NULL) event_free(s->timer);
+        free(s);
+    }
+    bufferevent_free(local);
+    return NULL;
+}
+
+void
+session_set_header(struct session *s, const uint8_t *hdr, size_t len)
+{
+    const struct config *cfg = mux_config(s->mux);
+    struct timeval tv = {0, cfg->hold_ms * 1000};
+
+    memcpy(s->hdr, hdr, len);
+    s->hdr_len = len;
+    if (cfg->hold_ms == 0)
+        s->hold_done = 1;
+    else
+        evtimer_add(s->timer, &tv);
+}
+
+uint16_t
+session_sid(const struct session *s)
+{
+    return s->sid;
+}
+
+unsigned
+session_count(void)
+{
+    return session_live;
+}
+
+void
+session_on_close(struct session *s, void (*cancel)(void *arg), void *arg)
+{
+    s->cancel = cancel;
+    s->cancel_arg = arg;
+}
+
+/* The one close path. reset: send RESET(reason) to the peer. abortive: close the local socket
+ * with RST, so its reader sees an error rather than a clean end. */
+static void
+session_close(struct session *s, int level, const char *why, int reset, uint8_t reason,
+              int abortive)
+{
+    struct linger lg = {1, 0};
+    struct frame_ctl c = {.type = FRAME_CTL_RESET};
+    evutil_socket_t fd;
+
+    if (s->closed) return;
+    s->closed = 1;
+    if (s->cancel != NULL) s->cancel(s->cancel_arg);
+    s->cancel = NULL;
+    if (s->mux != NULL) {
+        if (reset) {
+            c.sid = s->sid;
+            c.reason = reason;
+            mux_send_ctl(s->mux, &c);
+        }
+        mux_detach(s->mux, s->sid);
+        s->mux = NULL;
+    }
+    session_live--;
+    log_msg(LOG_DEBUG, "[sess] - %08x:%u = %u", s->mux_id, s->sid, session_live);
+    log_msg(level, "[sock] - %s = %u%s%s", s->dest, session_live, *why ? " " : "", why);
+    evbuffer_remove_cb_entry(bufferevent_get_output(s->bev), s->out_cb);
+    fd = bufferevent_getfd(s->bev);
+    if (abortive && fd >= 0) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    bufferevent_free(s->bev);
+    s->bev = NULL;
+    event_free(s->later);
+    event_free(s->timer);
+    free(s);
+}
+
+static void
+kick(struct session *s)
+{
+    event_active(s->later, 0, 0);
+}
+
+/* Local -> mux: send what the window and the mux allow; then the FIN once the input is done. */
+static void
+pump_up(struct session *s)
+{
+    struct evbuffer *in;
+    size_t len, n;
+
+    if (s->closed || !s->connected || s->mux == NULL) return;
+    in = bufferevent_get_input(s->bev);
+    len = evbuffer_get_length(in);
+    if (s->hdr_len > 0) {
+        if (len == 0 && !s->local_eof && !s->hold_done) goto out;
+        n = len;
+        if ((int64_t)n > s->send_window) n = (size_t)s->send_window;
+        if (n > FRAME_MAX_PAYLOAD - s->hdr_len) n = FRAME_MAX_PAYLOAD - s->hdr_len;
+        mux_send(s->mux, s->sid, s->hdr, s->hdr_len, in, n);
+        s->send_window -= (int64_t)n;
+        s->hdr_len = 0;
+        event_del(s->timer);
+        len -= n;
+    }
+    while (len > 0 && s->send_window > 0 && mux_writable(s->mux)) {
+        n = len;
+        if ((int64_t)n > s->send_window) n = (size_t)s->send_window;
+        if (n > FRAME_MAX_PAYLOAD) n = FRAME_MAX_PAYLOAD;
+        mux_send(s->mux, s->sid, NULL, 0, in, n);
+        s->send_window -= (int64_t)n;
+        len -= n;
+    }
+    if (len == 0 && s->local_eof && !s->sent_fin) {
+        mux_send(s->mux, s->sid, NULL, 0, NULL, 0);
+        s->sent_fin = 1;
+    }
+    if (len > 0 && s->send_window > 0) mux_note_blocked(s->mux);
+out:
+    /* le-proxy: stop reading while what was read cannot leave. */
+    if (len > 0 || s->local_eof)
+        bufferevent_disable(s->bev, EV_READ);
+    else
+        bufferevent_enable(s->bev, EV_READ);
+}
+
+static void
+session_later_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    evutil_socket_t sock;
+
+    (void)fd;
+    (void)what;
+    pump_up(s);
+    if (s->got_fin && !s->shut_wr && s->connected &&
+        evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+        sock = bufferevent_getfd(s->bev);
+        if (sock >= 0) shutdown(sock, SHUT_WR);
+        s->shut_wr = 1;
+    }
+    if (s->sent_fin && s->shut_wr) session_close(s, LOG_INFO, "", 0, 0, 0);
+}
+
+static void
+session_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    pump_up(arg);
+}
+
+static uint8_t
+errno_reason(int e)
+{
+    switch (e) {
+    case ECONNREFUSED: return FRAME_RST_REFUSED;
+    case ENETUNREACH:
+    case EHOSTUNREACH:
+    case EADDRNOTAVAIL: return FRAME_RST_UNREACHABLE;
+    case ETIMEDOUT: return FRAME_RST_TIMEOUT;
+    default: return FRAME_RST_ABORTED;
+    }
+}
+
+static void
+session_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct session *s = arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    char why[160];
+
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        s->connected = 1;
+        event_del(s->timer);
+        s->cancel = NULL;
+        log_msg(LOG_DEBUG, "[sock] ~ %s connected", s->dest);
+        bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+        kick(s);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        s->local_eof = 1;
+        kick(s);
+        return;
+    }
+    if (!s->connected) {
+        snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(e));
+        session_fail(s, errno_reason(e), why);
+        return;
+    }
+    snprintf(why, sizeof(why), "%s: %s", what & BEV_EVENT_WRITING ? "write" : "read",
+             evutil_socket_error_to_string(e));
+    session_close(s, LOG_INFO, why, 1, FRAME_RST_ABORTED, 1);
+}
+
+static void
+session_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+
+    (void)fd;
+    (void)what;
+    if (!s->connected) {
+        session_fail(s, FRAME_RST_TIMEOUT, "connect timeout");
+        return;
+    }
+    s->hold_done = 1;
+    pump_up(s);
+}
+
+/* Returns drained bytes to the peer as WINDOW credit, growing the window when the reader keeps
+ * up with a bandwidth-delay product near the window. */
+static void
+grant(struct session *s, size_t pending)
+{
+    struct frame_ctl c = {.type = FRAME_CTL_WINDOW};
+    int64_t now, srtt, grow = 0;
+    double bdp;
+
+    if (s->mux == NULL || s->got_fin || s->credit < (uint64_t)s->recv_window / 4) return;
+    now = mux_now_us();
+    srtt = mux_srtt_us(s->mux);
+    s->bdp_bytes += s->credit;
+    if (srtt > 0 && now - s->bdp_start_us >= srtt) {
+        bdp = (double)s->bdp_bytes * (double)srtt / (double)(now - s->bdp_start_us);
+        if (bdp * 2 > (double)s->recv_window && pending < (size_t)s->recv_window / 4 &&
+            s->recv_window < s->window_max) {
+            grow = s->recv_window;
+            if (s->recv_window + grow > s->window_max) grow = s->window_max - s->recv_window;
+            s->recv_window += grow;
+        }
+        s->bdp_start_us = now;
+        s->bdp_bytes = 0;
+    }
+    c.sid = s->sid;
+    c.increment = (uint32_t)(s->credit + (uint64_t)grow);
+    s->recv_avail += (int64_t)c.increment;
+    s->credit = 0;
+    mux_send_ctl(s->mux, &c);
+}
+
+static void
+session_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct session *s = arg;
+
+    if (info->n_deleted == 0 || s->closed) return;
+    s->credit += info->n_deleted;
+    grant(s, evbuffer_get_length(buf));
+    if (s->got_fin && evbuffer_get_length(buf) == 0) kick(s);
+}
+
+void
+session_connect_fd(struct session *s, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    char why[160];
+
+    bufferevent_setfd(s->bev, fd);
+    if (bufferevent_socket_connect(s->bev, sa, (int)len) == -1) {
+        snprintf(why, sizeof(why), "connect: %s", strerror(errno));
+        session_fail(s, errno_reason(errno), why);
+    }
+}
+
+void
+session_fail(struct session *s, uint8_t reason, const char *why)
+{
+    char buf[256];
+
+    snprintf(buf, sizeof(buf), "%s (%s)", frame_reason_str(reason), why);
+    session_close(s, LOG_INFO, buf, 1, reason, 1);
+}
+
+int
+session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **err)
+{
+    if (s->got_fin) {
+        *err = "data after the end of a session";
+        return -1;
+    }
+    if ((int64_t)n > s->recv_avail) {
+        *err = "window overflow";
+        return -1;
+    }
+    s->recv_avail -= (int64_t)n;
+    evbuffer_remove_buffer(src, bufferevent_get_output(s->bev), n);
+    return 0;
+}
+
+int
+session_on_fin(struct session *s, const char **err)
+{
+    if (s->got_fin) {
+        *err = "a session ended twice";
+        return -1;
+    }
+    s->got_fin = 1;
+    kick(s);
+    return 0;
+}
+
+int
+session_on_window(struct session *s, uint32_t inc, const char **err)
+{
+    if (s->send_window + (int64_t)inc > SESSION_WINDOW_LIMIT) {
+        *err = "window overflow (WINDOW past 2^31-1)";
+        return -1;
+    }
+    s->send_window += inc;
+    kick(s);
+    return 0;
+}
+
+void
+session_on_reset(struct session *s, uint8_t reason)
+{
+    char why[96];
+
+    snprintf(why, sizeof(why), "reset by peer: %s", frame_reason_str(reason));
+    session_close(s, LOG_INFO, why, 0, 0, 1);
+}
+
+void
+session_mux_gone(struct session *s, const char *why)
+{
+    char buf[256];
+
+    snprintf(buf, sizeof(buf), "connection lost: %s", why);
+    session_close(s, LOG_INFO, buf, 0, 0, 1);
+}
+
+void
+session_wake(struct session *s)
+{
+    kick(s);
+}

@@ -1,0 +1,52 @@
+/* session.h: one tunnelled stream. It joins a local socket (the app's on the client, the
+ * destination's on the server) to a session id on a mux, relays both ways under flow control,
+ * half-closes with length-0 frames, and closes exactly once. */
+#ifndef TUNNELS_SESSION_H
+#define TUNNELS_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct bufferevent;
+struct evbuffer;
+struct mux;
+struct session;
+
+/* A new session on m under sid, owning local (a bufferevent; connected says whether its socket
+ * is up yet). dest is the destination as text, for the logs. Returns NULL on out of memory, in
+ * which case local is freed. */
+struct session *session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connected,
+                            const char *dest);
+
+/* Client: the EagerSocks header that leads the first frame. It leaves with the app's first
+ * bytes, or alone once -eagersocks.hold.ms passes without any. */
+void session_set_header(struct session *s, const uint8_t *hdr, size_t len);
+
+/* Server: connects the (not yet connected) local bufferevent, through fd (a new non-blocking
+ * socket the session now owns), to sa. On failure the session is reset with the reason and
+ * closed. */
+void session_connect_fd(struct session *s, int fd, const struct sockaddr *sa, socklen_t len);
+
+/* Server: the destination cannot be reached; RESET the peer with reason and close. */
+void session_fail(struct session *s, uint8_t reason, const char *why);
+
+/* Server: called when the session closes before cancel's work (a DNS lookup) is done. */
+void session_on_close(struct session *s, void (*cancel)(void *arg), void *arg);
+
+/* Frames from the mux. Each returns 0, or -1 with *err for a protocol error. */
+int session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **err);
+int session_on_fin(struct session *s, const char **err);
+int session_on_window(struct session *s, uint32_t inc, const char **err);
+void session_on_reset(struct session *s, uint8_t reason);
+
+/* The mux under s is gone: close without a frame. */
+void session_mux_gone(struct session *s, const char *why);
+
+/* The mux is writable again: resume reading if this session stopped for it. */
+void session_wake(struct session *s);
+
+uint16_t session_sid(const struct session *s);
+unsigned session_count(void);
+
+#endif

@@ -1,0 +1,122 @@
+/* socks.c: the SOCKS5 greeting and request parsers and the reply encoder. Pure functions over
+ * buffers so that the client, the server's header parser, the specs and the fuzzers share one
+ * implementation. */
+#include "socks.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+int
+socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *noauth, const char **err)
+{
+    size_t i;
+
+    if (n < 1) return SOCKS_NEED;
+    if (b[0] != 5) {
+        *err = "not a SOCKS5 greeting (version byte is not 5)";
+        return SOCKS_ERR;
+    }
+    if (n < 2) return SOCKS_NEED;
+    if (b[1] == 0) {
+        *err = "SOCKS5 greeting offers no method";
+        return SOCKS_ERR;
+    }
+    if (n < 2 + (size_t)b[1]) return SOCKS_NEED;
+    *noauth = 0;
+    for (i = 0; i < b[1]; i++)
+        if (b[2 + i] == 0) *noauth = 1;
+    *used = 2 + (size_t)b[1];
+    return SOCKS_OK;
+}
+
+int
+socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *r,
+                    const char **err)
+{
+    size_t alen, need;
+
+    if (n >= 1 && b[0] != 5) {
+        *err = "not a SOCKS5 request (version byte is not 5)";
+        return SOCKS_ERR;
+    }
+    if (n >= 3 && b[2] != 0) {
+        *err = "SOCKS5 request has a non-zero reserved byte";
+        return SOCKS_ERR;
+    }
+    if (n < 5) return SOCKS_NEED;
+    r->cmd = b[1];
+    r->atyp = b[3];
+    switch (r->atyp) {
+    case SOCKS_ATYP_IPV4: alen = 4; need = 4 + 4 + 2; break;
+    case SOCKS_ATYP_IPV6: alen = 16; need = 4 + 16 + 2; break;
+    case SOCKS_ATYP_DOMAIN:
+        alen = b[4];
+        if (alen == 0) {
+            *err = "SOCKS5 request has an empty domain";
+            return SOCKS_ERR;
+        }
+        need = 4 + 1 + alen + 2;
+        break;
+    default: *err = "SOCKS5 request has an unknown address type"; return SOCKS_ERR;
+    }
+    if (n < need) return SOCKS_NEED;
+    memset(r->addr, 0, sizeof(r->addr));
+    if (r->atyp == SOCKS_ATYP_DOMAIN) {
+        if (memchr(b + 5, 0, alen) != NULL) {
+            *err = "SOCKS5 request has a NUL byte in its domain";
+            return SOCKS_ERR;
+        }
+        memcpy(r->host, b + 5, alen);
+        r->host[alen] = 0;
+    } else {
+        memcpy(r->addr, b + 4, alen);
+        inet_ntop(r->atyp == SOCKS_ATYP_IPV4 ? AF_INET : AF_INET6, r->addr, r->host,
+                  sizeof(r->host));
+    }
+    r->port = (uint16_t)(b[need - 2] << 8 | b[need - 1]);
+    *used = need;
+    return SOCKS_OK;
+}
+
+size_t
+socks_encode_request(uint8_t *out, const struct socks_req *r)
+{
+    size_t n = 4, alen;
+
+    out[0] = 5;
+    out[1] = r->cmd;
+    out[2] = 0;
+    out[3] = r->atyp;
+    if (r->atyp == SOCKS_ATYP_DOMAIN) {
+        alen = strlen(r->host);
+        if (alen > 255) alen = 255;
+        out[n++] = (uint8_t)alen;
+        memcpy(out + n, r->host, alen);
+    } else {
+        alen = r->atyp == SOCKS_ATYP_IPV4 ? 4 : 16;
+        memcpy(out + n, r->addr, alen);
+    }
+    n += alen;
+    out[n++] = (uint8_t)(r->port >> 8);
+    out[n++] = (uint8_t)r->port;
+    return n;
+}
+
+void
+socks_encode_reply(uint8_t out[10], uint8_t rep)
+{
+    memset(out, 0, 10);
+    out[0] = 5;
+    out[1] = rep;
+    out[3] = SOCKS_ATYP_IPV4;
+}
+
+void
+socks_format_dest(const struct socks_req *r, char *buf, size_t len)
+{
+    if (r->atyp == SOCKS_ATYP_IPV6)
+        snprintf(buf, len, "[%s]:%u", r->host, (unsigned)r->port);
+    else
+        snprintf(buf, len, "%s:%u", r->host, (unsigned)r->port);
+}

@@ -1,0 +1,53 @@
+/* socks.h: SOCKS5 (RFC 1928) parsing and encoding over byte buffers, no I/O. The same request
+ * parser reads the EagerSocks header at the front of a session's first frame. */
+#ifndef TUNNELS_SOCKS_H
+#define TUNNELS_SOCKS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { SOCKS_ERR = -1, SOCKS_NEED = 0, SOCKS_OK = 1 };
+
+enum {
+    SOCKS_CMD_CONNECT = 1,
+    SOCKS_CMD_BIND = 2,
+    SOCKS_CMD_UDP = 3,
+};
+
+enum {
+    SOCKS_ATYP_IPV4 = 1,
+    SOCKS_ATYP_DOMAIN = 3,
+    SOCKS_ATYP_IPV6 = 4,
+};
+
+#define SOCKS_REQ_MAX 262    /* 4 + 1 + 255 + 2: the longest request */
+#define SOCKS_DEST_MAX 300   /* "[v6]:port" or "domain:port", NUL included */
+
+struct socks_req {
+    uint8_t cmd;
+    uint8_t atyp;
+    uint16_t port;
+    uint8_t addr[16]; /* IPv4 or IPv6 in network order */
+    char host[256];   /* the domain (ATYP 3) or the address as text, NUL-terminated */
+};
+
+/* Parses a greeting `05 NMETHODS METHODS...`. Returns SOCKS_OK with *used and *noauth set,
+ * SOCKS_NEED, or SOCKS_ERR with *err (not version 5, no methods). */
+int socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *noauth, const char **err);
+
+/* Parses a request `05 CMD 00 ATYP ADDR PORT`. Returns SOCKS_OK with *used and *r set,
+ * SOCKS_NEED, or SOCKS_ERR with *err (version, reserved byte, address type, empty or
+ * NUL-holding domain). The command is returned, not judged: the caller answers BIND / UDP. */
+int socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *r,
+                        const char **err);
+
+/* Encodes a request for r (the EagerSocks header). Returns its length (at most SOCKS_REQ_MAX). */
+size_t socks_encode_request(uint8_t *out, const struct socks_req *r);
+
+/* Writes the reply `05 REP 00 01 0.0.0.0 0` (10 bytes) into out. */
+void socks_encode_reply(uint8_t out[10], uint8_t rep);
+
+/* Formats "host:port", "1.2.3.4:port" or "[::1]:port" into buf (SOCKS_DEST_MAX bytes). */
+void socks_format_dest(const struct socks_req *r, char *buf, size_t len);
+
+#endif

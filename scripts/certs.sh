@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# certs.sh DIR: a throwaway PKI for demos and specs, written into DIR:
+#   ca.pem/ca.key            the CA both sides trust
+#   server.pem/server.key    the server (localhost, 127.0.0.1, ::1)
+#   client.pem/client.key    a client the server lets in
+#   other-ca.pem, other.pem/other.key   a client from another CA (refused)
+# EC P-256 keys: fast to make and to handshake with.
+set -eu
+dir=${1:?usage: certs.sh DIR}
+mkdir -p "$dir"
+cd "$dir"
+[ -f ca.pem ] && [ -f server.pem ] && [ -f client.pem ] && [ -f other.pem ] && exit 0
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+ca() { # name
+  key "$1.key"
+  openssl req -x509 -new -key "$1.key" -subj "/CN=TunneLS test $1" -days 3650 -out "$1.pem" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+}
+leaf() { # name ca cn ext
+  key "$1.key"
+  openssl req -new -key "$1.key" -subj "/CN=$3" -out "$1.csr"
+  printf '%s\n' "$4" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" -CAcreateserial -days 825 \
+    -extfile "$1.ext" -out "$1.pem" 2>/dev/null
+  rm -f "$1.csr" "$1.ext"
+}
+ca ca
+ca other-ca
+leaf server ca localhost "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1
+extendedKeyUsage=serverAuth"
+leaf client ca "tunnels client" "extendedKeyUsage=clientAuth"
+leaf other other-ca "stranger" "extendedKeyUsage=clientAuth"
+chmod 600 ./*.key
