@@ -90,6 +90,8 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
     m->timer = event_new(base, -1, 0, mux_timer_cb, m);
     if (m->sessions == NULL || m->timer == NULL) goto err;
     bufferevent_setcb(bev, mux_read_cb, mux_write_cb, mux_event_cb, m);
+    bufferevent_set_max_single_read(bev, 256 * 1024);
+    bufferevent_set_max_single_write(bev, 256 * 1024);
     bufferevent_setwatermark(bev, EV_WRITE, MUX_OUT_HIGH / 2, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     evtimer_add(m->timer, &tv);
@@ -208,14 +210,24 @@ mux_send(struct mux *m, uint16_t sid, const void *prefix, size_t plen, struct ev
          size_t n)
 {
     struct evbuffer *out;
-    uint8_t h[FRAME_HDR_LEN];
+    struct evbuffer_iovec v;
+    uint8_t *p;
 
     if (m->closing) return;
     out = bufferevent_get_output(m->bev);
-    frame_encode_hdr(h, sid, (uint16_t)(plen + n));
-    evbuffer_add(out, h, sizeof(h));
-    if (plen > 0) evbuffer_add(out, prefix, plen);
-    if (n > 0) evbuffer_remove_buffer(src, out, n);
+    /* One copy into contiguous space: the TLS bufferevent calls SSL_write once per buffer
+     * chain, so frames moved in as small chains would leave as small records (a 4-byte header
+     * alone costs a record and an AEAD pass). Contiguous frames fill 16 KiB records. */
+    if (evbuffer_reserve_space(out, (ev_ssize_t)(FRAME_HDR_LEN + plen + n), &v, 1) != 1) {
+        mux_close(m, LOG_ERROR, "out of memory");
+        return;
+    }
+    p = v.iov_base;
+    frame_encode_hdr(p, sid, (uint16_t)(plen + n));
+    if (plen > 0) memcpy(p + FRAME_HDR_LEN, prefix, plen);
+    if (n > 0) evbuffer_remove(src, p + FRAME_HDR_LEN + plen, n);
+    v.iov_len = FRAME_HDR_LEN + plen + n;
+    evbuffer_commit_space(out, &v, 1);
 }
 
 void

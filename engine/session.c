@@ -46,6 +46,7 @@ struct session {
     int64_t recv_avail;  /* bytes the peer may still send */
     int64_t window_max;
     uint64_t credit;     /* drained, not yet granted */
+    size_t not_ours;     /* bytes queued before the session (the SOCKS reply): no credit */
     uint64_t bdp_bytes;
     int64_t bdp_start_us;
     unsigned connected : 1, local_eof : 1, sent_fin : 1, got_fin : 1, shut_wr : 1;
@@ -81,9 +82,12 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connecte
     s->later = event_new(mux_base(m), -1, 0, session_later_cb, s);
     s->timer = event_new(mux_base(m), -1, 0, session_timer_cb, s);
     if (s->later == NULL || s->timer == NULL) goto err;
+    s->not_ours = evbuffer_get_length(bufferevent_get_output(local));
     s->out_cb = evbuffer_add_cb(bufferevent_get_output(local), session_out_cb, s);
     if (s->out_cb == NULL || mux_attach(m, sid, s) == -1) goto err;
     bufferevent_setcb(local, session_read_cb, NULL, session_event_cb, s);
+    bufferevent_set_max_single_read(local, 256 * 1024);
+    bufferevent_set_max_single_write(local, 256 * 1024);
     session_live++;
     log_msg(LOG_DEBUG, "[sess] + %08x:%u = %u", s->mux_id, sid, session_live);
     log_msg(LOG_INFO, "[sock] + %s = %u", s->dest, session_live);
@@ -343,9 +347,12 @@ static void
 session_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     struct session *s = arg;
+    size_t n = info->n_deleted, skip;
 
-    if (info->n_deleted == 0 || s->closed) return;
-    s->credit += info->n_deleted;
+    if (n == 0 || s->closed) return;
+    skip = n < s->not_ours ? n : s->not_ours;
+    s->not_ours -= skip;
+    s->credit += n - skip;
     grant(s, evbuffer_get_length(buf));
     if (s->got_fin && evbuffer_get_length(buf) == 0) kick(s);
 }

@@ -44,7 +44,9 @@ base_ctx(const SSL_METHOD *method)
     SSL_CTX_set_cipher_list(ctx, TLS12_AEAD);
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     /* libevent's TLS bufferevent may hand SSL_write a different buffer on a retry. */
-    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* No read-ahead: libevent's TLS bufferevent only reads on socket readability, so records
+     * OpenSSL buffered ahead would wait (seen: a WINDOW frame held 14 s until the next PING). */
     return ctx;
 }
 
