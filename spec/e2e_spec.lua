@@ -1,0 +1,174 @@
+-- End to end through real processes on loopback: curl and tn-load -> tunnels client -> TLS ->
+-- tunnels server -> tn-dest. Certificates are generated into a temp dir.
+local H = require("spec.helper")
+H.dump_on_failure()
+
+describe("tunnel end to end", function()
+  local dir, pki, t, http, sha, echo
+
+  setup(function()
+    dir = H.tmpdir()
+    pki = H.certs(dir)
+    http = H.dest(dir, "http")
+    sha = H.dest(dir, "sha")
+    echo = H.dest(dir, "echo")
+    t = H.tunnel(dir, pki)
+  end)
+
+  teardown(function()
+    H.stop_all()
+    H.sh("rm -rf " .. dir)
+  end)
+
+  it("carries curl --socks5-hostname to a local HTTP server by name and by address", function()
+    local body, code = H.curl(t.socks_port, "http://localhost:" .. http .. "/")
+    assert.are.equal(0, code, body)
+    assert.are.equal("hello from tn-dest\n", body)
+    body, code = H.curl(t.socks_port, "http://127.0.0.1:" .. http .. "/")
+    assert.are.equal(0, code, body)
+    assert.are.equal("hello from tn-dest\n", body)
+    assert.is_true(H.count(t.slog, "%[sock%] %+ localhost:" .. http .. " = ") >= 1)
+  end)
+
+  it("moves 16 MiB through curl intact", function()
+    local out, code = H.sh("curl -sS --max-time 30 --socks5-hostname 127.0.0.1:" .. t.socks_port ..
+      " http://localhost:" .. http .. "/bytes/16777216 | sha256sum; curl -sS http://127.0.0.1:" .. http ..
+      "/bytes/16777216 | sha256sum")
+    assert.are.equal(0, code, out)
+    local a, b = out:match("^(%x+).-\n(%x+)")
+    assert.is_truthy(a)
+    assert.are.equal(b, a)
+  end)
+
+  it("runs 200 concurrent sessions of random sizes (up to 8 MiB each way), checked by SHA-256", function()
+    local out, code = H.sh(H.build .. "/tn-load -socks 127.0.0.1:" .. t.socks_port .. " -dest localhost:" .. sha ..
+      " -n 200 -c 200 -max 8388608 -seed 42")
+    assert.are.equal(0, code, out)
+    assert.matches("ok=200 failed=0", out)
+  end)
+
+  it("half-closes: the app shuts its write side and still reads the whole reply", function()
+    local c = H.connect(t.socks_port)
+    local payload = string.rep("half-close ", 20000)
+    assert(c:send(H.socks_connect("localhost", echo) .. payload))
+    c:shutdown("send")
+    local reply = H.recv(c, 12)
+    assert.are.equal("\5\0\5\0\0\1\0\0\0\0\0\0", reply)
+    local data, how = H.recv_all(c, 10)
+    c:close()
+    assert.are.equal("closed", how)
+    assert.are.equal(#payload, #data)
+    assert.are.equal(payload, data)
+  end)
+
+  it("answers the SOCKS5 handshake at once, before the server has connected (EagerSocks)", function()
+    -- A client whose server is not there at all still answers: the reply cannot have waited.
+    local port = H.free_port()
+    local cl = dir .. "/eager.log"
+    local pid = H.spawn("eager-client", { H.bin, "-role=client", "-server.addr=127.0.0.1:" .. H.free_port(),
+      "-client.addr=127.0.0.1:" .. port, "-tls.client.ca=" .. pki.ca, "-sla.log.path=" .. cl }, cl .. ".out")
+    H.wait_for(function() return H.connectable(port) end, 10, "the client to listen")
+    local c = H.connect(port)
+    assert(c:send(H.socks_connect("example.invalid", 80) .. "GET / HTTP/1.0\r\n\r\n"))
+    assert.are.equal("\5\0\5\0\0\1\0\0\0\0\0\0", (H.recv(c, 12)))
+    local _, how = H.recv_all(c, 10)
+    assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
+    c:close()
+    H.stop(pid)
+  end)
+
+  it("reports a refused destination to the app as a close, with the reason logged on both sides", function()
+    local closed = H.free_port()
+    local body, code = H.curl(t.socks_port, "http://127.0.0.1:" .. closed .. "/")
+    assert.are_not.equal(0, code, body)
+    local pat = "%[sock%] %- 127%.0%.0%.1:" .. closed .. " = %d+ "
+    H.wait_for(function() return H.count(t.clog, pat .. "reset by peer: connection refused") == 1 end, 5, "the client's log line")
+    assert.are.equal(1, H.count(t.slog, pat .. "connection refused"))
+  end)
+
+  it("reports a name that does not resolve as a dns failure", function()
+    local body, code = H.curl(t.socks_port, "http://no-such-host.invalid/")
+    assert.are_not.equal(0, code, body)
+    H.wait_for(function() return H.count(t.slog, "%[sock%] %- no%-such%-host%.invalid:80 = %d+ dns failure") == 1 end, 15, "dns failure logged")
+  end)
+
+  it("answers what it does not serve with SOCKS errors, not silence", function()
+    local c = H.connect(t.socks_port)
+    c:send("\5\1\2") -- username/password only
+    assert.are.equal("\5\255", (H.recv(c, 2)))
+    c:close()
+    c = H.connect(t.socks_port)
+    c:send("\5\1\0\5\2\0\1\127\0\0\1\0\80") -- BIND
+    assert.are.equal("\5\0\5\7", (H.recv(c, 4)))
+    c:close()
+    c = H.connect(t.socks_port)
+    c:send("\5\1\0\5\3\0\1\127\0\0\1\0\80") -- UDP ASSOCIATE
+    assert.are.equal("\5\0\5\7", (H.recv(c, 4)))
+    c:close()
+  end)
+
+  it("answers garbage on the SOCKS port with an error and keeps serving others", function()
+    local c = H.connect(t.socks_port)
+    c:send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.are.equal("\5\255", (H.recv(c, 2)))
+    local _, how = H.recv_all(c, 5)
+    assert.are.equal("closed", how)
+    c:close()
+    H.wait_for(function() return H.count(t.clog, "%[warn%] %[sock%] ! 127%.0%.0%.1:%d+ bad greeting: not a SOCKS5") >= 1 end, 5, "warn line")
+    local body = H.curl(t.socks_port, "http://localhost:" .. http .. "/")
+    assert.are.equal("hello from tn-dest\n", body)
+  end)
+
+  it("answers garbage on the server port with a logged TLS error and keeps serving others", function()
+    local c = H.connect(t.server_port)
+    c:send("this is not TLS at all\r\n\r\n" .. string.rep("\0\255", 100))
+    local _, how = H.recv_all(c, 5)
+    c:close()
+    assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
+    H.wait_for(function() return H.count(t.slog, "%[erro%] %[conn%] %- %x+ = %d+ tls handshake: ") >= 1 end, 5, "tls error line")
+    local body = H.curl(t.socks_port, "http://localhost:" .. http .. "/")
+    assert.are.equal("hello from tn-dest\n", body)
+  end)
+end)
+
+describe("lower connections other than the ReMux TLS pool", function()
+  local dir, pki, sha, http
+
+  setup(function()
+    dir = H.tmpdir()
+    pki = H.certs(dir)
+    sha = H.dest(dir, "sha")
+    http = H.dest(dir, "http")
+  end)
+
+  teardown(function()
+    H.stop_all()
+    H.sh("rm -rf " .. dir)
+  end)
+
+  local modes = {
+    { name = "-remux.net=tcp (ReMux over plain TCP)", opts = { tcp = true } },
+    { name = "-eagersocks.net=tls (one TLS connection per session)",
+      opts = { client = { ["eagersocks.net"] = "tls" } } },
+    { name = "-eagersocks.net=tcp (one TCP connection per session)",
+      opts = { tcp = true, client = { ["eagersocks.net"] = "tcp" }, server = { ["eagersocks.net"] = "tcp" } } },
+  }
+  for _, m in ipairs(modes) do
+    it("carry curl and 50 verified sessions: " .. m.name, function()
+      local t = H.tunnel(dir, pki, m.opts)
+      local body = H.curl(t.socks_port, "http://localhost:" .. http .. "/")
+      assert.are.equal("hello from tn-dest\n", body)
+      local out, code = H.sh(H.build .. "/tn-load -socks 127.0.0.1:" .. t.socks_port .. " -dest 127.0.0.1:" .. sha ..
+        " -n 50 -c 25 -max 1048576 -seed 3")
+      assert.are.equal(0, code, out)
+      if m.opts.client and m.opts.client["eagersocks.net"] then
+        -- a connection per session, each closed with it
+        H.wait_for(function() return H.count(t.clog, "%[conn%] %- %x+ = %d+ session ended") == 51 end, 10, "51 closed connections")
+        assert.are.equal(51, H.count(t.clog, "%[conn%] %+ "))
+      else
+        assert.is_true(H.count(t.clog, "%[conn%] %+ ") < 51)
+      end
+      H.stop_tunnel(t)
+    end)
+  end
+end)

@@ -1,0 +1,31 @@
+-- ffi.lua: the engine's pure modules (frame, socks, sidmap) through LuaJIT's FFI, from the
+-- shared library `make` builds (build/libtunnels_pure.so). The declarations mirror the headers.
+local ffi = require("ffi")
+
+ffi.cdef [[
+struct frame_hdr { uint16_t sid; uint16_t len; };
+struct frame_ctl { uint8_t type; uint8_t reason; uint16_t sid; uint32_t increment; uint64_t opaque; };
+int frame_decode_hdr(const uint8_t *buf, size_t len, struct frame_hdr *h);
+void frame_encode_hdr(uint8_t *out, uint16_t sid, uint16_t len);
+int frame_decode_ctl(const uint8_t *p, size_t len, struct frame_ctl *c, const char **err);
+size_t frame_encode_ctl(uint8_t *out, const struct frame_ctl *c);
+const char *frame_reason_str(uint8_t reason);
+
+struct socks_req { uint8_t cmd; uint8_t atyp; uint16_t port; uint8_t addr[16]; char host[256]; };
+int socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *noauth, const char **err);
+int socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *r, const char **err);
+size_t socks_encode_request(uint8_t *out, const struct socks_req *r);
+void socks_encode_reply(uint8_t *out, uint8_t rep);
+void socks_format_dest(const struct socks_req *r, char *buf, size_t len);
+
+struct sidmap;
+struct sidmap *sidmap_new(void);
+void sidmap_free(struct sidmap *m);
+void *sidmap_get(const struct sidmap *m, uint16_t sid);
+int sidmap_put(struct sidmap *m, uint16_t sid, void *val);
+void sidmap_del(struct sidmap *m, uint16_t sid);
+size_t sidmap_count(const struct sidmap *m);
+]]
+
+local root = os.getenv("TUNNELS_ROOT") or "."
+return ffi.load(root .. "/build/libtunnels_pure.so")

@@ -1,0 +1,243 @@
+-- helper.lua: what the end-to-end specs share (hitch's hitch_test.sh, in Lua): a temp dir per
+-- spec file, generated certificates, processes started in the background and ended by their
+-- own PID, bounded waits, logs printed when a spec fails.
+local socket = require("socket")
+
+local H = {}
+
+H.root = os.getenv("TUNNELS_ROOT") or "."
+H.build = H.root .. "/build"
+H.bin = H.build .. "/tunnels"
+
+local started = {}   -- pid -> {name=, log=}
+
+-- Runs a shell command; returns its output (stdout and stderr) and exit status. LuaJIT's
+-- popen():close() does not return the status, so the command reports it itself.
+function H.sh(cmd)
+  local p = assert(io.popen("{ " .. cmd .. "\n} 2>&1; echo \"__rc=$?\""))
+  local out = p:read("*a")
+  p:close()
+  local body, code = out:match("^(.-)__rc=(%d+)%s*$")
+  return body or out, tonumber(code) or -1
+end
+
+function H.tmpdir()
+  local d = H.sh("mktemp -d /tmp/tunnels-spec.XXXXXX"):gsub("%s+$", "")
+  return d
+end
+
+function H.read(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+function H.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+function H.sleep(s) socket.sleep(s) end
+function H.now() return socket.gettime() end
+
+-- Polls fn every 50 ms until it returns a true value or timeout seconds pass.
+function H.wait_for(fn, timeout, what)
+  local deadline = H.now() + (timeout or 10)
+  repeat
+    local v = fn()
+    if v then return v end
+    socket.sleep(0.05)
+  until H.now() > deadline
+  error("timed out after " .. (timeout or 10) .. " s waiting for " .. (what or "a condition"), 2)
+end
+
+-- A port nobody listens on right now (the kernel's pick).
+function H.free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+function H.connectable(port, host)
+  local c = socket.tcp()
+  c:settimeout(0.5)
+  local ok = c:connect(host or "127.0.0.1", port)
+  c:close()
+  return ok ~= nil
+end
+
+local function quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- Starts argv (a list) in the background, stdout+stderr to log. Returns its PID.
+function H.spawn(name, argv, log, env)
+  local parts = {}
+  for i, a in ipairs(argv) do parts[i] = quote(a) end
+  local cmd = (env or "") .. " exec " .. table.concat(parts, " ")
+  local out = H.sh("sh -c " .. quote(cmd .. " >" .. quote(log) .. " 2>&1") .. " & echo $!")
+  local pid = tonumber(out:match("(%d+)"))
+  assert(pid, "could not start " .. name .. ": " .. out)
+  started[pid] = { name = name, log = log }
+  return pid
+end
+
+function H.alive(pid)
+  local _, code = H.sh("kill -0 " .. pid)
+  return code == 0
+end
+
+-- Sends sig to pid (one we started) and waits for it to exit. Returns true if it did.
+function H.stop(pid, sig, timeout)
+  if not started[pid] then return true end
+  H.sh("kill -" .. (sig or "TERM") .. " " .. pid)
+  local deadline = H.now() + (timeout or 5)
+  while H.now() < deadline do
+    if not H.alive(pid) then started[pid] = nil return true end
+    socket.sleep(0.05)
+  end
+  H.sh("kill -KILL " .. pid)
+  started[pid] = nil
+  return false
+end
+
+function H.stop_all()
+  for pid in pairs(started) do H.stop(pid, "TERM", 3) end
+end
+
+-- The logs of every process still tracked (for a failing spec).
+function H.dump_logs()
+  for pid, p in pairs(started) do
+    io.stderr:write("---- " .. p.name .. " (pid " .. pid .. ") " .. p.log .. "\n")
+    io.stderr:write(H.read(p.log):sub(-4000) .. "\n")
+  end
+end
+
+-- Generates the test PKI into dir (scripts/certs.sh).
+function H.certs(dir)
+  local out, code = H.sh(H.root .. "/scripts/certs.sh " .. quote(dir))
+  assert(code == 0, "certs.sh failed: " .. out)
+  return {
+    ca = dir .. "/ca.pem",
+    server_cert = dir .. "/server.pem", server_key = dir .. "/server.key",
+    client_cert = dir .. "/client.pem", client_key = dir .. "/client.key",
+    other_cert = dir .. "/other.pem", other_key = dir .. "/other.key",
+  }
+end
+
+-- Appends -name=value flags from a table to argv.
+local function flags(argv, t)
+  local keys = {}
+  for k in pairs(t or {}) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    if t[k] ~= false then argv[#argv + 1] = "-" .. k .. "=" .. tostring(t[k]) end
+  end
+  return argv
+end
+
+-- A tunnel pair on loopback. opts.server / opts.client: extra flags; opts.tcp: plain TCP.
+-- Returns {server_pid, client_pid, socks_port, server_port, slog, clog}.
+function H.tunnel(dir, pki, opts)
+  opts = opts or {}
+  local t = { server_port = H.free_port(), socks_port = H.free_port() }
+  t.slog, t.clog = dir .. "/server" .. t.server_port .. ".log", dir .. "/client" .. t.socks_port .. ".log"
+  local sflags = {
+    ["server.addr"] = "127.0.0.1:" .. t.server_port, ["sla.log.path"] = t.slog,
+    ["sla.log.level"] = "debug",
+  }
+  local cflags = {
+    ["server.addr"] = "127.0.0.1:" .. t.server_port, ["client.addr"] = "127.0.0.1:" .. t.socks_port,
+    ["sla.log.path"] = t.clog, ["sla.log.level"] = "debug",
+  }
+  if opts.tcp then
+    sflags["remux.net"], sflags["server.open"] = "tcp", "true"
+    cflags["remux.net"] = "tcp"
+  else
+    sflags["tls.server.cert"], sflags["tls.server.key"] = pki.server_cert, pki.server_key
+    sflags["tls.server.ca"] = pki.ca
+    cflags["tls.client.ca"] = pki.ca
+    cflags["tls.client.cert"], cflags["tls.client.key"] = pki.client_cert, pki.client_key
+  end
+  for k, v in pairs(opts.server or {}) do sflags[k] = v end
+  for k, v in pairs(opts.client or {}) do cflags[k] = v end
+  t.server_pid = H.spawn("server", flags({ H.bin, "-role=server" }, sflags), t.slog .. ".out")
+  H.wait_for(function() return H.connectable(t.server_port) end, 10, "the server to listen")
+  if opts.no_client then return t end
+  t.client_pid = H.spawn("client", flags({ H.bin, "-role=client" }, cflags), t.clog .. ".out")
+  H.wait_for(function() return H.connectable(t.socks_port) end, 10, "the client to listen")
+  return t
+end
+
+function H.stop_tunnel(t)
+  if t.client_pid then H.stop(t.client_pid) end
+  if t.server_pid then H.stop(t.server_pid) end
+end
+
+-- A tn-dest destination in mode (http, sha, echo). Returns port, pid.
+function H.dest(dir, mode)
+  local port = H.free_port()
+  local pid = H.spawn("tn-dest-" .. mode, { H.build .. "/tn-dest", "-addr", "127.0.0.1:" .. port, "-mode", mode },
+    dir .. "/dest" .. port .. ".log")
+  H.wait_for(function() return H.connectable(port) end, 10, "tn-dest to listen")
+  return port, pid
+end
+
+-- Counts lines of log matching a Lua pattern.
+function H.count(path, pattern)
+  local n = 0
+  for line in H.read(path):gmatch("[^\n]+") do
+    if line:find(pattern) then n = n + 1 end
+  end
+  return n
+end
+
+-- A raw TCP client: connect, send, read with a timeout.
+function H.connect(port, host)
+  local c = assert(socket.tcp())
+  c:settimeout(5)
+  assert(c:connect(host or "127.0.0.1", port))
+  c:setoption("tcp-nodelay", true)
+  return c
+end
+
+-- Reads exactly n bytes or until close/timeout; returns data and the error if short.
+function H.recv(c, n, timeout)
+  c:settimeout(timeout or 5)
+  local data, err, partial = c:receive(n)
+  return data or partial, err
+end
+
+-- Reads until the peer closes (or timeout): returns data, "closed" or the error.
+function H.recv_all(c, timeout)
+  c:settimeout(timeout or 5)
+  local data, err, partial = c:receive("*a")
+  if data then return data, "closed" end
+  return partial, err
+end
+
+-- The SOCKS5 greeting and CONNECT for host:port (a domain), as one string.
+function H.socks_connect(host, port)
+  return "\5\1\0" .. "\5\1\0\3" .. string.char(#host) .. host .. string.char(math.floor(port / 256), port % 256)
+end
+
+
+-- Prints the tracked processes' logs when a spec in this file fails.
+function H.dump_on_failure()
+  local busted = require("busted")
+  busted.subscribe({ "test", "end" }, function(_, _, status)
+    if status ~= "success" and status ~= "pending" then H.dump_logs() end
+    return nil, true
+  end)
+end
+
+-- curl through the SOCKS5 proxy at socks_port; returns body, curl's exit code.
+function H.curl(socks_port, url, extra)
+  return H.sh("curl -sS --max-time 10 " .. (extra or "") .. " --socks5-hostname 127.0.0.1:" .. socks_port .. " " .. url)
+end
+
+return H
