@@ -6,7 +6,7 @@ local socket = require("socket")
 local H = {}
 
 H.root = os.getenv("TUNNELS_ROOT") or "."
-H.build = H.root .. "/build"
+H.build = os.getenv("TUNNELS_BUILD") or (H.root .. "/build")  -- build-san for SAN=1
 H.bin = H.build .. "/tunnels"
 
 local started = {}   -- pid -> {name=, log=}
@@ -166,10 +166,11 @@ function H.tunnel(dir, pki, opts)
   for k, v in pairs(opts.server or {}) do sflags[k] = v end
   for k, v in pairs(opts.client or {}) do cflags[k] = v end
   t.server_pid = H.spawn("server", flags({ H.bin, "-role=server" }, sflags), t.slog .. ".out")
-  H.wait_for(function() return H.connectable(t.server_port) end, 10, "the server to listen")
+  -- Readiness from the log, not a probe connection the server would count.
+  H.wait_for(function() return H.count(t.slog, "%[main%] server: listening") > 0 end, 10, "the server to listen")
   if opts.no_client then return t end
   t.client_pid = H.spawn("client", flags({ H.bin, "-role=client" }, cflags), t.clog .. ".out")
-  H.wait_for(function() return H.connectable(t.socks_port) end, 10, "the client to listen")
+  H.wait_for(function() return H.count(t.clog, "%[main%] client: SOCKS5 on") > 0 end, 10, "the client to listen")
   return t
 end
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# test.sh: every spec under LuaJIT, ending with the line "N passed, N failed".
+#   scripts/test.sh              the normal build (build/)
+#   SAN=1 scripts/test.sh        the engine and tools built with ASan + UBSan (build-san/); any
+#                                sanitizer report, leaks at exit included, fails the run
+# Extra arguments go to busted (e.g. spec/e2e_spec.lua, --filter=...).
+set -u
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+export TUNNELS_ROOT=$PWD
+if [ "${SAN:-0}" = 1 ]; then
+  make -s BUILD=build-san OPT="-O1 -g -fno-omit-frame-pointer" \
+    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all || exit 1
+  make -s all || exit 1   # the FFI specs load build/libtunnels_pure.so into LuaJIT
+  export TUNNELS_BUILD=$PWD/build-san
+  sandir=$(mktemp -d /tmp/tunnels-san.XXXXXX)
+  export ASAN_OPTIONS="log_path=$sandir/asan:detect_leaks=1:abort_on_error=0"
+  export UBSAN_OPTIONS="log_path=$sandir/ubsan:print_stacktrace=1"
+else
+  make -s all || exit 1
+fi
+out=$(mktemp /tmp/tunnels-test.XXXXXX)
+if [ $# -eq 0 ]; then set -- spec/; fi
+busted --lua=luajit -o TAP "$@" 2>&1 | tee "$out"
+rc=${PIPESTATUS[0]}
+passed=$(grep -c '^ok ' "$out")
+failed=$(grep -c '^not ok ' "$out")
+if [ "${SAN:-0}" = 1 ] && [ -n "$(ls -A "$sandir" 2>/dev/null)" ]; then
+  echo "sanitizer reports:"
+  for f in "$sandir"/*; do echo "== $f"; head -60 "$f"; done
+  failed=$((failed + $(ls "$sandir" | wc -l)))
+fi
+rm -f "$out"
+echo "$passed passed, $failed failed"
+[ "$rc" -eq 0 ] && [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

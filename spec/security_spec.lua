@@ -1,0 +1,177 @@
+-- Who gets in, and what bad input costs: mutual TLS refusals, server-name checks, and ReMux
+-- protocol errors that close one connection while the others carry on.
+local H = require("spec.helper")
+H.dump_on_failure()
+
+local function be16(n) return string.char(math.floor(n / 256) % 256, n % 256) end
+local function frame(sid, payload) return be16(sid) .. be16(#payload) .. payload end
+local function header(host, port) return "\5\1\0\3" .. string.char(#host) .. host .. be16(port) end
+
+-- Reads one frame: sid, payload (nil on close or timeout).
+local function read_frame(c)
+  local h = H.recv(c, 4)
+  if not h or #h < 4 then return nil end
+  local sid, len = h:byte(1) * 256 + h:byte(2), h:byte(3) * 256 + h:byte(4)
+  local p = len > 0 and H.recv(c, len) or ""
+  return sid, p
+end
+
+-- The next frame for a session (control frames, such as the server's first PING, skipped).
+local function read_data(c)
+  for _ = 1, 10 do
+    local sid, p = read_frame(c)
+    if sid ~= 0 then return sid, p end
+  end
+end
+
+describe("mutual TLS", function()
+  local dir, pki, http, t
+
+  setup(function()
+    dir = H.tmpdir()
+    pki = H.certs(dir)
+    http = H.dest(dir, "http")
+    t = H.tunnel(dir, pki)
+  end)
+
+  teardown(function()
+    H.stop_all()
+    H.sh("rm -rf " .. dir)
+  end)
+
+  -- A second client with these TLS flags; returns its socks port and log path.
+  local function client(flags)
+    local port = H.free_port()
+    local log = dir .. "/c" .. port .. ".log"
+    local argv = { H.bin, "-role=client", "-server.addr=127.0.0.1:" .. t.server_port,
+      "-client.addr=127.0.0.1:" .. port, "-sla.log.path=" .. log }
+    for _, f in ipairs(flags) do argv[#argv + 1] = f end
+    local pid = H.spawn("client" .. port, argv, log .. ".out")
+    H.wait_for(function() return H.count(log, "client: SOCKS5 on") > 0 end, 10, "the client to listen")
+    return port, log, pid
+  end
+
+  local function refused(flags, client_pat, server_pat)
+    local before = server_pat and H.count(t.slog, server_pat) or 0
+    local port, log, pid = client(flags)
+    local body, code = H.curl(port, "http://localhost:" .. http .. "/")
+    assert.are_not.equal(0, code, body)
+    H.wait_for(function() return H.count(log, client_pat) >= 1 end, 5, "the client's error line")
+    if server_pat then
+      H.wait_for(function() return H.count(t.slog, server_pat) > before end, 5, "the server's error line")
+    end
+    H.stop(pid)
+    -- and it cost nothing else
+    assert.are.equal("hello from tn-dest\n", (H.curl(t.socks_port, "http://localhost:" .. http .. "/")))
+  end
+
+  it("refuses a client without a certificate", function()
+    refused({ "-tls.client.ca=" .. pki.ca },
+      "%[erro%] %[conn%] %- %x+ = %d+ tls",
+      "%[erro%] %[conn%] %- %x+ = %d+ tls handshake: .*peer did not return a certificate")
+  end)
+
+  it("refuses a client whose certificate comes from another CA", function()
+    refused({ "-tls.client.ca=" .. pki.ca, "-tls.client.cert=" .. pki.other_cert, "-tls.client.key=" .. pki.other_key },
+      "%[erro%] %[conn%] %- %x+ = %d+ tls",
+      "%[erro%] %[conn%] %- %x+ = %d+ tls handshake: .*certificate verify failed")
+  end)
+
+  it("makes the client refuse a server its CA did not sign", function()
+    refused({ "-tls.client.ca=" .. dir .. "/other-ca.pem", "-tls.client.cert=" .. pki.client_cert,
+      "-tls.client.key=" .. pki.client_key },
+      "%[erro%] %[conn%] %- %x+ = %d+ tls handshake: .*certificate verify failed", nil)
+  end)
+
+  it("makes the client refuse a server certificate for another name", function()
+    refused({ "-tls.client.ca=" .. pki.ca, "-tls.client.cert=" .. pki.client_cert,
+      "-tls.client.key=" .. pki.client_key, "-tls.client.name=tunnel.example.org" },
+      "%[erro%] %[conn%] %- %x+ = %d+ tls handshake: .*certificate verify failed", nil)
+  end)
+
+  it("lets a client in by name (localhost) as well as by address", function()
+    local port, _, pid = client({ "-tls.client.ca=" .. pki.ca, "-tls.client.cert=" .. pki.client_cert,
+      "-tls.client.key=" .. pki.client_key, "-tls.client.name=localhost" })
+    assert.are.equal("hello from tn-dest\n", (H.curl(port, "http://localhost:" .. http .. "/")))
+    H.stop(pid)
+  end)
+end)
+
+describe("ReMux protocol errors", function()
+  local dir, echo, t
+
+  setup(function()
+    dir = H.tmpdir()
+    echo = H.dest(dir, "echo")
+    t = H.tunnel(dir, nil, { tcp = true, no_client = true })
+  end)
+
+  teardown(function()
+    H.stop_all()
+    H.sh("rm -rf " .. dir)
+  end)
+
+  -- A healthy raw ReMux connection with one session open to the echo destination.
+  local function healthy()
+    local c = H.connect(t.server_port)
+    c:send(frame(1, header("localhost", echo) .. "ping?"))
+    return c
+  end
+
+  local function echoed(c, what)
+    local sid, p = read_data(c)
+    assert.are.equal(1, sid, what)
+    assert.are.equal("ping?", p, what)
+  end
+
+  local cases = {
+    { "a WINDOW for a session never opened", frame(0, "\1\0\9\0\0\1\0"), "WINDOW for a session never opened" },
+    { "an unknown control type", frame(0, "\9"), "unknown control frame type" },
+    { "a control frame of the wrong length", frame(0, "\3\1\2"), "control frame has the wrong length" },
+    { "an oversized control frame", frame(0, string.rep("\1", 40)), "control frame too long" },
+    { "a session opened with an empty frame", frame(3, ""), "a session opened with an empty frame" },
+    { "a malformed EagerSocks header", frame(1, "\4\1\0\1\127\0\0\1\0\80"), "not a SOCKS5 request" },
+    { "an EagerSocks header cut short", frame(1, "\5\1\0\3\20abc"), "EagerSocks header longer than its frame" },
+    { "an EagerSocks BIND", frame(1, "\5\2\0\1\127\0\0\1\0\80"), "EagerSocks header is not a CONNECT" },
+    { "a WINDOW for session 0", frame(0, "\1\0\0\0\0\1\0"), "WINDOW for session 0" },
+  }
+  for i, c in ipairs(cases) do
+    it("close only the offending connection, logged at erro: " .. c[1], function()
+      local good = healthy()
+      echoed(good, "before")
+      local bad = H.connect(t.server_port)
+      bad:send(c[2])
+      local _, how = H.recv_all(bad, 5)
+      bad:close()
+      assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
+      H.wait_for(function()
+        return H.count(t.slog, "%[erro%] %[conn%] %- %x+ = %d+ protocol error: " .. c[3]:gsub("%p", "%%%0")) == 1
+      end, 5, "the erro line for " .. c[1])
+      -- the healthy connection still carries its session
+      good:send(frame(1, "ping?"))
+      echoed(good, "after " .. i)
+      good:close()
+    end)
+  end
+
+  it("close a connection that sends data for a session after ending it", function()
+    local c = H.connect(t.server_port)
+    c:send(frame(1, header("localhost", echo) .. "x") .. frame(1, "") .. frame(1, "late"))
+    local _, how = H.recv_all(c, 5)
+    c:close()
+    assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
+    H.wait_for(function() return H.count(t.slog, "%[erro%] %[conn%] %- %x+ = %d+ protocol error: data after the end of a session") == 1 end, 5, "erro line")
+  end)
+
+  it("answer PING with PONG carrying the same bytes", function()
+    local c = H.connect(t.server_port)
+    c:send(frame(0, "\3\1\2\3\4\5\6\7\8"))
+    local pong
+    for _ = 1, 3 do
+      local sid, p = read_frame(c)
+      if sid == 0 and p:byte(1) == 4 then pong = p break end
+    end
+    assert.are.equal("\4\1\2\3\4\5\6\7\8", pong)
+    c:close()
+  end)
+end)
