@@ -12,7 +12,7 @@ CFLAGS += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused
 LDFLAGS += $(SAN)
 BUILD ?= build
 
-ENGINE := addr client flags frame log luahost main mux pool server session sidmap socks tls
+ENGINE := addr client flags frame log luahost main mux pool reader server session sidmap socks tls
 PURE := frame socks flags log sidmap
 OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o
 TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load

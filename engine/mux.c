@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -23,6 +24,7 @@
 #include <openssl/ssl.h>
 
 #include "log.h"
+#include "reader.h"
 #include "session.h"
 #include "sidmap.h"
 #include "tls.h"
@@ -34,6 +36,7 @@
 struct mux {
     struct event_base *base;
     struct bufferevent *bev;
+    struct reader *rd; /* plain TCP: the read side (TLS reads through the bufferevent) */
     const struct config *cfg;
     const struct mux_ops *ops;
     void *arg;
@@ -90,10 +93,20 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
     m->timer = event_new(base, -1, 0, mux_timer_cb, m);
     if (m->sessions == NULL || m->timer == NULL) goto err;
     bufferevent_setcb(bev, mux_read_cb, mux_write_cb, mux_event_cb, m);
-    bufferevent_set_max_single_read(bev, 256 * 1024);
-    bufferevent_set_max_single_write(bev, 256 * 1024);
+    bufferevent_set_max_single_read(bev, READER_MAX);
+    bufferevent_set_max_single_write(bev, READER_MAX);
     bufferevent_setwatermark(bev, EV_WRITE, MUX_OUT_HIGH / 2, 0);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (tls) {
+        /* With a high watermark the TLS bufferevent reads every record the socket holds per
+         * wakeup instead of 4 KiB; the read callback empties the input each time. */
+        bufferevent_setwatermark(bev, EV_READ, 0, READER_MAX);
+        bufferevent_enable(bev, EV_READ | EV_WRITE);
+    } else {
+        m->rd = reader_new(base, bev, mux_read_cb, mux_event_cb, m);
+        if (m->rd == NULL) goto err;
+        reader_enable(m->rd);
+        bufferevent_enable(bev, EV_WRITE);
+    }
     evtimer_add(m->timer, &tv);
     mux_open_count++;
     log_msg(LOG_INFO, "[conn] + %08x = %u", m->id, mux_open_count);
@@ -101,6 +114,7 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
     return m;
 err:
     if (m != NULL) {
+        reader_free(m->rd);
         sidmap_free(m->sessions);
         if (m->timer != NULL) event_free(m->timer);
         free(m);
@@ -131,6 +145,8 @@ mux_finish(struct mux *m, int clean)
     m->freed_bev = 1;
     event_free(m->timer);
     m->timer = NULL;
+    reader_free(m->rd);
+    m->rd = NULL;
     if (clean && m->tls && m->ready) {
         ssl = bufferevent_openssl_get_ssl(m->bev);
         /* One call: the alert goes out now; we do not wait for the peer's. */
@@ -158,6 +174,7 @@ mux_close(struct mux *m, int level, const char *reason)
     } while (n == MUX_MAX_SESSIONS);
     if (m->ops->closed != NULL) m->ops->closed(m, m->arg);
     bufferevent_disable(m->bev, EV_READ);
+    if (m->rd != NULL) reader_disable(m->rd);
     /* An orderly close flushes what is queued (a RESET, a GOAWAY) before close_notify. */
     if (level < LOG_ERROR && evbuffer_get_length(bufferevent_get_output(m->bev)) > 0) {
         bufferevent_setwatermark(m->bev, EV_WRITE, 0, 0);
@@ -228,6 +245,39 @@ mux_send(struct mux *m, uint16_t sid, const void *prefix, size_t plen, struct ev
     if (n > 0) evbuffer_remove(src, p + FRAME_HDR_LEN + plen, n);
     v.iov_len = FRAME_HDR_LEN + plen + n;
     evbuffer_commit_space(out, &v, 1);
+}
+
+ssize_t
+mux_send_from_fd(struct mux *m, uint16_t sid, const void *prefix, size_t plen, int fd, size_t max)
+{
+    struct evbuffer *out;
+    struct evbuffer_iovec v;
+    uint8_t *p;
+    ssize_t got;
+    int e;
+
+    if (m->closing) {
+        errno = EPIPE;
+        return -1;
+    }
+    out = bufferevent_get_output(m->bev);
+    if (evbuffer_reserve_space(out, (ev_ssize_t)(FRAME_HDR_LEN + plen + max), &v, 1) != 1) {
+        errno = ENOMEM;
+        return -1;
+    }
+    p = v.iov_base;
+    got = read(fd, p + FRAME_HDR_LEN + plen, max);
+    e = errno;
+    if (got <= 0) {
+        evbuffer_commit_space(out, &v, 0);
+        errno = e;
+        return got;
+    }
+    frame_encode_hdr(p, sid, (uint16_t)(plen + (size_t)got));
+    if (plen > 0) memcpy(p + FRAME_HDR_LEN, prefix, plen);
+    v.iov_len = FRAME_HDR_LEN + plen + (size_t)got;
+    evbuffer_commit_space(out, &v, 1);
+    return got;
 }
 
 void

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "frame.h"
@@ -51,6 +52,10 @@ void mux_detach(struct mux *m, uint16_t sid);
 /* Queues one frame: header, then prefix (plen bytes), then n bytes moved out of src. */
 void mux_send(struct mux *m, uint16_t sid, const void *prefix, size_t plen, struct evbuffer *src,
               size_t n);
+/* Reads up to max bytes from fd straight into the output as one frame (header, prefix, data):
+ * no copy in user space. Returns the bytes read; 0 at EOF; -1 with errno (EAGAIN: none now). */
+ssize_t mux_send_from_fd(struct mux *m, uint16_t sid, const void *prefix, size_t plen, int fd,
+                         size_t max);
 void mux_send_ctl(struct mux *m, const struct frame_ctl *c);
 
 /* 0 while the lower connection's output is over its bound: sessions stop reading. */

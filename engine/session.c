@@ -33,6 +33,7 @@ struct session {
     uint16_t sid;
     uint32_t mux_id;
     struct bufferevent *bev;
+    struct event *rev;   /* the local socket is readable: read straight into the mux */
     struct evbuffer_cb_entry *out_cb;
     struct event *later; /* deferred pump and finish, so callbacks never recurse */
     struct event *timer; /* client: the first-frame hold; server: the connect timeout */
@@ -55,11 +56,13 @@ struct session {
 
 static unsigned session_live;
 
-static void session_read_cb(struct bufferevent *bev, void *arg);
+static int start_reading(struct session *s);
 static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 static void session_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
 static void session_later_cb(evutil_socket_t fd, short what, void *arg);
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void session_close(struct session *s, int level, const char *why, int reset, uint8_t reason,
+                          int abortive);
 
 struct session *
 session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connected,
@@ -85,14 +88,17 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connecte
     s->not_ours = evbuffer_get_length(bufferevent_get_output(local));
     s->out_cb = evbuffer_add_cb(bufferevent_get_output(local), session_out_cb, s);
     if (s->out_cb == NULL || mux_attach(m, sid, s) == -1) goto err;
-    bufferevent_setcb(local, session_read_cb, NULL, session_event_cb, s);
+    bufferevent_setcb(local, NULL, NULL, session_event_cb, s);
     bufferevent_set_max_single_read(local, 256 * 1024);
     bufferevent_set_max_single_write(local, 256 * 1024);
     session_live++;
     log_msg(LOG_DEBUG, "[sess] + %08x:%u = %u", s->mux_id, sid, session_live);
     log_msg(LOG_INFO, "[sock] + %s = %u", s->dest, session_live);
     if (connected) {
-        bufferevent_enable(local, EV_READ | EV_WRITE);
+        if (start_reading(s) == -1) {
+            session_close(s, LOG_ERROR, "out of memory", 1, FRAME_RST_ABORTED, 1);
+            return NULL;
+        }
         event_active(s->later, 0, 0); /* the app may have sent data with its request */
     } else {
         bufferevent_disable(local, EV_READ | EV_WRITE);
@@ -170,6 +176,8 @@ session_close(struct session *s, int level, const char *why, int reset, uint8_t 
     log_msg(LOG_DEBUG, "[sess] - %08x:%u = %u", s->mux_id, s->sid, session_live);
     log_msg(level, "[sock] - %s = %u%s%s", s->dest, session_live, *why ? " " : "", why);
     evbuffer_remove_cb_entry(bufferevent_get_output(s->bev), s->out_cb);
+    if (s->rev != NULL) event_free(s->rev);
+    s->rev = NULL;
     fd = bufferevent_getfd(s->bev);
     if (abortive && fd >= 0) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     bufferevent_free(s->bev);
@@ -185,18 +193,24 @@ kick(struct session *s)
     event_active(s->later, 0, 0);
 }
 
-/* Local -> mux: send what the window and the mux allow; then the FIN once the input is done. */
+/* Local -> mux, for bytes already in the bufferevent's input (what the app sent along with its
+ * SOCKS request): send what the window and the mux allow; the FIN once everything has left; and
+ * decide whether to watch the socket for more. */
 static void
 pump_up(struct session *s)
 {
     struct evbuffer *in;
     size_t len, n;
+    int want_read = 0;
 
     if (s->closed || !s->connected || s->mux == NULL) return;
     in = bufferevent_get_input(s->bev);
     len = evbuffer_get_length(in);
+    if (s->hdr_len > 0 && len == 0 && !s->local_eof && !s->hold_done) {
+        want_read = 1; /* the first bytes will join the header in session_readable() */
+        goto out;
+    }
     if (s->hdr_len > 0) {
-        if (len == 0 && !s->local_eof && !s->hold_done) goto out;
         n = len;
         if ((int64_t)n > s->send_window) n = (size_t)s->send_window;
         if (n > FRAME_MAX_PAYLOAD - s->hdr_len) n = FRAME_MAX_PAYLOAD - s->hdr_len;
@@ -218,13 +232,71 @@ pump_up(struct session *s)
         mux_send(s->mux, s->sid, NULL, 0, NULL, 0);
         s->sent_fin = 1;
     }
-    if (len > 0 && s->send_window > 0) mux_note_blocked(s->mux);
+    if (s->local_eof) goto out;
+    if (!mux_writable(s->mux)) {
+        mux_note_blocked(s->mux);
+        goto out;
+    }
+    /* le-proxy: watch the socket only while what is read can leave. */
+    want_read = len == 0 && s->send_window > 0;
 out:
-    /* le-proxy: stop reading while what was read cannot leave. */
-    if (len > 0 || s->local_eof)
-        bufferevent_disable(s->bev, EV_READ);
+    if (s->rev == NULL) return;
+    if (want_read)
+        event_add(s->rev, NULL);
     else
-        bufferevent_enable(s->bev, EV_READ);
+        event_del(s->rev);
+}
+
+/* The local socket is readable: frames of up to 64 KiB read straight into the mux's output,
+ * up to 256 KiB a wakeup, within the peer's window. */
+static void
+session_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    size_t budget = 256 * 1024, max;
+    ssize_t got;
+    char why[160];
+
+    (void)what;
+    if (s->closed || s->mux == NULL) return;
+    while (budget > 0 && s->send_window > 0 && mux_writable(s->mux)) {
+        max = FRAME_MAX_PAYLOAD - s->hdr_len;
+        if ((int64_t)max > s->send_window) max = (size_t)s->send_window;
+        if (max > budget) max = budget;
+        got = mux_send_from_fd(s->mux, s->sid, s->hdr, s->hdr_len, fd, max);
+        if (got > 0) {
+            s->send_window -= got;
+            budget -= (size_t)got;
+            if (s->hdr_len > 0) {
+                s->hdr_len = 0;
+                event_del(s->timer);
+            }
+            if ((size_t)got < max) break; /* the socket is drained for now */
+            continue;
+        }
+        if (got == 0) {
+            s->local_eof = 1;
+            break;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
+        snprintf(why, sizeof(why), "read: %s", strerror(errno));
+        session_close(s, LOG_INFO, why, 1, FRAME_RST_ABORTED, 1);
+        return;
+    }
+    pump_up(s);
+    if (s->local_eof) kick(s);
+}
+
+/* The socket is up: from now on the session reads it itself (the bufferevent only writes). */
+static int
+start_reading(struct session *s)
+{
+    s->rev = event_new(mux_base(s->mux), bufferevent_getfd(s->bev), EV_READ | EV_PERSIST,
+                       session_readable, s);
+    if (s->rev == NULL) return -1;
+    bufferevent_disable(s->bev, EV_READ);
+    bufferevent_enable(s->bev, EV_WRITE);
+    return 0;
 }
 
 static void
@@ -243,13 +315,6 @@ session_later_cb(evutil_socket_t fd, short what, void *arg)
         s->shut_wr = 1;
     }
     if (s->sent_fin && s->shut_wr) session_close(s, LOG_INFO, "", 0, 0, 0);
-}
-
-static void
-session_read_cb(struct bufferevent *bev, void *arg)
-{
-    (void)bev;
-    pump_up(arg);
 }
 
 static uint8_t
@@ -278,7 +343,10 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
         event_del(s->timer);
         s->cancel = NULL;
         log_msg(LOG_DEBUG, "[sock] ~ %s connected", s->dest);
-        bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+        if (start_reading(s) == -1) {
+            session_fail(s, FRAME_RST_ABORTED, "out of memory");
+            return;
+        }
         kick(s);
         return;
     }

@@ -1,0 +1,36 @@
+-- Every script in examples/ loads in the real binary and serves a request.
+local H = require("spec.helper")
+H.dump_on_failure()
+
+describe("examples/", function()
+  local dir, pki, http
+
+  setup(function()
+    dir = H.tmpdir()
+    pki = H.certs(dir)
+    http = H.dest(dir, "http")
+  end)
+
+  teardown(function()
+    H.stop_all()
+    H.sh("rm -rf " .. dir)
+  end)
+
+  for name in H.sh("ls " .. H.root .. "/examples/*.lua"):gmatch("[^\n]+") do
+    it(name:match("[^/]+$") .. " loads and serves requests", function()
+      local t = H.tunnel(dir, pki, { client = { ["lua.script"] = name } })
+      for i = 1, 6 do
+        assert.are.equal("hello from tn-dest\n", (H.curl(t.socks_port, "http://localhost:" .. http .. "/")), "request " .. i)
+      end
+      assert.are.equal(0, H.count(t.clog, "%[lua%]"))
+      H.stop_tunnel(t)
+    end)
+  end
+
+  it("pool-small-connections.lua rotates after 4 sessions", function()
+    local t = H.tunnel(dir, pki, { client = { ["lua.script"] = H.root .. "/examples/pool-small-connections.lua" } })
+    for _ = 1, 9 do H.curl(t.socks_port, "http://localhost:" .. http .. "/") end
+    assert.are.equal(3, H.count(t.clog, "%[conn%] %+ "))
+    H.stop_tunnel(t)
+  end)
+end)
