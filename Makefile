@@ -7,7 +7,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS := $(shell pkg-config --libs $(PKGS))
 OPT ?= -O2 -g
 SAN ?=
-CFLAGS += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+CFLAGS += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 	-fno-strict-aliasing $(PKG_CFLAGS)
 LDFLAGS += $(SAN)
 BUILD ?= build
@@ -40,7 +40,7 @@ $(BUILD)/libtunnels_pure.so: $(PURE:%=engine/%.c) engine/*.h | $(BUILD)
 	$(CC) $(CFLAGS) -fPIC -shared -o $@ $(PURE:%=engine/%.c)
 
 $(BUILD)/tn-%: tools/tn-%.c | $(BUILD)
-	$(CC) $(CFLAGS) -o $@ $< $(PKG_LIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(shell pkg-config --libs libevent openssl)
 
 test: all
 	scripts/test.sh

@@ -57,7 +57,9 @@ addr_resolve(const char *hostport, const char *net, int passive, struct sockaddr
         return -1;
     }
     memset(&hints, 0, sizeof(hints));
-    hints.ai_family = strcmp(net, "tcp4") == 0 ? AF_INET : strcmp(net, "tcp6") == 0 ? AF_INET6 : AF_UNSPEC;
+    hints.ai_family = strcmp(net, "tcp4") == 0   ? AF_INET
+                      : strcmp(net, "tcp6") == 0 ? AF_INET6
+                                                 : AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = passive ? AI_PASSIVE : 0;
     rc = getaddrinfo(host[0] != 0 ? host : NULL, port, &hints, &res);

@@ -123,7 +123,8 @@ hs_read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         if (!noauth) {
-            hs_refuse(h, no_method, sizeof(no_method), "greeting offers no acceptable method (no-auth)");
+            hs_refuse(h, no_method, sizeof(no_method),
+                      "greeting offers no acceptable method (no-auth)");
             return;
         }
         evbuffer_drain(in, used);
@@ -200,7 +201,7 @@ resume_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    evconnlistener_enable(c->lis);
+    if (c->lis != NULL) evconnlistener_enable(c->lis);
 }
 
 static void
@@ -248,8 +249,9 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
         goto err;
     }
     c->resume = evtimer_new(base, resume_cb, c);
-    c->lis = evconnlistener_new_bind(base, accept_cb, c, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-                                     1024, (struct sockaddr *)&ss, (int)sslen);
+    c->lis = evconnlistener_new_bind(
+        base, accept_cb, c, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+        (struct sockaddr *)&ss, (int)sslen);
     if (c->lis == NULL || c->resume == NULL) {
         snprintf(err, errlen, "tunnels: -client.addr: cannot listen on %s: %s", cfg->client_addr,
                  strerror(errno));
@@ -257,7 +259,8 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
     }
     evconnlistener_set_error_cb(c->lis, accept_error_cb);
     log_msg(LOG_INFO, "[main] client: SOCKS5 on %s, server %s over %s", cfg->client_addr,
-            cfg->server_addr, strcmp(cfg->eagersocks_net, "remux") == 0 ? cfg->remux_net : cfg->eagersocks_net);
+            cfg->server_addr,
+            strcmp(cfg->eagersocks_net, "remux") == 0 ? cfg->remux_net : cfg->eagersocks_net);
     return c;
 err:
     client_free(c);
@@ -267,7 +270,10 @@ err:
 void
 client_stop_accepting(struct client *c)
 {
-    evconnlistener_disable(c->lis);
+    /* Close the socket: a disabled listener still completes handshakes in the kernel. */
+    if (c->lis != NULL) evconnlistener_free(c->lis);
+    c->lis = NULL;
+    event_del(c->resume);
 }
 
 void

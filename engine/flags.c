@@ -27,37 +27,63 @@ struct flag {
 
 static const struct flag flags[] = {
     {"role", S(role), "", 0, 0, "client or server (required)"},
-    {"server.net", S(server_net), "tcp", 0, 0, "server: network to listen on; client: to dial (tcp, tcp4, tcp6)"},
-    {"server.addr", S(server_addr), "", 0, 0, "server: host:port to listen on; client: the server to dial"},
-    {"server.open", B(server_open), "false", 0, 0, "server: run without -tls.server.ca, letting any client in (an open proxy)"},
-    {"client.net", S(client_net), "tcp", 0, 0, "client: network of the local SOCKS5 listener (tcp, tcp4, tcp6)"},
-    {"client.addr", S(client_addr), "127.0.0.1:1080", 0, 0, "client: host:port of the local SOCKS5 listener"},
-    {"remux.reuse.max.sec", I(reuse_max_sec), "60", 0, 86400 * 365, "a connection this old (seconds) takes no new sessions"},
-    {"remux.reuse.max.cnt", I(reuse_max_cnt), "16", 1, 65000, "a connection that has carried this many sessions takes no new ones"},
-    {"remux.idle.max.sec", I(idle_max_sec), "10", 0, 86400 * 365, "a connection with no session for this long (seconds) is closed"},
-    {"remux.conn.max.cnt", I(conn_max_cnt), "1024", 1, 1 << 20, "never more connections than this at once"},
+    {"server.net", S(server_net), "tcp", 0, 0,
+     "server: network to listen on; client: to dial (tcp, tcp4, tcp6)"},
+    {"server.addr", S(server_addr), "", 0, 0,
+     "server: host:port to listen on; client: the server to dial"},
+    {"server.open", B(server_open), "false", 0, 0,
+     "server: run without -tls.server.ca, letting any client in (an open proxy)"},
+    {"client.net", S(client_net), "tcp", 0, 0,
+     "client: network of the local SOCKS5 listener (tcp, tcp4, tcp6)"},
+    {"client.addr", S(client_addr), "127.0.0.1:1080", 0, 0,
+     "client: host:port of the local SOCKS5 listener"},
+    {"remux.reuse.max.sec", I(reuse_max_sec), "60", 0, 86400 * 365,
+     "a connection this old (seconds) takes no new sessions"},
+    {"remux.reuse.max.cnt", I(reuse_max_cnt), "16", 1, 65000,
+     "a connection that has carried this many sessions takes no new ones"},
+    {"remux.idle.max.sec", I(idle_max_sec), "10", 0, 86400 * 365,
+     "a connection with no session for this long (seconds) is closed"},
+    {"remux.conn.max.cnt", I(conn_max_cnt), "1024", 1, 1 << 20,
+     "never more connections than this at once"},
     {"remux.net", S(remux_net), "tls", 0, 0, "ReMux's lower connection: tls or tcp"},
-    {"remux.window.kib", I(window_kib), "256", 16, 1 << 20, "flow-control window per session and direction at the start (KiB)"},
-    {"remux.window.max.kib", I(window_max_kib), "16384", 16, 1 << 20, "the auto-tuned window never grows past this (KiB)"},
-    {"remux.ping.sec", I(ping_sec), "15", 1, 3600, "a connection silent this long is pinged; silent 3 times this long, closed"},
-    {"eagersocks.net", S(eagersocks_net), "remux", 0, 0, "EagerSocks' lower connection: remux, tls (one TLS connection per session) or tcp"},
-    {"eagersocks.hold.ms", I(hold_ms), "5", 0, 1000, "how long the first frame waits for the app's first bytes before it leaves without them"},
-    {"connect.sec", I(connect_sec), "10", 1, 3600, "server: resolving and connecting to a destination times out after this"},
-    {"tls.handshake.sec", I(handshake_sec), "10", 1, 3600, "a TLS handshake not done after this is dropped"},
+    {"remux.window.kib", I(window_kib), "256", 16, 1 << 20,
+     "flow-control window per session and direction at the start (KiB)"},
+    {"remux.window.max.kib", I(window_max_kib), "16384", 16, 1 << 20,
+     "the auto-tuned window never grows past this (KiB)"},
+    {"remux.ping.sec", I(ping_sec), "15", 1, 3600,
+     "a connection silent this long is pinged; silent 3 times this long, closed"},
+    {"eagersocks.net", S(eagersocks_net), "remux", 0, 0,
+     "EagerSocks' lower connection: remux, tls (one TLS connection per session) or tcp"},
+    {"eagersocks.hold.ms", I(hold_ms), "5", 0, 1000,
+     "how long the first frame waits for the app's first bytes before it leaves without them"},
+    {"connect.sec", I(connect_sec), "10", 1, 3600,
+     "server: resolving and connecting to a destination times out after this"},
+    {"tls.handshake.sec", I(handshake_sec), "10", 1, 3600,
+     "a TLS handshake not done after this is dropped"},
     {"tls.server.key", S(tls_server_key), "", 0, 0, "server: private key file (PEM)"},
     {"tls.server.cert", S(tls_server_cert), "", 0, 0, "server: certificate chain file (PEM)"},
-    {"tls.server.ca", S(tls_server_ca), "", 0, 0, "server: CA file client certificates must chain to (mutual TLS)"},
-    {"tls.client.ca", S(tls_client_ca), "", 0, 0, "client: CA file the server is verified with (default: the system's)"},
-    {"tls.client.key", S(tls_client_key), "", 0, 0, "client: private key file (PEM) for mutual TLS"},
-    {"tls.client.cert", S(tls_client_cert), "", 0, 0, "client: certificate file (PEM) for mutual TLS"},
-    {"tls.client.name", S(tls_client_name), "", 0, 0, "client: the name the server's certificate must carry (default: host of -server.addr)"},
-    {"sla.log.level", F_LEVEL, offsetof(struct config, log_level), 0, "info", 0, 0, "debug, info, warn, error, fatal, or an integer 0-999 (debug 100 ... fatal 500)"},
-    {"sla.log.path", S(log_path), "/var/log/tunnels.log", 0, 0, "log file, appended to (stderr as well); \"\" for stderr only"},
+    {"tls.server.ca", S(tls_server_ca), "", 0, 0,
+     "server: CA file client certificates must chain to (mutual TLS)"},
+    {"tls.client.ca", S(tls_client_ca), "", 0, 0,
+     "client: CA file the server is verified with (default: the system's)"},
+    {"tls.client.key", S(tls_client_key), "", 0, 0,
+     "client: private key file (PEM) for mutual TLS"},
+    {"tls.client.cert", S(tls_client_cert), "", 0, 0,
+     "client: certificate file (PEM) for mutual TLS"},
+    {"tls.client.name", S(tls_client_name), "", 0, 0,
+     "client: the name the server's certificate must carry (default: host of -server.addr)"},
+    {"sla.log.level", F_LEVEL, offsetof(struct config, log_level), 0, "info", 0, 0,
+     "debug, info, warn, error, fatal, or an integer 0-999 (debug 100 ... fatal 500)"},
+    {"sla.log.path", S(log_path), "/var/log/tunnels.log", 0, 0,
+     "log file, appended to (stderr as well); \"\" for stderr only"},
     {"sla.dingtalk.token", S(dingtalk_token), "", 0, 0, "DingTalk robot access token for alerts"},
     {"sla.dingtalk.secret", S(dingtalk_secret), "", 0, 0, "DingTalk robot signing secret"},
-    {"lua.script", S(lua_script), "", 0, 0, "policy script; hooks it leaves out come from the built-in default (lua/policy.lua)"},
-    {"lua.budget.ms", I(lua_budget_ms), "50", 1, 10000, "a Lua hook running longer than this is stopped and the default decision used"},
-    {"drain.sec", I(drain_sec), "10", 0, 3600, "on SIGTERM/SIGINT, sessions in flight get this long to finish"},
+    {"lua.script", S(lua_script), "", 0, 0,
+     "policy script; hooks it leaves out come from the built-in default (lua/policy.lua)"},
+    {"lua.budget.ms", I(lua_budget_ms), "50", 1, 10000,
+     "a Lua hook running longer than this is stopped and the default decision used"},
+    {"drain.sec", I(drain_sec), "10", 0, 3600,
+     "on SIGTERM/SIGINT, sessions in flight get this long to finish"},
 };
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
 
@@ -67,8 +93,7 @@ find_flag(const char *name, size_t len)
     size_t i;
 
     for (i = 0; i < NFLAGS; i++)
-        if (strlen(flags[i].name) == len && memcmp(flags[i].name, name, len) == 0)
-            return &flags[i];
+        if (strlen(flags[i].name) == len && memcmp(flags[i].name, name, len) == 0) return &flags[i];
     return NULL;
 }
 
@@ -131,7 +156,8 @@ flags_defaults(struct config *cfg)
     size_t i;
 
     memset(cfg, 0, sizeof(*cfg));
-    for (i = 0; i < NFLAGS; i++) set_flag(&flags[i], flags[i].def, cfg, err, sizeof(err));
+    for (i = 0; i < NFLAGS; i++)
+        set_flag(&flags[i], flags[i].def, cfg, err, sizeof(err));
 }
 
 static int
@@ -154,11 +180,13 @@ check(struct config *cfg, char *err, size_t errlen)
         return -1;
     }
     if (!one_of(cfg->server_net, "tcp", "tcp4", "tcp6")) {
-        snprintf(err, errlen, "tunnels: -server.net: \"%s\" is not tcp, tcp4 or tcp6", cfg->server_net);
+        snprintf(err, errlen, "tunnels: -server.net: \"%s\" is not tcp, tcp4 or tcp6",
+                 cfg->server_net);
         return -1;
     }
     if (!one_of(cfg->client_net, "tcp", "tcp4", "tcp6")) {
-        snprintf(err, errlen, "tunnels: -client.net: \"%s\" is not tcp, tcp4 or tcp6", cfg->client_net);
+        snprintf(err, errlen, "tunnels: -client.net: \"%s\" is not tcp, tcp4 or tcp6",
+                 cfg->client_net);
         return -1;
     }
     if (!one_of(cfg->remux_net, "tls", "tcp", NULL)) {

@@ -104,9 +104,7 @@ frame_decode_ctl(const uint8_t *p, size_t len, struct frame_ctl *c, const char *
         }
         break;
     case FRAME_CTL_PING:
-    case FRAME_CTL_PONG:
-        c->opaque = (uint64_t)get32(p) << 32 | get32(p + 4);
-        break;
+    case FRAME_CTL_PONG: c->opaque = (uint64_t)get32(p) << 32 | get32(p + 4); break;
     case FRAME_CTL_GOAWAY: c->sid = get16(p); break;
     }
     return 0;

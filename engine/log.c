@@ -24,9 +24,9 @@ log_parse_level(const char *s, int *out)
         const char *name;
         int level;
     } names[] = {
-        {"debug", LOG_DEBUG}, {"debg", LOG_DEBUG}, {"info", LOG_INFO},   {"warn", LOG_WARN},
-        {"warning", LOG_WARN}, {"error", LOG_ERROR}, {"erro", LOG_ERROR}, {"fatal", LOG_FATAL},
-        {"fata", LOG_FATAL},
+        {"debug", LOG_DEBUG}, {"debg", LOG_DEBUG},   {"info", LOG_INFO},
+        {"warn", LOG_WARN},   {"warning", LOG_WARN}, {"error", LOG_ERROR},
+        {"erro", LOG_ERROR},  {"fatal", LOG_FATAL},  {"fata", LOG_FATAL},
     };
     char *end;
     long v;

@@ -309,8 +309,7 @@ luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n)
         }
     }
     for (i = n; i > 0; i--)
-        if (builtin_reusable(h->cfg, &conns[i - 1]))
-            return conns[i - 1].id;
+        if (builtin_reusable(h->cfg, &conns[i - 1])) return conns[i - 1].id;
     return 0;
 }
 

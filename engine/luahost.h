@@ -14,8 +14,8 @@ struct luahost;
 /* What the pool tells the policy about one connection. */
 struct luahost_conn {
     uint32_t id;
-    double age;  /* seconds since it was dialled */
-    double idle; /* seconds since its last session ended (0 while it has one) */
+    double age;        /* seconds since it was dialled */
+    double idle;       /* seconds since its last session ended (0 while it has one) */
     unsigned sessions; /* carried so far */
     unsigned live;     /* open now */
     int goaway;

@@ -127,7 +127,8 @@ main(int argc, char **argv)
     client_free(a.client);
     server_free(a.server);
     luahost_free(lua);
-    for (i = 0; sigs[i] != NULL; i++) event_free(sigs[i]);
+    for (i = 0; sigs[i] != NULL; i++)
+        event_free(sigs[i]);
     event_free(a.drain);
     event_base_free(a.base);
     return 0;

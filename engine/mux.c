@@ -30,7 +30,7 @@
 #include "tls.h"
 
 #define MUX_OUT_HIGH (1024 * 1024) /* past this much queued output, sessions stop reading */
-#define MUX_CLOSE_DRAIN_SEC 2     /* how long a closing mux may flush before it is dropped */
+#define MUX_CLOSE_DRAIN_SEC 2      /* how long a closing mux may flush before it is dropped */
 #define MUX_MAX_SESSIONS 4096
 
 struct mux {
@@ -170,7 +170,8 @@ mux_close(struct mux *m, int level, const char *reason)
     log_msg(level, "[conn] - %08x = %u%s%s", m->id, mux_open_count, *reason ? " " : "", reason);
     do {
         n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
-        for (i = 0; i < n; i++) session_mux_gone(live[i], reason);
+        for (i = 0; i < n; i++)
+            session_mux_gone(live[i], reason);
     } while (n == MUX_MAX_SESSIONS);
     if (m->ops->closed != NULL) m->ops->closed(m, m->arg);
     bufferevent_disable(m->bev, EV_READ);
@@ -445,7 +446,8 @@ mux_write_cb(struct bufferevent *bev, void *arg)
     if (!m->blocked) return;
     m->blocked = 0;
     n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
-    for (i = 0; i < n; i++) session_wake(live[i]);
+    for (i = 0; i < n; i++)
+        session_wake(live[i]);
 }
 
 /* The lower connection is up: the keepalive tick replaces the handshake timeout. */
@@ -486,15 +488,18 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
     tlserr[0] = 0;
     if (m->tls) tls_errors(bev, tlserr, sizeof(tlserr));
     if (what & BEV_EVENT_EOF)
-        snprintf(why, sizeof(why), "%s", sidmap_count(m->sessions) ? "unexpected EOF" : "closed by peer");
+        snprintf(why, sizeof(why), "%s",
+                 sidmap_count(m->sessions) ? "unexpected EOF" : "closed by peer");
     else if (tlserr[0] != 0)
         snprintf(why, sizeof(why), "%s%s", m->ready ? "tls: " : "tls handshake: ", tlserr);
     else if (e != 0)
         snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(e));
     else
         snprintf(why, sizeof(why), "%s", m->ready ? "connection error" : "handshake failed");
-    if (!m->ready && m->tls && (what & BEV_EVENT_EOF)) snprintf(why, sizeof(why), "tls handshake: peer closed");
-    mux_close(m, (what & BEV_EVENT_EOF) && sidmap_count(m->sessions) == 0 ? LOG_INFO : LOG_ERROR, why);
+    if (!m->ready && m->tls && (what & BEV_EVENT_EOF))
+        snprintf(why, sizeof(why), "tls handshake: peer closed");
+    mux_close(m, (what & BEV_EVENT_EOF) && sidmap_count(m->sessions) == 0 ? LOG_INFO : LOG_ERROR,
+              why);
     mux_finish(m, 0);
 }
 

@@ -67,7 +67,8 @@ pool_tick(evutil_socket_t fd, short what, void *arg)
         struct mux *m = p->conns[i - 1];
         if (mux_live(m) > 0) continue;
         fill_info(&c, m);
-        if (luahost_pool_idle(p->lua, &c)) mux_close(m, LOG_INFO, c.idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
+        if (luahost_pool_idle(p->lua, &c))
+            mux_close(m, LOG_INFO, c.idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
     }
 }
 
@@ -102,7 +103,8 @@ pool_new(struct event_base *base, const struct config *cfg, struct luahost *lua,
 void
 pool_close_all(struct pool *p)
 {
-    while (p->n > 0) mux_close(p->conns[p->n - 1], LOG_INFO, "shutdown");
+    while (p->n > 0)
+        mux_close(p->conns[p->n - 1], LOG_INFO, "shutdown");
 }
 
 void
@@ -170,7 +172,8 @@ dial(struct pool *p)
 
     fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd == -1) {
-        log_msg(LOG_ERROR, "[conn] cannot dial %s: socket: %s", p->cfg->server_addr, strerror(errno));
+        log_msg(LOG_ERROR, "[conn] cannot dial %s: socket: %s", p->cfg->server_addr,
+                strerror(errno));
         return NULL;
     }
     addr_tune_socket(fd);

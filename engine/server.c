@@ -80,7 +80,8 @@ lookup_cb(int result, struct evutil_addrinfo *res, void *arg)
     if (s != NULL) {
         session_on_close(s, NULL, NULL);
         if (result != 0 || res == NULL)
-            session_fail(s, FRAME_RST_DNS, evutil_gai_strerror(result != 0 ? result : EVUTIL_EAI_FAIL));
+            session_fail(s, FRAME_RST_DNS,
+                         evutil_gai_strerror(result != 0 ? result : EVUTIL_EAI_FAIL));
         else
             connect_to(s, res->ai_addr, (socklen_t)res->ai_addrlen);
     }
@@ -247,7 +248,7 @@ resume_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (!srv->draining) evconnlistener_enable(srv->lis);
+    if (!srv->draining && srv->lis != NULL) evconnlistener_enable(srv->lis);
 }
 
 static void
@@ -275,8 +276,9 @@ server_new(struct event_base *base, const struct config *cfg, char *err, size_t 
     srv->base = base;
     srv->cfg = cfg;
     if (!cfg->server_open && (!tls || cfg->tls_server_ca[0] == 0)) {
-        snprintf(err, errlen, "tunnels: %s: any client could use this server as an open proxy; "
-                              "set -tls.server.ca for mutual TLS, or -server.open to mean it",
+        snprintf(err, errlen,
+                 "tunnels: %s: any client could use this server as an open proxy; "
+                 "set -tls.server.ca for mutual TLS, or -server.open to mean it",
                  tls ? "-tls.server.ca is not set" : "plain TCP has no client authentication");
         goto err;
     }
@@ -299,15 +301,17 @@ server_new(struct event_base *base, const struct config *cfg, char *err, size_t 
         goto err;
     }
     srv->resume = evtimer_new(base, resume_cb, srv);
-    srv->lis = evconnlistener_new_bind(base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-                                       1024, (struct sockaddr *)&ss, (int)sslen);
+    srv->lis = evconnlistener_new_bind(
+        base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, (struct sockaddr *)&ss, (int)sslen);
     if (srv->lis == NULL || srv->resume == NULL) {
         snprintf(err, errlen, "tunnels: -server.addr: cannot listen on %s: %s", cfg->server_addr,
                  strerror(errno));
         goto err;
     }
     evconnlistener_set_error_cb(srv->lis, accept_error_cb);
-    log_msg(LOG_INFO, "[main] server: listening on %s (%s%s)", cfg->server_addr, tls ? "tls" : "tcp",
+    log_msg(LOG_INFO, "[main] server: listening on %s (%s%s)", cfg->server_addr,
+            tls ? "tls" : "tcp",
             cfg->tls_server_ca[0] != 0 && tls ? ", client certificates required" : ", open");
     return srv;
 err:
@@ -321,8 +325,12 @@ server_stop_accepting(struct server *srv)
     size_t i;
 
     srv->draining = 1;
-    evconnlistener_disable(srv->lis);
-    for (i = 0; i < srv->n; i++) mux_goaway(srv->conns[i]);
+    /* Close the socket, not just stop accepting: the kernel would still complete handshakes
+     * into the backlog, and a new instance may want the port. */
+    if (srv->lis != NULL) evconnlistener_free(srv->lis);
+    srv->lis = NULL;
+    for (i = 0; i < srv->n; i++)
+        mux_goaway(srv->conns[i]);
     for (i = srv->n; i > 0; i--)
         if (mux_live(srv->conns[i - 1]) == 0) mux_close(srv->conns[i - 1], LOG_INFO, "shutdown");
 }
@@ -330,7 +338,8 @@ server_stop_accepting(struct server *srv)
 void
 server_close_all(struct server *srv)
 {
-    while (srv->n > 0) mux_close(srv->conns[srv->n - 1], LOG_INFO, "shutdown");
+    while (srv->n > 0)
+        mux_close(srv->conns[srv->n - 1], LOG_INFO, "shutdown");
 }
 
 void

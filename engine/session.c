@@ -33,7 +33,7 @@ struct session {
     uint16_t sid;
     uint32_t mux_id;
     struct bufferevent *bev;
-    struct event *rev;   /* the local socket is readable: read straight into the mux */
+    struct event *rev; /* the local socket is readable: read straight into the mux */
     struct evbuffer_cb_entry *out_cb;
     struct event *later; /* deferred pump and finish, so callbacks never recurse */
     struct event *timer; /* client: the first-frame hold; server: the connect timeout */
@@ -41,13 +41,13 @@ struct session {
     void *cancel_arg;
     char dest[SOCKS_DEST_MAX];
     uint8_t hdr[SOCKS_REQ_MAX];
-    size_t hdr_len; /* the EagerSocks header still to send */
+    size_t hdr_len;      /* the EagerSocks header still to send */
     int64_t send_window; /* bytes we may still send */
     int64_t recv_window; /* the window we grant */
     int64_t recv_avail;  /* bytes the peer may still send */
     int64_t window_max;
-    uint64_t credit;     /* drained, not yet granted */
-    size_t not_ours;     /* bytes queued before the session (the SOCKS reply): no credit */
+    uint64_t credit; /* drained, not yet granted */
+    size_t not_ours; /* bytes queued before the session (the SOCKS reply): no credit */
     uint64_t bdp_bytes;
     int64_t bdp_start_us;
     unsigned connected : 1, local_eof : 1, sent_fin : 1, got_fin : 1, shut_wr : 1;
@@ -65,8 +65,7 @@ static void session_close(struct session *s, int level, const char *why, int res
                           int abortive);
 
 struct session *
-session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connected,
-            const char *dest)
+session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connected, const char *dest)
 {
     const struct config *cfg = mux_config(m);
     struct session *s = calloc(1, sizeof(*s));

@@ -57,7 +57,8 @@ insert(uint16_t *keys, void **vals, size_t cap, uint16_t sid, void *val)
 {
     size_t i = slot(sid, cap);
 
-    while (keys[i] != 0) i = (i + 1) & (cap - 1);
+    while (keys[i] != 0)
+        i = (i + 1) & (cap - 1);
     keys[i] = sid;
     vals[i] = val;
 }

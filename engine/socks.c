@@ -31,8 +31,7 @@ socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *noauth, cons
 }
 
 int
-socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *r,
-                    const char **err)
+socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *r, const char **err)
 {
     size_t alen, need;
 
@@ -48,8 +47,14 @@ socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *
     r->cmd = b[1];
     r->atyp = b[3];
     switch (r->atyp) {
-    case SOCKS_ATYP_IPV4: alen = 4; need = 4 + 4 + 2; break;
-    case SOCKS_ATYP_IPV6: alen = 16; need = 4 + 16 + 2; break;
+    case SOCKS_ATYP_IPV4:
+        alen = 4;
+        need = 4 + 4 + 2;
+        break;
+    case SOCKS_ATYP_IPV6:
+        alen = 16;
+        need = 4 + 16 + 2;
+        break;
     case SOCKS_ATYP_DOMAIN:
         alen = b[4];
         if (alen == 0) {

@@ -20,8 +20,8 @@ enum {
     SOCKS_ATYP_IPV6 = 4,
 };
 
-#define SOCKS_REQ_MAX 262    /* 4 + 1 + 255 + 2: the longest request */
-#define SOCKS_DEST_MAX 300   /* "[v6]:port" or "domain:port", NUL included */
+#define SOCKS_REQ_MAX 262  /* 4 + 1 + 255 + 2: the longest request */
+#define SOCKS_DEST_MAX 300 /* "[v6]:port" or "domain:port", NUL included */
 
 struct socks_req {
     uint8_t cmd;

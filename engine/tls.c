@@ -83,8 +83,9 @@ tls_server_ctx(const struct config *cfg, char *err, size_t errlen)
         return NULL;
     }
     if (cfg->tls_server_cert[0] == 0 || cfg->tls_server_key[0] == 0) {
-        snprintf(err, errlen, "tunnels: -tls.server.cert and -tls.server.key: missing (the "
-                              "server's identity; or -remux.net=tcp for a plain-TCP test server)");
+        snprintf(err, errlen,
+                 "tunnels: -tls.server.cert and -tls.server.key: missing (the "
+                 "server's identity; or -remux.net=tcp for a plain-TCP test server)");
         goto err;
     }
     if (load_identity(ctx, "tls.server.cert", cfg->tls_server_cert, "tls.server.key",
@@ -164,7 +165,8 @@ tls_errors(struct bufferevent *bev, char *out, size_t len)
         /* Keep the reason, the part after the last ':' is the readable one. */
         const char *r = strrchr(buf, ':');
         r = r != NULL ? r + 1 : buf;
-        if (n + strlen(r) + 3 < len) n += (size_t)snprintf(out + n, len - n, "%s%s", n ? "; " : "", r);
+        if (n + strlen(r) + 3 < len)
+            n += (size_t)snprintf(out + n, len - n, "%s%s", n ? "; " : "", r);
     }
     ERR_clear_error();
 }

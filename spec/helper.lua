@@ -144,7 +144,7 @@ end
 -- Returns {server_pid, client_pid, socks_port, server_port, slog, clog}.
 function H.tunnel(dir, pki, opts)
   opts = opts or {}
-  local t = { server_port = H.free_port(), socks_port = H.free_port() }
+  local t = { server_port = opts.server_port or H.free_port(), socks_port = H.free_port() }
   t.slog, t.clog = dir .. "/server" .. t.server_port .. ".log", dir .. "/client" .. t.socks_port .. ".log"
   local sflags = {
     ["server.addr"] = "127.0.0.1:" .. t.server_port, ["sla.log.path"] = t.slog,
@@ -165,12 +165,15 @@ function H.tunnel(dir, pki, opts)
   end
   for k, v in pairs(opts.server or {}) do sflags[k] = v end
   for k, v in pairs(opts.client or {}) do cflags[k] = v end
-  t.server_pid = H.spawn("server", flags({ H.bin, "-role=server" }, sflags), t.slog .. ".out")
-  -- Readiness from the log, not a probe connection the server would count.
-  H.wait_for(function() return H.count(t.slog, "%[main%] server: listening") > 0 end, 10, "the server to listen")
+  if not opts.no_server then
+    t.server_pid = H.spawn("server", flags({ H.bin, "-role=server" }, sflags), t.slog .. ".out")
+    -- Readiness from the log, not a probe connection the server would count.
+    H.wait_for(function() return H.count(t.slog, "%[main%] server: listening") > 0 end, 10, "the server to listen")
+  end
   if opts.no_client then return t end
   t.client_pid = H.spawn("client", flags({ H.bin, "-role=client" }, cflags), t.clog .. ".out")
-  H.wait_for(function() return H.count(t.clog, "%[main%] client: SOCKS5 on") > 0 end, 10, "the client to listen")
+  -- A probe on the SOCKS port costs nothing (no log line above debug, no session).
+  H.wait_for(function() return H.connectable(t.socks_port) end, 10, "the client to listen")
   return t
 end
 
@@ -239,6 +242,19 @@ end
 -- curl through the SOCKS5 proxy at socks_port; returns body, curl's exit code.
 function H.curl(socks_port, url, extra)
   return H.sh("curl -sS --max-time 10 " .. (extra or "") .. " --socks5-hostname 127.0.0.1:" .. socks_port .. " " .. url)
+end
+
+-- Like H.spawn, but the exit status lands in status_path. Returns the program's own PID.
+function H.spawn_with_status(name, argv, log, status_path)
+  local parts = {}
+  for i, a in ipairs(argv) do parts[i] = quote(a) end
+  local inner = table.concat(parts, " ") .. " >" .. quote(log) .. " 2>&1 & p=$!; echo $p; wait $p; echo $? >" .. quote(status_path)
+  local p = assert(io.popen("sh -c " .. quote(inner) .. " &"))
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  assert(pid, "could not start " .. name)
+  started[pid] = { name = name, log = log }
+  return pid
 end
 
 return H

@@ -127,7 +127,8 @@ read_cb(struct bufferevent *bev, void *arg)
     if (!c->have_hdr) {
         if (evbuffer_get_length(in) < sizeof(hdr)) return;
         evbuffer_remove(in, hdr, sizeof(hdr));
-        c->to_send = (uint64_t)ntohl(*(uint32_t *)(void *)hdr) << 32 | ntohl(*(uint32_t *)(void *)(hdr + 4));
+        c->to_send =
+            (uint64_t)ntohl(*(uint32_t *)(void *)hdr) << 32 | ntohl(*(uint32_t *)(void *)(hdr + 4));
         tn_rng_seed(&c->rng, ntohl(*(uint32_t *)(void *)(hdr + 8)) ^ 0x5eed);
         c->have_hdr = 1;
         sha_fill(c);
@@ -197,6 +198,10 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     struct conn *c = calloc(1, sizeof(*c));
     int one = 1;
 
+    (void)l;
+    (void)sa;
+    (void)len;
+    (void)arg;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->md = EVP_MD_CTX_new();

@@ -217,8 +217,13 @@ start_one(void)
     bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
     bufferevent_setwatermark(s->bev, EV_WRITE, 64 * 1024, 0);
     bufferevent_set_timeouts(s->bev, &tv, &tv);
-    hdr[n++] = 5; hdr[n++] = 1; hdr[n++] = 0;                 /* greeting: no-auth */
-    hdr[n++] = 5; hdr[n++] = 1; hdr[n++] = 0; hdr[n++] = 3;   /* CONNECT, domain */
+    hdr[n++] = 5;
+    hdr[n++] = 1;
+    hdr[n++] = 0; /* greeting: no-auth */
+    hdr[n++] = 5;
+    hdr[n++] = 1;
+    hdr[n++] = 0;
+    hdr[n++] = 3; /* CONNECT, domain */
     hdr[n++] = (uint8_t)hl;
     memcpy(hdr + n, dest_host, hl);
     n += hl;
@@ -255,12 +260,18 @@ main(int argc, char **argv)
     char *colon;
 
     for (i = 1; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "-socks") == 0) socks = argv[i + 1];
-        else if (strcmp(argv[i], "-dest") == 0) dest = argv[i + 1];
-        else if (strcmp(argv[i], "-n") == 0) total = atol(argv[i + 1]);
-        else if (strcmp(argv[i], "-c") == 0) conc = atol(argv[i + 1]);
-        else if (strcmp(argv[i], "-max") == 0) maxsize = strtoull(argv[i + 1], NULL, 10);
-        else if (strcmp(argv[i], "-seed") == 0) seed0 = strtoull(argv[i + 1], NULL, 10);
+        if (strcmp(argv[i], "-socks") == 0)
+            socks = argv[i + 1];
+        else if (strcmp(argv[i], "-dest") == 0)
+            dest = argv[i + 1];
+        else if (strcmp(argv[i], "-n") == 0)
+            total = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "-c") == 0)
+            conc = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "-max") == 0)
+            maxsize = strtoull(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "-seed") == 0)
+            seed0 = strtoull(argv[i + 1], NULL, 10);
         else {
             fprintf(stderr, "tn-load: %s: no such flag\n", argv[i]);
             return 2;
@@ -277,7 +288,8 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     base = event_base_new();
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (i = 0; i < conc && started < total; i++) start_one();
+    for (i = 0; i < conc && started < total; i++)
+        start_one();
     if (total > 0) event_base_dispatch(base);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
