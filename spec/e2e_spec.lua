@@ -6,18 +6,9 @@ H.dump_on_failure()
 describe("tunnel end to end", function()
   local dir, pki, t, http, sha, echo
 
-  setup(function()
-    dir = H.tmpdir()
-    pki = H.certs(dir)
-    http = H.dest(dir, "http")
-    sha = H.dest(dir, "sha")
-    echo = H.dest(dir, "echo")
+  H.fixture({ "http", "sha", "echo" }, function(...)
+    dir, pki, http, sha, echo = ...
     t = H.tunnel(dir, pki)
-  end)
-
-  teardown(function()
-    H.stop_all()
-    H.sh("rm -rf " .. dir)
   end)
 
   it("carries curl --socks5-hostname to a local HTTP server by name and by address", function()
@@ -134,16 +125,8 @@ end)
 describe("lower connections other than the ReMux TLS pool", function()
   local dir, pki, sha, http
 
-  setup(function()
-    dir = H.tmpdir()
-    pki = H.certs(dir)
-    sha = H.dest(dir, "sha")
-    http = H.dest(dir, "http")
-  end)
-
-  teardown(function()
-    H.stop_all()
-    H.sh("rm -rf " .. dir)
+  H.fixture({ "sha", "http" }, function(...)
+    dir, pki, sha, http = ...
   end)
 
   local modes = {

@@ -5,22 +5,15 @@ H.dump_on_failure()
 describe("examples/", function()
   local dir, pki, http
 
-  setup(function()
-    dir = H.tmpdir()
-    pki = H.certs(dir)
-    http = H.dest(dir, "http")
-  end)
-
-  teardown(function()
-    H.stop_all()
-    H.sh("rm -rf " .. dir)
+  H.fixture({ "http" }, function(...)
+    dir, pki, http = ...
   end)
 
   for name in H.sh("ls " .. H.root .. "/examples/*.lua"):gmatch("[^\n]+") do
     it(name:match("[^/]+$") .. " loads and serves requests", function()
       local t = H.tunnel(dir, pki, { client = { ["lua.script"] = name } })
       for i = 1, 6 do
-        assert.are.equal("hello from tn-dest\n", (H.curl(t.socks_port, "http://localhost:" .. http .. "/")), "request " .. i)
+        H.assert_hello(t.socks_port, http, "request " .. i)
       end
       assert.are.equal(0, H.count(t.clog, "%[lua%]"))
       H.stop_tunnel(t)

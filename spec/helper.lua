@@ -257,4 +257,37 @@ function H.spawn_with_status(name, argv, log, status_path)
   return pid
 end
 
+-- Registers setup and teardown for the enclosing describe: a temp dir, the test PKI, and a
+-- tn-dest per mode listed. At setup, ready(dir, pki, port of modes[1], port of modes[2], ...)
+-- hands them to the spec's locals. Teardown ends every process the file started and removes
+-- the dir.
+function H.fixture(modes, ready)
+  local f = { dest = {} }
+  -- busted gives setup/teardown to the spec file's environment, not to this module's.
+  local env = getfenv(2)
+  env.setup(function()
+    f.dir = H.tmpdir()
+    f.pki = H.certs(f.dir)
+    local ports = {}
+    for i, m in ipairs(modes or {}) do
+      f.dest[m] = H.dest(f.dir, m)
+      ports[i] = f.dest[m]
+    end
+    if ready then ready(f.dir, f.pki, unpack(ports)) end
+  end)
+  env.teardown(function()
+    H.stop_all()
+    H.sh("rm -rf " .. f.dir)
+  end)
+  return f
+end
+
+H.HELLO = "hello from tn-dest\n"
+
+-- One GET through the tunnel's SOCKS port to tn-dest's http mode; asserts the greeting.
+function H.assert_hello(socks_port, http_port, what)
+  local body, code = H.curl(socks_port, "http://localhost:" .. http_port .. "/")
+  require("luassert").are.equal(H.HELLO, body, (what or "request") .. " (curl exit " .. code .. ")")
+end
+
 return H

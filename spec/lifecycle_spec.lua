@@ -5,15 +5,8 @@ H.dump_on_failure()
 describe("logs", function()
   local dir, pki, http
 
-  setup(function()
-    dir = H.tmpdir()
-    pki = H.certs(dir)
-    http = H.dest(dir, "http")
-  end)
-
-  teardown(function()
-    H.stop_all()
-    H.sh("rm -rf " .. dir)
+  H.fixture({ "http" }, function(...)
+    dir, pki, http = ...
   end)
 
   it("keep the seed's format exactly", function()
@@ -67,16 +60,8 @@ end)
 describe("SIGTERM", function()
   local dir, pki, echo, http
 
-  setup(function()
-    dir = H.tmpdir()
-    pki = H.certs(dir)
-    echo = H.dest(dir, "echo")
-    http = H.dest(dir, "http")
-  end)
-
-  teardown(function()
-    H.stop_all()
-    H.sh("rm -rf " .. dir)
+  H.fixture({ "echo", "http" }, function(...)
+    dir, pki, echo, http = ...
   end)
 
   it("drains the server: GOAWAY, sessions in flight finish, then exit 0", function()

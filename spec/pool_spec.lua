@@ -12,15 +12,8 @@ end
 describe("ReMux pool", function()
   local dir, pki, http
 
-  setup(function()
-    dir = H.tmpdir()
-    pki = H.certs(dir)
-    http = H.dest(dir, "http")
-  end)
-
-  teardown(function()
-    H.stop_all()
-    H.sh("rm -rf " .. dir)
+  H.fixture({ "http" }, function(...)
+    dir, pki, http = ...
   end)
 
   it("carries 16 sessions on a connection, then dials a new one and retires the old", function()
@@ -44,13 +37,13 @@ describe("ReMux pool", function()
 
   it("closes a connection idle for -remux.idle.max.sec", function()
     local t = H.tunnel(dir, pki, { client = { ["remux.idle.max.sec"] = 1 } })
-    assert.are.equal("hello from tn-dest\n", (H.curl(t.socks_port, "http://localhost:" .. http .. "/")))
+    H.assert_hello(t.socks_port, http)
     local id = ids(t.clog, "%[conn%] %+ (%x+) =")[1]
     local t0 = H.now()
     H.wait_for(function() return H.count(t.clog, "%[conn%] %- " .. id .. " = 0 idle") == 1 end, 5, "the idle close")
     assert.is_true(H.now() - t0 < 4)
     -- the next request dials anew
-    assert.are.equal("hello from tn-dest\n", (H.curl(t.socks_port, "http://localhost:" .. http .. "/")))
+    H.assert_hello(t.socks_port, http)
     assert.are.equal(2, #ids(t.clog, "%[conn%] %+ (%x+) ="))
     H.stop_tunnel(t)
   end)
@@ -59,7 +52,7 @@ describe("ReMux pool", function()
     local script = dir .. "/two.lua"
     H.write(script, "return { reusable = function(c, cfg) return c.sessions < 2 end }\n")
     local t = H.tunnel(dir, pki, { client = { ["lua.script"] = script } })
-    for _ = 1, 6 do assert.are.equal("hello from tn-dest\n", (H.curl(t.socks_port, "http://localhost:" .. http .. "/"))) end
+    for _ = 1, 6 do H.assert_hello(t.socks_port, http) end
     assert.are.equal(3, #ids(t.clog, "%[conn%] %+ (%x+) ="))
     H.stop_tunnel(t)
   end)
@@ -68,15 +61,8 @@ end)
 describe("Lua hooks that fail", function()
   local dir, pki, http
 
-  setup(function()
-    dir = H.tmpdir()
-    pki = H.certs(dir)
-    http = H.dest(dir, "http")
-  end)
-
-  teardown(function()
-    H.stop_all()
-    H.sh("rm -rf " .. dir)
+  H.fixture({ "http" }, function(...)
+    dir, pki, http = ...
   end)
 
   local cases = {

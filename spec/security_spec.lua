@@ -27,16 +27,9 @@ end
 describe("mutual TLS", function()
   local dir, pki, http, t
 
-  setup(function()
-    dir = H.tmpdir()
-    pki = H.certs(dir)
-    http = H.dest(dir, "http")
+  H.fixture({ "http" }, function(...)
+    dir, pki, http = ...
     t = H.tunnel(dir, pki)
-  end)
-
-  teardown(function()
-    H.stop_all()
-    H.sh("rm -rf " .. dir)
   end)
 
   -- A second client with these TLS flags; returns its socks port and log path.
@@ -62,7 +55,7 @@ describe("mutual TLS", function()
     end
     H.stop(pid)
     -- and it cost nothing else
-    assert.are.equal("hello from tn-dest\n", (H.curl(t.socks_port, "http://localhost:" .. http .. "/")))
+    H.assert_hello(t.socks_port, http)
   end
 
   it("refuses a client without a certificate", function()
@@ -92,23 +85,17 @@ describe("mutual TLS", function()
   it("lets a client in by name (localhost) as well as by address", function()
     local port, _, pid = client({ "-tls.client.ca=" .. pki.ca, "-tls.client.cert=" .. pki.client_cert,
       "-tls.client.key=" .. pki.client_key, "-tls.client.name=localhost" })
-    assert.are.equal("hello from tn-dest\n", (H.curl(port, "http://localhost:" .. http .. "/")))
+    H.assert_hello(port, http)
     H.stop(pid)
   end)
 end)
 
 describe("ReMux protocol errors", function()
-  local dir, echo, t
+  local echo, t
 
-  setup(function()
-    dir = H.tmpdir()
-    echo = H.dest(dir, "echo")
+  H.fixture({ "echo" }, function(dir, _, echo_port)
+    echo = echo_port
     t = H.tunnel(dir, nil, { tcp = true, no_client = true })
-  end)
-
-  teardown(function()
-    H.stop_all()
-    H.sh("rm -rf " .. dir)
   end)
 
   -- A healthy raw ReMux connection with one session open to the echo destination.
