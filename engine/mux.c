@@ -97,9 +97,10 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
     bufferevent_set_max_single_write(bev, READER_MAX);
     bufferevent_setwatermark(bev, EV_WRITE, MUX_OUT_HIGH / 2, 0);
     if (tls) {
-        /* With a high watermark the TLS bufferevent reads every record the socket holds per
-         * wakeup instead of 4 KiB; the read callback empties the input each time. */
-        bufferevent_setwatermark(bev, EV_READ, 0, READER_MAX);
+        /* No read high-watermark here: when input reaches it libevent suspends reading while
+         * decrypted bytes may still sit inside OpenSSL, and resumes only on socket readability,
+         * which may never come (the peer waits for our WINDOW): a deadlock seen with 200
+         * sessions. The TLS bufferevent reads until OpenSSL wants more from the socket. */
         bufferevent_enable(bev, EV_READ | EV_WRITE);
     } else {
         m->rd = reader_new(base, bev, mux_read_cb, mux_event_cb, m);
