@@ -17,8 +17,15 @@ PURE := frame socks flags log sidmap
 OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o
 TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load
 
-.PHONY: all test demo clean format tools
-all: $(BUILD)/tunnels $(BUILD)/libtunnels_pure.so $(TOOLS)
+# Fuzz targets (fuzz/fuzz_*.c) and the pure sources each one needs.
+FUZZ := frame socks flags
+FUZZ_SRC_frame := engine/frame.c
+FUZZ_SRC_socks := engine/socks.c
+FUZZ_SRC_flags := engine/flags.c engine/log.c
+FUZZ_SECONDS ?= 60
+
+.PHONY: all test demo clean format tools fuzz bench-bulk
+all: $(BUILD)/tunnels $(BUILD)/libtunnels_pure.so $(TOOLS) $(FUZZ:%=$(BUILD)/replay-%)
 
 $(BUILD):
 	mkdir -p $(BUILD)
@@ -41,6 +48,24 @@ $(BUILD)/libtunnels_pure.so: $(PURE:%=engine/%.c) engine/*.h | $(BUILD)
 
 $(BUILD)/tn-%: tools/tn-%.c | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(shell pkg-config --libs libevent openssl)
+
+# The corpus replayer: each target with a plain main(), built by the normal compiler.
+$(BUILD)/replay-%: fuzz/fuzz_%.c fuzz/replay.c engine/*.h | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ fuzz/fuzz_$*.c fuzz/replay.c $(FUZZ_SRC_$*)
+
+# libFuzzer with ASan and UBSan, each target for FUZZ_SECONDS. New inputs go to build/, the
+# checked-in corpus (fuzz/corpus/) only grows by hand; crashes land in build/crash-*.
+fuzz: | $(BUILD)
+	scripts/deps.sh fuzz
+	for t in $(FUZZ); do \
+	  clang -g -O1 -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz-$$t fuzz/fuzz_$$t.c $(FUZZ_SRC_$$t) || exit 1; \
+	  mkdir -p $(BUILD)/corpus-$$t; \
+	  $(BUILD)/fuzz-$$t -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(BUILD)/crash-$$t- \
+	    $(BUILD)/corpus-$$t fuzz/corpus/$$t 2>&1 | tail -n 3 || exit 1; \
+	done
+
+bench-bulk: all
+	scripts/bench-bulk.sh
 
 test: all
 	scripts/test.sh

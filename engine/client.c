@@ -23,8 +23,6 @@
 #include "socks.h"
 #include "tls.h"
 
-#define SOCKS_HANDSHAKE_SEC 10
-
 struct client {
     struct event_base *base;
     const struct config *cfg;
@@ -172,7 +170,7 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
 {
     struct client *c = arg;
     struct handshake *h = calloc(1, sizeof(*h));
-    struct timeval tv = {SOCKS_HANDSHAKE_SEC, 0};
+    struct timeval tv = {c->cfg->socks_handshake_sec, 0};
 
     (void)lis;
     (void)salen;

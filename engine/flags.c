@@ -56,6 +56,8 @@ static const struct flag flags[] = {
      "EagerSocks' lower connection: remux, tls (one TLS connection per session) or tcp"},
     {"eagersocks.hold.ms", I(hold_ms), "5", 0, 1000,
      "how long the first frame waits for the app's first bytes before it leaves without them"},
+    {"socks.handshake.sec", I(socks_handshake_sec), "10", 1, 3600,
+     "client: a SOCKS5 handshake not done after this is dropped"},
     {"connect.sec", I(connect_sec), "10", 1, 3600,
      "server: resolving and connecting to a destination times out after this"},
     {"tls.handshake.sec", I(handshake_sec), "10", 1, 3600,

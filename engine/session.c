@@ -88,7 +88,6 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connecte
     s->out_cb = evbuffer_add_cb(bufferevent_get_output(local), session_out_cb, s);
     if (s->out_cb == NULL || mux_attach(m, sid, s) == -1) goto err;
     bufferevent_setcb(local, NULL, NULL, session_event_cb, s);
-    bufferevent_set_max_single_read(local, 256 * 1024);
     bufferevent_set_max_single_write(local, 256 * 1024);
     session_live++;
     log_msg(LOG_DEBUG, "[sess] + %08x:%u = %u", s->mux_id, sid, session_live);

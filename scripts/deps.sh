@@ -4,6 +4,8 @@
 set -eu
 pkgs="build-essential pkg-config libluajit-5.1-dev luajit libevent-dev libssl-dev openssl
       lua-busted lua-socket curl iproute2 procps"
+# `deps.sh fuzz`: also clang with libFuzzer (only `make fuzz` needs it).
+[ "${1:-}" = fuzz ] && pkgs="$pkgs clang libclang-rt-14-dev"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
