@@ -50,18 +50,22 @@ $(BUILD)/tn-%: tools/tn-%.c | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(shell pkg-config --libs libevent openssl)
 
 # The corpus replayer: each target with a plain main(), built by the normal compiler.
-$(BUILD)/replay-%: fuzz/fuzz_%.c fuzz/replay.c engine/*.h | $(BUILD)
+$(BUILD)/replay-%: fuzz/fuzz_%.c fuzz/replay.c engine/*.c engine/*.h | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ fuzz/fuzz_$*.c fuzz/replay.c $(FUZZ_SRC_$*)
 
 # libFuzzer with ASan and UBSan, each target for FUZZ_SECONDS. New inputs go to build/, the
 # checked-in corpus (fuzz/corpus/) only grows by hand; crashes land in build/crash-*.
-fuzz: | $(BUILD)
+$(BUILD)/fuzz-%: fuzz/fuzz_%.c engine/*.c engine/*.h | $(BUILD)
 	scripts/deps.sh fuzz
-	for t in $(FUZZ); do \
-	  clang -g -O1 -fsanitize=fuzzer,address,undefined -o $(BUILD)/fuzz-$$t fuzz/fuzz_$$t.c $(FUZZ_SRC_$$t) || exit 1; \
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_$*.c $(FUZZ_SRC_$*)
+
+fuzz: $(FUZZ:%=$(BUILD)/fuzz-%)
+	@for t in $(FUZZ); do \
+	  echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
 	  mkdir -p $(BUILD)/corpus-$$t; \
 	  $(BUILD)/fuzz-$$t -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(BUILD)/crash-$$t- \
-	    $(BUILD)/corpus-$$t fuzz/corpus/$$t 2>&1 | tail -n 3 || exit 1; \
+	    $(BUILD)/corpus-$$t fuzz/corpus/$$t 2>&1 | grep -E '^#[0-9]+[[:space:]]+DONE|ERROR|SUMMARY|Assertion'; \
+	  test -z "$$(ls $(BUILD)/crash-$$t-* 2>/dev/null)" || exit 1; \
 	done
 
 bench-bulk: all

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,6 +90,36 @@ static const struct flag flags[] = {
 };
 #define NFLAGS (sizeof(flags) / sizeof(flags[0]))
 
+/* User text as it may appear in an error line: printable ASCII kept, anything else (a newline,
+ * an escape sequence) written as \xNN, cut to 64 bytes, so the error stays one clean line.
+ * Returns out. */
+static const char *
+printable(const char *in, size_t inlen, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, n = 0;
+
+    for (i = 0; i < inlen && in[i] != 0 && n + 5 < outlen; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (i == 64) {
+            out[n++] = '.';
+            out[n++] = '.';
+            out[n++] = '.';
+            break;
+        }
+        if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
+            out[n++] = (char)ch;
+        } else {
+            out[n++] = '\\';
+            out[n++] = 'x';
+            out[n++] = hex[ch >> 4];
+            out[n++] = hex[ch & 15];
+        }
+    }
+    out[n] = 0;
+    return out;
+}
+
 static const struct flag *
 find_flag(const char *name, size_t len)
 {
@@ -103,14 +134,14 @@ static int
 set_flag(const struct flag *f, const char *val, struct config *cfg, char *err, size_t errlen)
 {
     char *field = (char *)cfg + f->off;
-    char *end;
+    char *end, q[300];
     long v;
 
     switch (f->type) {
     case F_STR:
         if (strlen(val) >= f->size) {
-            snprintf(err, errlen, "tunnels: -%s: \"%.40s...\" is too long (at most %zu bytes)",
-                     f->name, val, f->size - 1);
+            snprintf(err, errlen, "tunnels: -%s: \"%s\" is too long (at most %zu bytes)",
+                     f->name, printable(val, 40, q, sizeof(q)), f->size - 1);
             return -1;
         }
         memcpy(field, val, strlen(val) + 1);
@@ -119,7 +150,8 @@ set_flag(const struct flag *f, const char *val, struct config *cfg, char *err, s
         errno = 0;
         v = strtol(val, &end, 10);
         if (*val == 0 || *end != 0 || errno != 0) {
-            snprintf(err, errlen, "tunnels: -%s: \"%s\" is not a number", f->name, val);
+            snprintf(err, errlen, "tunnels: -%s: \"%s\" is not a number", f->name,
+                     printable(val, SIZE_MAX, q, sizeof(q)));
             return -1;
         }
         if (v < f->min || v > f->max) {
@@ -135,7 +167,8 @@ set_flag(const struct flag *f, const char *val, struct config *cfg, char *err, s
         else if (strcmp(val, "false") == 0 || strcmp(val, "0") == 0 || strcmp(val, "f") == 0)
             *(int *)(void *)field = 0;
         else {
-            snprintf(err, errlen, "tunnels: -%s: \"%s\" is not true or false", f->name, val);
+            snprintf(err, errlen, "tunnels: -%s: \"%s\" is not true or false", f->name,
+                     printable(val, SIZE_MAX, q, sizeof(q)));
             return -1;
         }
         return 0;
@@ -143,7 +176,7 @@ set_flag(const struct flag *f, const char *val, struct config *cfg, char *err, s
         if (log_parse_level(val, (int *)(void *)field) == -1) {
             snprintf(err, errlen,
                      "tunnels: -%s: \"%s\" is not a level (debug info warn error fatal, or 0-999)",
-                     f->name, val);
+                     f->name, printable(val, SIZE_MAX, q, sizeof(q)));
             return -1;
         }
         return 0;
@@ -173,31 +206,34 @@ static int
 check(struct config *cfg, char *err, size_t errlen)
 {
     int client = strcmp(cfg->role, "client") == 0;
+    char q[300];
 
     if (!client && strcmp(cfg->role, "server") != 0) {
         if (cfg->role[0] == 0)
             snprintf(err, errlen, "tunnels: -role: missing (client or server)");
         else
-            snprintf(err, errlen, "tunnels: -role: \"%s\" is not client or server", cfg->role);
+            snprintf(err, errlen, "tunnels: -role: \"%s\" is not client or server",
+                     printable(cfg->role, SIZE_MAX, q, sizeof(q)));
         return -1;
     }
     if (!one_of(cfg->server_net, "tcp", "tcp4", "tcp6")) {
         snprintf(err, errlen, "tunnels: -server.net: \"%s\" is not tcp, tcp4 or tcp6",
-                 cfg->server_net);
+                 printable(cfg->server_net, SIZE_MAX, q, sizeof(q)));
         return -1;
     }
     if (!one_of(cfg->client_net, "tcp", "tcp4", "tcp6")) {
         snprintf(err, errlen, "tunnels: -client.net: \"%s\" is not tcp, tcp4 or tcp6",
-                 cfg->client_net);
+                 printable(cfg->client_net, SIZE_MAX, q, sizeof(q)));
         return -1;
     }
     if (!one_of(cfg->remux_net, "tls", "tcp", NULL)) {
-        snprintf(err, errlen, "tunnels: -remux.net: \"%s\" is not tls or tcp", cfg->remux_net);
+        snprintf(err, errlen, "tunnels: -remux.net: \"%s\" is not tls or tcp",
+                 printable(cfg->remux_net, SIZE_MAX, q, sizeof(q)));
         return -1;
     }
     if (!one_of(cfg->eagersocks_net, "remux", "tls", "tcp")) {
         snprintf(err, errlen, "tunnels: -eagersocks.net: \"%s\" is not remux, tls or tcp",
-                 cfg->eagersocks_net);
+                 printable(cfg->eagersocks_net, SIZE_MAX, q, sizeof(q)));
         return -1;
     }
     if (cfg->server_addr[0] == 0) {
@@ -214,13 +250,15 @@ flags_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen)
 {
     const struct flag *f;
     const char *arg, *eq, *val;
+    char q[300];
     int i;
 
     flags_defaults(cfg);
     for (i = 1; i < argc; i++) {
         arg = argv[i];
         if (arg[0] != '-' || arg[1] == 0) {
-            snprintf(err, errlen, "tunnels: \"%s\": unexpected argument (flags start with -)", arg);
+            snprintf(err, errlen, "tunnels: \"%s\": unexpected argument (flags start with -)",
+                     printable(arg, SIZE_MAX, q, sizeof(q)));
             return FLAGS_ERR;
         }
         arg += arg[1] == '-' ? 2 : 1;
@@ -228,8 +266,8 @@ flags_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen)
         eq = strchr(arg, '=');
         f = find_flag(arg, eq != NULL ? (size_t)(eq - arg) : strlen(arg));
         if (f == NULL) {
-            snprintf(err, errlen, "tunnels: -%.*s: no such flag (see -h)",
-                     (int)(eq != NULL ? eq - arg : (long)strlen(arg)), arg);
+            snprintf(err, errlen, "tunnels: -%s: no such flag (see -h)",
+                     printable(arg, eq != NULL ? (size_t)(eq - arg) : SIZE_MAX, q, sizeof(q)));
             return FLAGS_ERR;
         }
         if (eq != NULL)
