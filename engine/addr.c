@@ -92,6 +92,21 @@ addr_format(const struct sockaddr *sa, char *out, size_t len)
 }
 
 int
+addr_is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+        return (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)(const void *)sa;
+        if (IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr)) return 1;
+        return IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) && s6->sin6_addr.s6_addr[12] == 127;
+    }
+    return 0;
+}
+
+int
 addr_tune_socket(int fd)
 {
     int one = 1, fl;

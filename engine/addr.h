@@ -16,6 +16,9 @@ void addr_host(const char *hostport, char *out, size_t len);
 /* Formats a socket address as "1.2.3.4:5" or "[::1]:5". */
 void addr_format(const struct sockaddr *sa, char *out, size_t len);
 
+/* 1 when sa is a loopback address (127.0.0.0/8, ::1, or ::ffff:127.0.0.0/104). */
+int addr_is_loopback(const struct sockaddr *sa);
+
 /* TCP_NODELAY and non-blocking; returns 0 or -1. */
 int addr_tune_socket(int fd);
 

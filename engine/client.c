@@ -246,6 +246,19 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
         snprintf(err, errlen, "tunnels: -client.addr: %s", why);
         goto err;
     }
+    if (!addr_is_loopback((struct sockaddr *)&ss)) {
+        if (!cfg->client_public) {
+            snprintf(err, errlen,
+                     "tunnels: -client.addr: %s is not a loopback address: anyone who reaches it "
+                     "could use the tunnel; add -client.public to mean it",
+                     cfg->client_addr);
+            goto err;
+        }
+        log_msg(LOG_WARN,
+                "[main] the SOCKS5 listener %s is not on loopback (-client.public): "
+                "anyone who reaches it can use the tunnel",
+                cfg->client_addr);
+    }
     c->resume = evtimer_new(base, resume_cb, c);
     c->lis = evconnlistener_new_bind(
         base, accept_cb, c, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,

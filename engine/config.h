@@ -14,7 +14,7 @@ struct config {
     char tls_server_key[1024], tls_server_cert[1024], tls_server_ca[1024];
     char tls_client_ca[1024], tls_client_key[1024], tls_client_cert[1024];
     char tls_client_name[256];
-    int server_open;
+    int server_open, client_public;
     int log_level;
     char log_path[1024];
     char dingtalk_token[256], dingtalk_secret[256];

@@ -38,6 +38,9 @@ static const struct flag flags[] = {
      "client: network of the local SOCKS5 listener (tcp, tcp4, tcp6)"},
     {"client.addr", S(client_addr), "127.0.0.1:1080", 0, 0,
      "client: host:port of the local SOCKS5 listener"},
+    {"client.public", B(client_public), "false", 0, 0,
+     "client: allow the SOCKS5 listener on a non-loopback address (whoever reaches it uses the "
+     "tunnel)"},
     {"remux.reuse.max.sec", I(reuse_max_sec), "60", 0, 86400 * 365,
      "a connection this old (seconds) takes no new sessions"},
     {"remux.reuse.max.cnt", I(reuse_max_cnt), "16", 1, 65000,
@@ -140,8 +143,8 @@ set_flag(const struct flag *f, const char *val, struct config *cfg, char *err, s
     switch (f->type) {
     case F_STR:
         if (strlen(val) >= f->size) {
-            snprintf(err, errlen, "tunnels: -%s: \"%s\" is too long (at most %zu bytes)",
-                     f->name, printable(val, 40, q, sizeof(q)), f->size - 1);
+            snprintf(err, errlen, "tunnels: -%s: \"%s\" is too long (at most %zu bytes)", f->name,
+                     printable(val, 40, q, sizeof(q)), f->size - 1);
             return -1;
         }
         memcpy(field, val, strlen(val) + 1);

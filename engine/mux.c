@@ -451,6 +451,16 @@ mux_write_cb(struct bufferevent *bev, void *arg)
         session_wake(live[i]);
 }
 
+/* Why the peer's certificate was refused ("certificate has expired"), or NULL. */
+static const char *
+verify_detail(const struct mux *m)
+{
+    SSL *ssl = m->tls ? bufferevent_openssl_get_ssl(m->bev) : NULL;
+    long r = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+
+    return r == X509_V_OK ? NULL : X509_verify_cert_error_string(r);
+}
+
 /* The lower connection is up: the keepalive tick replaces the handshake timeout. */
 static void
 mux_on_ready(struct mux *m)
@@ -471,6 +481,7 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct mux *m = arg;
     char why[512], tlserr[384];
+    const char *detail;
     int e = EVUTIL_SOCKET_ERROR();
     SSL *ssl;
 
@@ -491,6 +502,8 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_EOF)
         snprintf(why, sizeof(why), "%s",
                  sidmap_count(m->sessions) ? "unexpected EOF" : "closed by peer");
+    else if (tlserr[0] != 0 && (detail = verify_detail(m)) != NULL)
+        snprintf(why, sizeof(why), "tls handshake: %s (%s)", tlserr, detail);
     else if (tlserr[0] != 0)
         snprintf(why, sizeof(why), "%s%s", m->ready ? "tls: " : "tls handshake: ", tlserr);
     else if (e != 0)

@@ -165,6 +165,8 @@ tls_errors(struct bufferevent *bev, char *out, size_t len)
         /* Keep the reason, the part after the last ':' is the readable one. */
         const char *r = strrchr(buf, ':');
         r = r != NULL ? r + 1 : buf;
+        /* Entries with no text of their own ("reason(1)": libevent's pushed errno) add noise. */
+        if (strncmp(r, "reason(", 7) == 0) continue;
         if (n + strlen(r) + 3 < len)
             n += (size_t)snprintf(out + n, len - n, "%s%s", n ? "; " : "", r);
     }

@@ -4,12 +4,13 @@
 #   server.pem/server.key    the server (localhost, 127.0.0.1, ::1)
 #   client.pem/client.key    a client the server lets in
 #   other-ca.pem, other.pem/other.key   a client from another CA (refused)
+#   expired.pem/expired.key  a client the CA signed, valid only in January 2020 (refused)
 # EC P-256 keys: fast to make and to handshake with.
 set -eu
 dir=${1:?usage: certs.sh DIR}
 mkdir -p "$dir"
 cd "$dir"
-[ -f ca.pem ] && [ -f server.pem ] && [ -f client.pem ] && [ -f other.pem ] && exit 0
+[ -f ca.pem ] && [ -f server.pem ] && [ -f client.pem ] && [ -f other.pem ] && [ -f expired.pem ] && exit 0
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 ca() { # name
   key "$1.key"
@@ -30,4 +31,29 @@ leaf server ca localhost "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1
 extendedKeyUsage=serverAuth"
 leaf client ca "tunnels client" "extendedKeyUsage=clientAuth"
 leaf other other-ca "stranger" "extendedKeyUsage=clientAuth"
+# An expired certificate needs explicit dates, which only `openssl ca` takes in OpenSSL 3.0.
+key expired.key
+openssl req -new -key expired.key -subj "/CN=expired client" -out expired.csr
+mkdir -p ca-db
+: > ca-db/index.txt
+echo 1000 > ca-db/serial
+cat > ca-db/ca.cnf <<CNF
+[ ca ]
+default_ca = tca
+[ tca ]
+database = ca-db/index.txt
+new_certs_dir = ca-db
+certificate = ca.pem
+private_key = ca.key
+serial = ca-db/serial
+default_md = sha256
+policy = any
+[ any ]
+commonName = supplied
+[ ext ]
+extendedKeyUsage = clientAuth
+CNF
+openssl ca -batch -config ca-db/ca.cnf -extensions ext -notext -in expired.csr -out expired.pem \
+  -startdate 20200101000000Z -enddate 20200201000000Z 2>/dev/null
+rm -f expired.csr
 chmod 600 ./*.key

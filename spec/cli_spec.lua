@@ -96,3 +96,30 @@ describe("command line", function()
     assert.matches("must return a table of hooks", out)
   end)
 end)
+
+describe("the SOCKS5 listener", function()
+  it("stays on loopback unless -client.public says otherwise, and warns then", function()
+    local port = H.free_port()
+    local out, code = run("-role=client -server.addr=127.0.0.1:1 -sla.log.path= -client.addr=0.0.0.0:" .. port)
+    assert.are.equal(1, code)
+    assert.matches("is not a loopback address", out)
+    local dir = H.tmpdir()
+    local log = dir .. "/public.log"
+    local pid = H.spawn("public-client", { H.bin, "-role=client", "-server.addr=127.0.0.1:1",
+      "-client.addr=0.0.0.0:" .. port, "-client.public", "-sla.log.path=" .. log }, log .. ".out")
+    H.wait_for(function() return H.count(log, "%[warn%] %[main%] the SOCKS5 listener 0%.0%.0%.0:%d+ is not on loopback") == 1 end, 5, "the warning")
+    H.stop(pid)
+    -- loopback addresses pass the guard: start-up gets as far as listening, on a port taken here
+    local socket = require("socket")
+    for _, a in ipairs({ { "127.0.0.1", "127.0.0.1" }, { "127.1.2.3", "127.1.2.3" }, { "[::1]", "::1" } }) do
+      local taken = socket.bind(a[2], 0)
+      if taken then
+        local _, p = taken:getsockname()
+        out, code = run("-role=client -server.addr=127.0.0.1:1 -sla.log.path= -client.addr=" .. a[1] .. ":" .. p)
+        taken:close()
+        assert.are.equal(1, code, a[1])
+        assert.matches("cannot listen on", out)
+      end
+    end
+  end)
+end)

@@ -126,6 +126,7 @@ function H.certs(dir)
     server_cert = dir .. "/server.pem", server_key = dir .. "/server.key",
     client_cert = dir .. "/client.pem", client_key = dir .. "/client.key",
     other_cert = dir .. "/other.pem", other_key = dir .. "/other.key",
+    expired_cert = dir .. "/expired.pem", expired_key = dir .. "/expired.key",
   }
 end
 

@@ -44,6 +44,10 @@ describe("mutual TLS", function()
     return port, log, pid
   end
 
+  -- The client learns of a refusal by the server's TLS alert or by a reset, whichever comes
+  -- first (TLS 1.3 finishes the client's side of the handshake before the server checks it).
+  local client_lost = "%[erro%] %[conn%] %- %x+ = %d+ "
+
   local function refused(flags, client_pat, server_pat)
     local before = server_pat and H.count(t.slog, server_pat) or 0
     local port, log, pid = client(flags)
@@ -60,14 +64,20 @@ describe("mutual TLS", function()
 
   it("refuses a client without a certificate", function()
     refused({ "-tls.client.ca=" .. pki.ca },
-      "%[erro%] %[conn%] %- %x+ = %d+ tls",
+      client_lost,
       "%[erro%] %[conn%] %- %x+ = %d+ tls handshake: .*peer did not return a certificate")
   end)
 
   it("refuses a client whose certificate comes from another CA", function()
     refused({ "-tls.client.ca=" .. pki.ca, "-tls.client.cert=" .. pki.other_cert, "-tls.client.key=" .. pki.other_key },
-      "%[erro%] %[conn%] %- %x+ = %d+ tls",
+      client_lost,
       "%[erro%] %[conn%] %- %x+ = %d+ tls handshake: .*certificate verify failed")
+  end)
+
+  it("refuses a client whose certificate has expired", function()
+    refused({ "-tls.client.ca=" .. pki.ca, "-tls.client.cert=" .. pki.expired_cert, "-tls.client.key=" .. pki.expired_key },
+      client_lost,
+      "%[erro%] %[conn%] %- %x+ = %d+ tls handshake: .*certificate verify failed %(certificate has expired%)")
   end)
 
   it("makes the client refuse a server its CA did not sign", function()
@@ -160,5 +170,58 @@ describe("ReMux protocol errors", function()
     end
     assert.are.equal("\4\1\2\3\4\5\6\7\8", pong)
     c:close()
+  end)
+end)
+
+describe("ReMux flow control and keepalive", function()
+  local echo, dir
+
+  H.fixture({ "echo" }, function(d, _, echo_port)
+    dir, echo = d, echo_port
+  end)
+
+  it("closes a connection whose peer sends past the window (window overflow)", function()
+    local socket = require("socket")
+    -- A destination that never completes a connect: its one-slot accept queue is full, so the
+    -- server's connect hangs and nothing drains the session.
+    local blackhole = assert(socket.bind("127.0.0.1", 0, 0))
+    local _, bport = blackhole:getsockname()
+    local fillers = {}
+    for i = 1, 4 do
+      local c = socket.tcp()
+      c:settimeout(0)
+      c:connect("127.0.0.1", bport)
+      fillers[i] = c
+    end
+    local t = H.tunnel(dir, nil, { tcp = true, no_client = true })
+    local c = H.connect(t.server_port)
+    local chunk = string.rep("x", 60000)
+    local frames = { frame(1, "\5\1\0\1\127\0\0\1" .. be16(tonumber(bport)) .. "start") }
+    for i = 1, 5 do frames[#frames + 1] = frame(1, chunk) end -- 300,005 bytes > 256 KiB
+    c:send(table.concat(frames))
+    local _, how = H.recv_all(c, 5)
+    c:close()
+    assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
+    H.wait_for(function()
+      return H.count(t.slog, "%[erro%] %[conn%] %- %x+ = %d+ protocol error: window overflow") == 1
+    end, 5, "the window overflow line")
+    for _, f in ipairs(fillers) do f:close() end
+    blackhole:close()
+    H.stop_tunnel(t)
+  end)
+
+  it("notices a silent peer within 3 x -remux.ping.sec and closes its sessions", function()
+    local t = H.tunnel(dir, nil, { tcp = true, no_client = true, server = { ["remux.ping.sec"] = 1 } })
+    local c = H.connect(t.server_port)
+    c:send(frame(1, header("localhost", echo) .. "hi"))
+    local t0 = H.now()
+    H.wait_for(function()
+      return H.count(t.slog, "%[erro%] %[conn%] %- %x+ = %d+ keepalive timeout: nothing received for %d s") == 1
+    end, 8, "the keepalive timeout")
+    local took = H.now() - t0
+    assert.is_true(took >= 2.5 and took < 5, "took " .. took)
+    assert.are.equal(1, H.count(t.slog, "%[sock%] %- localhost:%d+ = 0 connection lost: keepalive timeout"))
+    c:close()
+    H.stop_tunnel(t)
   end)
 end)
