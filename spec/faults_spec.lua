@@ -71,3 +71,70 @@ describe("faults", function()
     H.stop_tunnel(t)
   end)
 end)
+
+describe("limits", function()
+  local dir, pki, http
+
+  H.fixture({ "http" }, function(...)
+    dir, pki, http = ...
+  end)
+
+  local function rss_kib(pid)
+    return tonumber(H.read("/proc/" .. pid .. "/status"):match("VmRSS:%s+(%d+) kB"))
+  end
+
+  it("out of file descriptors: accepts pause, nothing crashes, service recovers", function()
+    local t = H.tunnel(dir, pki, { no_client = true })
+    local port = H.free_port()
+    local log = dir .. "/fd-client.log"
+    local pid = H.spawn("fd-client", { H.bin, "-role=client", "-server.addr=127.0.0.1:" .. t.server_port,
+      "-client.addr=127.0.0.1:" .. port, "-tls.client.ca=" .. pki.ca, "-tls.client.cert=" .. pki.client_cert,
+      "-tls.client.key=" .. pki.client_key, "-sla.log.path=" .. log }, log .. ".out", "ulimit -n 64;")
+    H.wait_for(function() return H.connectable(port) end, 10, "the client")
+    local socket = require("socket")
+    local held = {}
+    for i = 1, 150 do
+      local c = socket.tcp()
+      c:settimeout(1)
+      if c:connect("127.0.0.1", port) then held[#held + 1] = c else c:close() end
+    end
+    H.wait_for(function() return H.count(log, "%[warn%] %[sock%] accept: Too many open files; pausing") >= 1 end, 10, "the pause")
+    assert.is_true(H.alive(pid))
+    for _, c in ipairs(held) do c:close() end
+    -- once the load is gone, service is back
+    H.wait_for(function()
+      local body = H.curl(port, "http://localhost:" .. http .. "/")
+      return body == H.HELLO
+    end, 15, "service to recover")
+    assert.is_true(H.alive(pid))
+    H.stop(pid)
+    H.stop_tunnel(t)
+  end)
+
+  it("100 stalled readers of 1 GiB each: memory stays within the flow-control windows", function()
+    local t = H.tunnel(dir, pki)
+    local base_c, base_s = rss_kib(t.client_pid), rss_kib(t.server_pid)
+    local conns = {}
+    for i = 1, 100 do
+      local c = H.connect(t.socks_port)
+      c:send(H.socks_connect("localhost", http) .. "GET /bytes/1073741824 HTTP/1.0\r\n\r\n")
+      c:setoption("keepalive", false)
+      conns[i] = c -- and never read from
+    end
+    H.wait_for(function() return H.count(t.slog, "%[sock%] ~ localhost:%d+ connected") >= 100 end, 20, "100 sessions")
+    -- let every window fill, then look twice: memory must have stopped growing
+    H.sleep(3)
+    local c1, s1 = rss_kib(t.client_pid), rss_kib(t.server_pid)
+    H.sleep(2)
+    local c2, s2 = rss_kib(t.client_pid), rss_kib(t.server_pid)
+    -- the bound: 100 windows of 256 KiB (25 MiB) held by the client for its stalled apps, plus
+    -- buffers in flight; the server holds almost nothing (it stops reading its destinations)
+    local window_total = 100 * 256
+    io.stderr:write(("rss KiB: client %d -> %d -> %d, server %d -> %d -> %d\n"):format(base_c, c1, c2, base_s, s1, s2))
+    assert.is_true(c2 - base_c < window_total + 16 * 1024, "client grew by " .. (c2 - base_c) .. " KiB")
+    assert.is_true(s2 - base_s < 16 * 1024, "server grew by " .. (s2 - base_s) .. " KiB")
+    assert.is_true(c2 - c1 < 2048 and s2 - s1 < 2048, "still growing")
+    for _, c in ipairs(conns) do c:close() end
+    H.stop_tunnel(t)
+  end)
+end)
