@@ -14,6 +14,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <openssl/crypto.h>
 
 #include "addr.h"
 #include "log.h"
@@ -30,9 +31,10 @@ struct client {
     struct pool *pool;
     struct evconnlistener *lis;
     struct event *resume; /* re-enables accepting after running out of descriptors */
+    char user[256], pass[256]; /* -socks.auth; user[0] == 0: no authentication */
 };
 
-enum { HS_GREETING, HS_REQUEST, HS_CLOSING };
+enum { HS_GREETING, HS_AUTH, HS_REQUEST, HS_CLOSING };
 
 struct handshake {
     struct client *c;
@@ -97,42 +99,74 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
     session_set_header(s, raw, rawlen);
 }
 
+/* Compares a and b in time that does not depend on where they differ. */
+static int
+same_secret(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char pa[256] = {0}, pb[256] = {0};
+
+    memcpy(pa, a, la < sizeof(pa) ? la : sizeof(pa) - 1);
+    memcpy(pb, b, lb < sizeof(pb) ? lb : sizeof(pb) - 1);
+    return (CRYPTO_memcmp(pa, pb, sizeof(pa)) == 0) & (la == lb);
+}
+
 static void
 hs_read_cb(struct bufferevent *bev, void *arg)
 {
     struct handshake *h = arg;
+    struct client *c = h->c;
     struct evbuffer *in = bufferevent_get_input(bev);
-    static const uint8_t no_method[2] = {5, 0xff}, ok[2] = {5, 0};
-    uint8_t reply[10], raw[SOCKS_REQ_MAX];
+    static const uint8_t no_method[2] = {5, 0xff}, ok[2] = {5, 0}, want_login[2] = {5, 2};
+    static const uint8_t login_ok[2] = {1, 0}, login_bad[2] = {1, 1};
+    uint8_t reply[10], raw[SOCKS_REQ_MAX + 256];
     struct socks_req req;
+    char user[256], pass[256];
     const char *err = "";
     size_t n, used;
-    int rc, noauth;
+    int rc, methods, need_login = c->user[0] != 0;
     char why[160];
 
     n = evbuffer_get_length(in);
+    if (n > sizeof(raw)) n = sizeof(raw);
+    evbuffer_copyout(in, raw, n);
     if (h->state == HS_GREETING) {
-        const uint8_t *p = evbuffer_pullup(in, n < 257 ? (ssize_t)n : 257);
-        rc = socks_parse_greeting(p, n < 257 ? n : 257, &used, &noauth, &err);
+        rc = socks_parse_greeting(raw, n, &used, &methods, &err);
         if (rc == SOCKS_NEED) return;
         if (rc == SOCKS_ERR) {
             snprintf(why, sizeof(why), "bad greeting: %s", err);
             hs_refuse(h, no_method, sizeof(no_method), why);
             return;
         }
-        if (!noauth) {
+        if (!(methods & (need_login ? SOCKS_METHOD_USERPASS : SOCKS_METHOD_NOAUTH))) {
             hs_refuse(h, no_method, sizeof(no_method),
-                      "greeting offers no acceptable method (no-auth)");
+                      need_login ? "greeting offers no acceptable method (username/password required)"
+                                 : "greeting offers no acceptable method (no-auth)");
             return;
         }
         evbuffer_drain(in, used);
-        bufferevent_write(bev, ok, sizeof(ok));
-        h->state = HS_REQUEST;
-        n -= used;
+        bufferevent_write(bev, need_login ? want_login : ok, 2);
+        h->state = need_login ? HS_AUTH : HS_REQUEST;
+        hs_read_cb(bev, arg);
+        return;
     }
-    if (h->state != HS_REQUEST || n == 0) return;
-    if (n > SOCKS_REQ_MAX) n = SOCKS_REQ_MAX;
-    evbuffer_copyout(in, raw, n);
+    if (n == 0) return;
+    if (h->state == HS_AUTH) {
+        rc = socks_parse_auth(raw, n, &used, user, pass, &err);
+        if (rc == SOCKS_NEED) return;
+        if (rc == SOCKS_ERR || !(same_secret(user, c->user) & same_secret(pass, c->pass))) {
+            snprintf(why, sizeof(why), "login refused%s%s", rc == SOCKS_ERR ? ": " : "",
+                     rc == SOCKS_ERR ? err : "");
+            hs_refuse(h, login_bad, sizeof(login_bad), why);
+            return;
+        }
+        evbuffer_drain(in, used);
+        bufferevent_write(bev, login_ok, sizeof(login_ok));
+        h->state = HS_REQUEST;
+        hs_read_cb(bev, arg);
+        return;
+    }
+    if (h->state != HS_REQUEST) return;
     rc = socks_parse_request(raw, n, &used, &req, &err);
     if (rc == SOCKS_NEED) return;
     if (rc == SOCKS_ERR) {
@@ -215,6 +249,34 @@ accept_error_cb(struct evconnlistener *lis, void *arg)
     evtimer_add(c->resume, &tv);
 }
 
+/* Reads -socks.auth: one line "user:password". */
+static int
+load_login(struct client *c, const char *path, char *err, size_t errlen)
+{
+    char line[600], *colon;
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "tunnels: -socks.auth: %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fgets(line, sizeof(line), f) == NULL) line[0] = 0;
+    fclose(f);
+    n = strcspn(line, "\r\n");
+    line[n] = 0;
+    colon = strchr(line, ':');
+    if (colon == NULL || colon == line || colon - line > 255 || strlen(colon + 1) > 255) {
+        snprintf(err, errlen, "tunnels: -socks.auth: %s: the first line must be user:password "
+                              "(each 1-255 bytes, the password may be empty)", path);
+        return -1;
+    }
+    *colon = 0;
+    snprintf(c->user, sizeof(c->user), "%s", line);
+    snprintf(c->pass, sizeof(c->pass), "%s", colon + 1);
+    return 0;
+}
+
 struct client *
 client_new(struct event_base *base, const struct config *cfg, struct luahost *lua, char *err,
            size_t errlen)
@@ -233,6 +295,7 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
         if (c->ctx == NULL) goto err;
         pool_set_session_cb(c->ctx);
     }
+    if (cfg->socks_auth[0] != 0 && load_login(c, cfg->socks_auth, err, errlen) == -1) goto err;
     if (addr_resolve(cfg->server_addr, cfg->server_net, 0, &ss, &sslen, why, sizeof(why)) == -1) {
         snprintf(err, errlen, "tunnels: -server.addr: %s", why);
         goto err;

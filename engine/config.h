@@ -19,6 +19,7 @@ struct config {
     char log_path[1024];
     char dingtalk_token[256], dingtalk_secret[256];
     char lua_script[1024];
+    char socks_auth[1024];
     long lua_budget_ms;
 };
 

@@ -60,6 +60,8 @@ static const struct flag flags[] = {
      "EagerSocks' lower connection: remux, tls (one TLS connection per session) or tcp"},
     {"eagersocks.hold.ms", I(hold_ms), "5", 0, 1000,
      "how long the first frame waits for the app's first bytes before it leaves without them"},
+    {"socks.auth", S(socks_auth), "", 0, 0,
+     "client: file with one line user:password; SOCKS5 clients must then log in (RFC 1929)"},
     {"socks.handshake.sec", I(socks_handshake_sec), "10", 1, 3600,
      "client: a SOCKS5 handshake not done after this is dropped"},
     {"connect.sec", I(connect_sec), "10", 1, 3600,

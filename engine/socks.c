@@ -8,7 +8,7 @@
 #include <string.h>
 
 int
-socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *noauth, const char **err)
+socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *methods, const char **err)
 {
     size_t i;
 
@@ -23,9 +23,11 @@ socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *noauth, cons
         return SOCKS_ERR;
     }
     if (n < 2 + (size_t)b[1]) return SOCKS_NEED;
-    *noauth = 0;
-    for (i = 0; i < b[1]; i++)
-        if (b[2 + i] == 0) *noauth = 1;
+    *methods = 0;
+    for (i = 0; i < b[1]; i++) {
+        if (b[2 + i] == 0) *methods |= SOCKS_METHOD_NOAUTH;
+        if (b[2 + i] == 2) *methods |= SOCKS_METHOD_USERPASS;
+    }
     *used = 2 + (size_t)b[1];
     return SOCKS_OK;
 }
@@ -81,6 +83,34 @@ socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *
     }
     r->port = (uint16_t)(b[need - 2] << 8 | b[need - 1]);
     *used = need;
+    return SOCKS_OK;
+}
+
+int
+socks_parse_auth(const uint8_t *b, size_t n, size_t *used, char *user, char *pass,
+                 const char **err)
+{
+    size_t ulen, plen;
+
+    if (n < 1) return SOCKS_NEED;
+    if (b[0] != 1) {
+        *err = "not a username/password request (version byte is not 1)";
+        return SOCKS_ERR;
+    }
+    if (n < 2) return SOCKS_NEED;
+    ulen = b[1];
+    if (ulen == 0) {
+        *err = "username/password request with an empty username";
+        return SOCKS_ERR;
+    }
+    if (n < 2 + ulen + 1) return SOCKS_NEED;
+    plen = b[2 + ulen];
+    if (n < 3 + ulen + plen) return SOCKS_NEED;
+    memcpy(user, b + 2, ulen);
+    user[ulen] = 0;
+    memcpy(pass, b + 3 + ulen, plen);
+    pass[plen] = 0;
+    *used = 3 + ulen + plen;
     return SOCKS_OK;
 }
 

@@ -31,15 +31,24 @@ struct socks_req {
     char host[256];   /* the domain (ATYP 3) or the address as text, NUL-terminated */
 };
 
-/* Parses a greeting `05 NMETHODS METHODS...`. Returns SOCKS_OK with *used and *noauth set,
- * SOCKS_NEED, or SOCKS_ERR with *err (not version 5, no methods). */
-int socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *noauth, const char **err);
+#define SOCKS_METHOD_NOAUTH 0x01   /* bits of *methods below */
+#define SOCKS_METHOD_USERPASS 0x02
+
+/* Parses a greeting `05 NMETHODS METHODS...`. Returns SOCKS_OK with *used and *methods (the
+ * SOCKS_METHOD_* bits offered), SOCKS_NEED, or SOCKS_ERR with *err (not version 5, no method). */
+int socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *methods, const char **err);
 
 /* Parses a request `05 CMD 00 ATYP ADDR PORT`. Returns SOCKS_OK with *used and *r set,
  * SOCKS_NEED, or SOCKS_ERR with *err (version, reserved byte, address type, empty or
  * NUL-holding domain). The command is returned, not judged: the caller answers BIND / UDP. */
 int socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *r,
                         const char **err);
+
+/* Parses a username/password request (RFC 1929) `01 ULEN UNAME PLEN PASSWD`. Returns SOCKS_OK
+ * with *used and the NUL-terminated user and pass (each 256 bytes), SOCKS_NEED, or SOCKS_ERR
+ * with *err (not version 1, an empty user). */
+int socks_parse_auth(const uint8_t *b, size_t n, size_t *used, char *user, char *pass,
+                     const char **err);
 
 /* Encodes a request for r (the EagerSocks header). Returns its length (at most SOCKS_REQ_MAX). */
 size_t socks_encode_request(uint8_t *out, const struct socks_req *r);

@@ -12,7 +12,8 @@ size_t frame_encode_ctl(uint8_t *out, const struct frame_ctl *c);
 const char *frame_reason_str(uint8_t reason);
 
 struct socks_req { uint8_t cmd; uint8_t atyp; uint16_t port; uint8_t addr[16]; char host[256]; };
-int socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *noauth, const char **err);
+int socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *methods, const char **err);
+int socks_parse_auth(const uint8_t *b, size_t n, size_t *used, char *user, char *pass, const char **err);
 int socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *r, const char **err);
 size_t socks_encode_request(uint8_t *out, const struct socks_req *r);
 void socks_encode_reply(uint8_t *out, uint8_t rep);

@@ -225,3 +225,41 @@ describe("ReMux flow control and keepalive", function()
     H.stop_tunnel(t)
   end)
 end)
+
+describe("SOCKS5 login (RFC 1929, -socks.auth)", function()
+  local dir, pki, http
+
+  H.fixture({ "http" }, function(...)
+    dir, pki, http = ...
+  end)
+
+  it("lets in the right user and password only", function()
+    H.write(dir .. "/login", "alice:s3cret:with:colons\n")
+    local t = H.tunnel(dir, pki, { client = { ["socks.auth"] = dir .. "/login" } })
+    local url = "http://localhost:" .. http .. "/"
+    local body, code = H.sh("curl -sS --max-time 10 --proxy socks5h://alice:s3cret:with:colons@127.0.0.1:" .. t.socks_port .. " " .. url)
+    assert.are.equal(0, code, body)
+    assert.are.equal(H.HELLO, body)
+    body, code = H.sh("curl -sS --max-time 10 --proxy socks5h://alice:wrong@127.0.0.1:" .. t.socks_port .. " " .. url)
+    assert.are_not.equal(0, code, body)
+    body, code = H.sh("curl -sS --max-time 10 --proxy socks5h://mallory:s3cret:with:colons@127.0.0.1:" .. t.socks_port .. " " .. url)
+    assert.are_not.equal(0, code, body)
+    assert.are.equal(2, H.count(t.clog, "%[warn%] %[sock%] ! 127%.0%.0%.1:%d+ login refused"))
+    -- a client offering only no-auth is told no method is acceptable
+    local c = H.connect(t.socks_port)
+    c:send("\5\1\0")
+    assert.are.equal("\5\255", (H.recv(c, 2)))
+    c:close()
+    H.stop_tunnel(t)
+  end)
+
+  it("names a login file that is missing or malformed, exit 1", function()
+    H.write(dir .. "/bad-login", "no colon here\n")
+    for _, f in ipairs({ dir .. "/bad-login", dir .. "/absent" }) do
+      local out, code = H.sh(H.bin .. " -role=client -server.addr=127.0.0.1:1 -client.addr=127.0.0.1:" ..
+        H.free_port() .. " -sla.log.path= -tls.client.ca=" .. pki.ca .. " -socks.auth=" .. f)
+      assert.are.equal(1, code, out)
+      assert.matches("-socks.auth: " .. f:gsub("%p", "%%%0"), out)
+    end
+  end)
+end)

@@ -3,12 +3,12 @@ local ffi = require("ffi")
 local lib = require("spec.ffi")
 
 local function greeting(s)
-  local used, noauth = ffi.new("size_t[1]"), ffi.new("int[1]")
+  local used, methods = ffi.new("size_t[1]"), ffi.new("int[1]")
   local err = ffi.new("const char *[1]")
-  local rc = lib.socks_parse_greeting(ffi.cast("const uint8_t *", s), #s, used, noauth, err)
+  local rc = lib.socks_parse_greeting(ffi.cast("const uint8_t *", s), #s, used, methods, err)
   if rc == -1 then return "err", ffi.string(err[0]) end
   if rc == 0 then return "need" end
-  return "ok", tonumber(used[0]), noauth[0] == 1
+  return "ok", tonumber(used[0]), bit.band(methods[0], 1) ~= 0, bit.band(methods[0], 2) ~= 0
 end
 
 local function request(s)
@@ -36,9 +36,11 @@ describe("SOCKS5 greeting", function()
     assert.are.equal("ok", st)
     assert.are.equal(4, used)
     assert.is_true(noauth)
-    st, used, noauth = greeting("\5\1\2")
+    local userpass
+    st, used, noauth, userpass = greeting("\5\1\2")
     assert.are.equal("ok", st)
     assert.is_false(noauth)
+    assert.is_true(userpass)
   end)
 
   it("refuses another version and an empty method list", function()
@@ -50,6 +52,41 @@ describe("SOCKS5 greeting", function()
     st, err = greeting("\5\0")
     assert.are.equal("err", st)
     assert.matches("no method", err)
+  end)
+end)
+
+describe("SOCKS5 username/password (RFC 1929)", function()
+  local function auth(s)
+    local used, user, pass = ffi.new("size_t[1]"), ffi.new("char[256]"), ffi.new("char[256]")
+    local err = ffi.new("const char *[1]")
+    local rc = lib.socks_parse_auth(ffi.cast("const uint8_t *", s), #s, used, user, pass, err)
+    if rc == -1 then return "err", ffi.string(err[0]) end
+    if rc == 0 then return "need" end
+    return "ok", tonumber(used[0]), ffi.string(user), ffi.string(pass)
+  end
+
+  it("parses user and password, empty or full-length passwords included", function()
+    local st, used, u, p = auth("\1\5alice\6secret+rest")
+    assert.are.same({ "ok", 14, "alice", "secret" }, { st, used, u, p })
+    st, used, u, p = auth("\1\1b\0")
+    assert.are.same({ "ok", 4, "b", "" }, { st, used, u, p })
+    local long = string.rep("p", 255)
+    st, used, u, p = auth("\1\1c\255" .. long)
+    assert.are.same({ "ok", 259, "c", long }, { st, used, u, p })
+  end)
+
+  it("asks for more at every cut", function()
+    local s = "\1\5alice\6secret"
+    for n = 0, #s - 1 do assert.are.equal("need", (auth(s:sub(1, n))), "cut at " .. n) end
+  end)
+
+  it("refuses another version and an empty username", function()
+    local st, err = auth("\5\5alice\6secret")
+    assert.are.equal("err", st)
+    assert.matches("version", err)
+    st, err = auth("\1\0\6secret")
+    assert.are.equal("err", st)
+    assert.matches("empty username", err)
   end)
 end)
 
