@@ -30,7 +30,7 @@ struct client {
     SSL_CTX *ctx;
     struct pool *pool;
     struct evconnlistener *lis;
-    struct event *resume; /* re-enables accepting after running out of descriptors */
+    struct event *resume;      /* re-enables accepting after running out of descriptors */
     char user[256], pass[256]; /* -socks.auth; user[0] == 0: no authentication */
 };
 
@@ -140,8 +140,9 @@ hs_read_cb(struct bufferevent *bev, void *arg)
         }
         if (!(methods & (need_login ? SOCKS_METHOD_USERPASS : SOCKS_METHOD_NOAUTH))) {
             hs_refuse(h, no_method, sizeof(no_method),
-                      need_login ? "greeting offers no acceptable method (username/password required)"
-                                 : "greeting offers no acceptable method (no-auth)");
+                      need_login
+                          ? "greeting offers no acceptable method (username/password required)"
+                          : "greeting offers no acceptable method (no-auth)");
             return;
         }
         evbuffer_drain(in, used);
@@ -267,13 +268,16 @@ load_login(struct client *c, const char *path, char *err, size_t errlen)
     line[n] = 0;
     colon = strchr(line, ':');
     if (colon == NULL || colon == line || colon - line > 255 || strlen(colon + 1) > 255) {
-        snprintf(err, errlen, "tunnels: -socks.auth: %s: the first line must be user:password "
-                              "(each 1-255 bytes, the password may be empty)", path);
+        snprintf(err, errlen,
+                 "tunnels: -socks.auth: %s: the first line must be user:password "
+                 "(each 1-255 bytes, the password may be empty)",
+                 path);
         return -1;
     }
-    *colon = 0;
-    snprintf(c->user, sizeof(c->user), "%s", line);
-    snprintf(c->pass, sizeof(c->pass), "%s", colon + 1);
+    /* Lengths checked above: each fits its 256-byte field with the NUL. */
+    memcpy(c->user, line, (size_t)(colon - line));
+    c->user[colon - line] = 0;
+    memcpy(c->pass, colon + 1, strlen(colon + 1) + 1);
     return 0;
 }
 

@@ -610,6 +610,12 @@ mux_srtt_us(const struct mux *m)
     return m->srtt_us;
 }
 
+SSL *
+mux_ssl(const struct mux *m)
+{
+    return m->tls ? bufferevent_openssl_get_ssl(m->bev) : NULL;
+}
+
 unsigned
 mux_count(void)
 {

@@ -36,7 +36,9 @@ struct server {
     struct evconnlistener *lis;
     struct event *resume;
     struct mux **conns;
+    unsigned char (*fp)[32]; /* the client certificate's SHA-256 per conns[i], zero if none */
     size_t n, cap;
+    size_t pending; /* connections still in their TLS handshake */
     int draining;
 };
 
@@ -126,6 +128,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
             void *arg)
 {
     struct server *srv = arg;
+    struct frame_ctl rst = {.type = FRAME_CTL_RESET, .sid = sid, .reason = FRAME_RST_POLICY};
     uint8_t hdr[SOCKS_REQ_MAX];
     struct socks_req req;
     struct session *s;
@@ -146,6 +149,13 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     evbuffer_drain(in, used);
     len -= used;
     socks_format_dest(&req, dest, sizeof(dest));
+    if (mux_live(m) >= (unsigned)srv->cfg->sessions_max) {
+        log_msg(LOG_WARN, "[sock] - %s = %u refused: %08x has -remux.sessions.max=%ld open", dest,
+                session_count(), mux_id(m), srv->cfg->sessions_max);
+        evbuffer_drain(in, len);
+        mux_send_ctl(m, &rst);
+        return 0;
+    }
     bev = bufferevent_socket_new(srv->base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     s = bev != NULL ? session_new(m, sid, bev, 0, dest) : NULL;
     if (s == NULL) {
@@ -181,11 +191,42 @@ server_closed(struct mux *m, void *arg)
     struct server *srv = arg;
     size_t i;
 
+    if (srv->ctx != NULL && !mux_is_ready(m)) srv->pending--;
     for (i = 0; i < srv->n; i++) {
         if (srv->conns[i] == m) {
-            srv->conns[i] = srv->conns[--srv->n];
+            srv->n--;
+            srv->conns[i] = srv->conns[srv->n];
+            memcpy(srv->fp[i], srv->fp[srv->n], sizeof(srv->fp[i]));
             return;
         }
+    }
+}
+
+/* The handshake is done: count the connection against its client certificate's limit. */
+static void
+server_ready(struct mux *m, void *arg)
+{
+    struct server *srv = arg;
+    unsigned char fp[32] = {0};
+    size_t i, k = srv->n, same = 0;
+    SSL *ssl = mux_ssl(m);
+
+    if (ssl == NULL) return;
+    srv->pending--;
+    if (tls_peer_fingerprint(ssl, fp) == -1) return; /* an open server: no certificate */
+    for (i = 0; i < srv->n; i++) {
+        if (srv->conns[i] == m)
+            k = i;
+        else if (memcmp(srv->fp[i], fp, sizeof(fp)) == 0)
+            same++;
+    }
+    if (k == srv->n) return;
+    memcpy(srv->fp[k], fp, sizeof(fp));
+    if (same >= (size_t)srv->cfg->conn_per_cert_max) {
+        char why[128];
+        snprintf(why, sizeof(why), "refused: its client certificate holds -tls.client.conn.max=%ld",
+                 srv->cfg->conn_per_cert_max);
+        mux_close(m, LOG_WARN, why);
     }
 }
 
@@ -198,7 +239,7 @@ server_idle(struct mux *m, void *arg)
 }
 
 static const struct mux_ops server_ops = {
-    .ready = NULL, .closed = server_closed, .open = server_open, .idle = server_idle};
+    .ready = server_ready, .closed = server_closed, .open = server_open, .idle = server_idle};
 
 static void
 accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
@@ -213,14 +254,23 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
     (void)lis;
     (void)salen;
     addr_tune_socket(fd);
+    if (srv->ctx != NULL && srv->pending >= (size_t)srv->cfg->handshake_max) {
+        addr_format(sa, peer, sizeof(peer));
+        log_msg(LOG_WARN, "[conn] ! %s closed: -tls.handshake.max=%ld handshakes pending", peer,
+                srv->cfg->handshake_max);
+        evutil_closesocket(fd);
+        return;
+    }
     if (srv->n == srv->cap) {
         size_t cap = srv->cap ? srv->cap * 2 : 16;
         struct mux **c = realloc(srv->conns, cap * sizeof(*c));
-        if (c == NULL) {
+        unsigned char(*fp)[32] = c != NULL ? realloc(srv->fp, cap * sizeof(*fp)) : NULL;
+        if (c != NULL) srv->conns = c;
+        if (fp == NULL) {
             evutil_closesocket(fd);
             return;
         }
-        srv->conns = c;
+        srv->fp = fp;
         srv->cap = cap;
     }
     if (srv->ctx != NULL) {
@@ -234,8 +284,15 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
         bev = bufferevent_socket_new(srv->base, fd, opts);
     }
     if (bev == NULL) return;
+    /* Counted before mux_new: a plain-TCP mux is ready (server_ready) inside it. */
+    memset(srv->fp[srv->n], 0, sizeof(srv->fp[0]));
+    srv->conns[srv->n] = NULL;
+    if (srv->ctx != NULL) srv->pending++;
     m = mux_new(srv->base, bev, srv->ctx != NULL, 0, srv->cfg, &server_ops, srv);
-    if (m == NULL) return;
+    if (m == NULL) {
+        if (srv->ctx != NULL) srv->pending--;
+        return;
+    }
     srv->conns[srv->n++] = m;
     addr_format(sa, peer, sizeof(peer));
     log_msg(LOG_DEBUG, "[conn] ~ %08x from %s", mux_id(m), peer);
@@ -352,5 +409,6 @@ server_free(struct server *srv)
     if (srv->dns != NULL) evdns_base_free(srv->dns, 1);
     if (srv->ctx != NULL) SSL_CTX_free(srv->ctx);
     free(srv->conns);
+    free(srv->fp);
     free(srv);
 }

@@ -87,8 +87,7 @@ socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *
 }
 
 int
-socks_parse_auth(const uint8_t *b, size_t n, size_t *used, char *user, char *pass,
-                 const char **err)
+socks_parse_auth(const uint8_t *b, size_t n, size_t *used, char *user, char *pass, const char **err)
 {
     size_t ulen, plen;
 

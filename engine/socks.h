@@ -31,7 +31,7 @@ struct socks_req {
     char host[256];   /* the domain (ATYP 3) or the address as text, NUL-terminated */
 };
 
-#define SOCKS_METHOD_NOAUTH 0x01   /* bits of *methods below */
+#define SOCKS_METHOD_NOAUTH 0x01 /* bits of *methods below */
 #define SOCKS_METHOD_USERPASS 0x02
 
 /* Parses a greeting `05 NMETHODS METHODS...`. Returns SOCKS_OK with *used and *methods (the

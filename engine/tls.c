@@ -152,6 +152,19 @@ tls_client_ssl(SSL_CTX *ctx, const char *name)
     return ssl;
 }
 
+int
+tls_peer_fingerprint(SSL *ssl, unsigned char out[32])
+{
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+    unsigned int n = 0;
+    int rc;
+
+    if (cert == NULL) return -1;
+    rc = X509_digest(cert, EVP_sha256(), out, &n) == 1 && n == 32 ? 0 : -1;
+    X509_free(cert);
+    return rc;
+}
+
 void
 tls_errors(struct bufferevent *bev, char *out, size_t len)
 {

@@ -21,6 +21,9 @@ SSL_CTX *tls_client_ctx(const struct config *cfg, char *err, size_t errlen);
 /* A new client SSL that checks the server's certificate names name (a DNS name or an IP). */
 SSL *tls_client_ssl(SSL_CTX *ctx, const char *name);
 
+/* The SHA-256 of the peer's certificate into out; 0, or -1 when it presented none. */
+int tls_peer_fingerprint(SSL *ssl, unsigned char out[32]);
+
 /* Drains the OpenSSL errors of bev (and of this thread) into out: "" when there are none. */
 void tls_errors(struct bufferevent *bev, char *out, size_t len);
 

@@ -167,12 +167,12 @@ function H.tunnel(dir, pki, opts)
   for k, v in pairs(opts.server or {}) do sflags[k] = v end
   for k, v in pairs(opts.client or {}) do cflags[k] = v end
   if not opts.no_server then
-    t.server_pid = H.spawn("server", flags({ H.bin, "-role=server" }, sflags), t.slog .. ".out")
+    t.server_pid = H.spawn("server", flags({ H.bin, "-role=server" }, sflags), t.slog .. ".out", opts.env)
     -- Readiness from the log, not a probe connection the server would count.
     H.wait_for(function() return H.count(t.slog, "%[main%] server: listening") > 0 end, 10, "the server to listen")
   end
   if opts.no_client then return t end
-  t.client_pid = H.spawn("client", flags({ H.bin, "-role=client" }, cflags), t.clog .. ".out")
+  t.client_pid = H.spawn("client", flags({ H.bin, "-role=client" }, cflags), t.clog .. ".out", opts.env)
   -- A probe on the SOCKS port costs nothing (no log line above debug, no session).
   H.wait_for(function() return H.connectable(t.socks_port) end, 10, "the client to listen")
   return t

@@ -263,3 +263,69 @@ describe("SOCKS5 login (RFC 1929, -socks.auth)", function()
     end
   end)
 end)
+
+describe("limits", function()
+  local dir, pki, echo, http
+
+  H.fixture({ "echo", "http" }, function(...)
+    dir, pki, echo, http = ...
+  end)
+
+  it("refuse a session past -remux.sessions.max on its connection (RESET, policy)", function()
+    local t = H.tunnel(dir, nil, { tcp = true, no_client = true, server = { ["remux.sessions.max"] = 2 } })
+    local c = H.connect(t.server_port)
+    c:send(frame(1, header("localhost", echo) .. "one") .. frame(2, header("localhost", echo) .. "two") ..
+      frame(3, header("localhost", echo) .. "three"))
+    local got = {}
+    for _ = 1, 12 do
+      local sid, p = read_frame(c)
+      if sid == nil then break end
+      if sid == 0 and p:byte(1) == 2 then got.reset = p end
+      if sid == 1 or sid == 2 then got[sid] = p end
+      if got.reset and got[1] and got[2] then break end
+    end
+    c:close()
+    assert.are.equal("one", got[1])
+    assert.are.equal("two", got[2])
+    assert.are.equal("\2\0\3\4", got.reset) -- RESET sid 3, reason 4 (refused by policy)
+    assert.are.equal(1, H.count(t.slog, "%[warn%] %[sock%] %- localhost:%d+ = %d+ refused: %x+ has %-remux%.sessions%.max=2 open"))
+    H.stop_tunnel(t)
+  end)
+
+  it("close connections past -tls.handshake.max pending handshakes", function()
+    local t = H.tunnel(dir, pki, { server = { ["tls.handshake.max"] = 5, ["tls.handshake.sec"] = 3 } })
+    local held = {}
+    for i = 1, 8 do held[i] = H.connect(t.server_port) end
+    H.wait_for(function() return H.count(t.slog, "%[warn%] %[conn%] ! 127%.0%.0%.1:%d+ closed: %-tls%.handshake%.max=5") == 3 end, 5, "3 refusals")
+    local closed = 0
+    for i = 1, 8 do
+      local _, how = H.recv_all(held[i], 0.2)
+      if how == "closed" or how == "connection reset by peer" then closed = closed + 1 end
+      held[i]:close()
+    end
+    assert.are.equal(3, closed)
+    H.stop_tunnel(t)
+  end)
+
+  it("close a client certificate's connections past -tls.client.conn.max", function()
+    local t = H.tunnel(dir, pki, { server = { ["tls.client.conn.max"] = 2 }, client = { ["eagersocks.net"] = "tls" } })
+    local apps = {}
+    for i = 1, 2 do
+      apps[i] = H.connect(t.socks_port)
+      apps[i]:send(H.socks_connect("localhost", echo) .. "n" .. i)
+      assert.are.equal("\5\0\5\0\0\1\0\0\0\0\0\0n" .. i, (H.recv(apps[i], 14)), "app " .. i)
+    end
+    -- the third connection of the same certificate: refused once its handshake is done, so its
+    -- app sees the eager reply and then the close, never an echo
+    apps[3] = H.connect(t.socks_port)
+    apps[3]:send(H.socks_connect("localhost", echo) .. "n3")
+    local data, how = H.recv_all(apps[3], 5)
+    assert.are.equal("\5\0\5\0\0\1\0\0\0\0\0\0", data)
+    assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
+    H.wait_for(function()
+      return H.count(t.slog, "%[warn%] %[conn%] %- %x+ = %d+ refused: its client certificate holds %-tls%.client%.conn%.max=2") == 1
+    end, 5, "the refusal")
+    for i = 1, 3 do apps[i]:close() end
+    H.stop_tunnel(t)
+  end)
+end)
