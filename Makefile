@@ -24,7 +24,7 @@ FUZZ_SRC_socks := engine/socks.c
 FUZZ_SRC_flags := engine/flags.c engine/log.c
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test demo clean format tools fuzz bench-bulk
+.PHONY: all test demo clean format tools fuzz bench-bulk valgrind
 all: $(BUILD)/tunnels $(BUILD)/libtunnels_pure.so $(TOOLS) $(FUZZ:%=$(BUILD)/replay-%)
 
 $(BUILD):
@@ -70,6 +70,9 @@ fuzz: $(FUZZ:%=$(BUILD)/fuzz-%)
 
 bench-bulk: all
 	scripts/bench-bulk.sh
+
+valgrind: all
+	scripts/valgrind.sh
 
 test: all
 	scripts/test.sh

@@ -29,8 +29,9 @@
 #include "sidmap.h"
 #include "tls.h"
 
-#define MUX_OUT_HIGH (1024 * 1024) /* past this much queued output, sessions stop reading */
-#define MUX_CLOSE_DRAIN_SEC 2      /* how long a closing mux may flush before it is dropped */
+#define MUX_OUT_HIGH (1024 * 1024)      /* past this much queued output, sessions stop reading */
+#define MUX_OUT_MAX (16 * MUX_OUT_HIGH) /* only replies to a peer that never reads get here */
+#define MUX_CLOSE_DRAIN_SEC 2           /* how long a closing mux may flush before it is dropped */
 #define MUX_MAX_SESSIONS 4096
 
 struct mux {
@@ -44,7 +45,7 @@ struct mux {
     struct event *timer; /* handshake timeout, then the keepalive tick */
     uint32_t id;
     unsigned tls : 1, client : 1, ready : 1, closing : 1, freed_bev : 1;
-    unsigned goaway_sent : 1, goaway_rcvd : 1;
+    unsigned goaway_sent : 1, goaway_rcvd : 1, overflow : 1;
     uint16_t next_sid; /* client: the next id to open */
     uint16_t last_sid; /* server: the highest id opened */
     uint16_t goaway_last;
@@ -289,6 +290,16 @@ mux_send_ctl(struct mux *m, const struct frame_ctl *c)
     size_t n;
 
     if (m->closing) return;
+    if (evbuffer_get_length(bufferevent_get_output(m->bev)) > MUX_OUT_MAX) {
+        /* Data stops at MUX_OUT_HIGH; only replies (PONG, WINDOW) to a peer that sends but
+         * never reads can pile up this far. Drop them and close on the timer's next pass: a
+         * session's callback may be on the stack here. */
+        if (!m->overflow) {
+            m->overflow = 1;
+            event_active(m->timer, EV_TIMEOUT, 0);
+        }
+        return;
+    }
     n = frame_encode_ctl(buf, c);
     bufferevent_write(m->bev, buf, n);
 }
@@ -466,12 +477,15 @@ static void
 mux_on_ready(struct mux *m)
 {
     struct timeval tv = {m->cfg->ping_sec, 0};
+    struct timeval wtv = {3 * m->cfg->ping_sec, 0};
 
     m->ready = 1;
     m->last_rx_us = mux_now_us();
     event_del(m->timer);
     event_assign(m->timer, m->base, -1, EV_PERSIST, mux_timer_cb, m);
     evtimer_add(m->timer, &tv);
+    /* A peer that stops reading: no write progress for as long as keepalive allows silence. */
+    bufferevent_set_timeouts(m->bev, NULL, &wtv);
     send_ping(m); /* the first RTT sample, for window tuning */
     if (m->ops->ready != NULL) m->ops->ready(m, m->arg);
 }
@@ -499,7 +513,10 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     tlserr[0] = 0;
     if (m->tls) tls_errors(bev, tlserr, sizeof(tlserr));
-    if (what & BEV_EVENT_EOF)
+    if (what & BEV_EVENT_TIMEOUT)
+        snprintf(why, sizeof(why), "write timeout: the peer read nothing for %ld s",
+                 3 * m->cfg->ping_sec);
+    else if (what & BEV_EVENT_EOF)
         snprintf(why, sizeof(why), "%s",
                  sidmap_count(m->sessions) ? "unexpected EOF" : "closed by peer");
     else if (tlserr[0] != 0 && (detail = verify_detail(m)) != NULL)
@@ -532,6 +549,10 @@ mux_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (!m->ready) {
         mux_close(m, LOG_ERROR, m->tls ? "tls handshake timeout" : "connect timeout");
+        return;
+    }
+    if (m->overflow) {
+        mux_close(m, LOG_ERROR, "output over 16 MiB: the peer is not reading");
         return;
     }
     if (quiet >= 3 * ping) {

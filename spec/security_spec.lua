@@ -329,3 +329,104 @@ describe("limits", function()
     H.stop_tunnel(t)
   end)
 end)
+
+describe("TLS versions and suites", function()
+  local dir, pki, t
+
+  H.fixture({}, function(...)
+    dir, pki = ...
+    t = H.tunnel(dir, pki, { no_client = true })
+  end)
+
+  -- openssl s_client with the given options against the server; true if the handshake completed.
+  local function handshake(opts)
+    local out = H.sh("echo | timeout 10 openssl s_client -connect 127.0.0.1:" .. t.server_port ..
+      " -CAfile " .. pki.ca .. " -cert " .. pki.client_cert .. " -key " .. pki.client_key .. " " .. opts)
+    return out:find("Verify return code: 0", 1, true) ~= nil and out:find("Cipher is (NONE)", 1, true) == nil, out
+  end
+
+  it("speaks TLS 1.3 by default and accepts TLS 1.2 with an AEAD suite", function()
+    local ok, out = handshake("")
+    assert.is_true(ok, out)
+    assert.matches("TLSv1%.3", out)
+    ok, out = handshake("-tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256")
+    assert.is_true(ok, out)
+  end)
+
+  it("refuses TLS 1.1 and TLS 1.2 suites without AEAD", function()
+    local ok, out = handshake("-tls1_1 -cipher 'DEFAULT:@SECLEVEL=0'")
+    assert.is_false(ok, out)
+    ok, out = handshake("-tls1_2 -cipher ECDHE-ECDSA-AES128-SHA")
+    assert.is_false(ok, out)
+    ok, out = handshake("-tls1_2 -cipher ECDHE-ECDSA-AES256-SHA384")
+    assert.is_false(ok, out)
+    H.wait_for(function() return H.count(t.slog, "%[erro%] %[conn%] %- %x+ = %d+ tls handshake: ") >= 3 end, 5, "3 logged refusals")
+  end)
+end)
+
+describe("a lower connection cut with RST", function()
+  local dir, echo, t
+
+  H.fixture({ "echo" }, function(d, _, echo_port)
+    dir, echo = d, echo_port
+    t = H.tunnel(dir, nil, { tcp = true, no_client = true })
+  end)
+
+  it("closes its sessions with the cause, and only those", function()
+    local other = H.connect(t.server_port)
+    other:send(frame(1, header("localhost", echo) .. "ping?"))
+    local sid, p = read_data(other)
+    assert.are.same({ 1, "ping?" }, { sid, p })
+    local c = H.connect(t.server_port)
+    c:send(frame(1, header("localhost", echo) .. "x"))
+    read_data(c)
+    c:setoption("linger", { on = true, timeout = 0 })
+    c:close() -- RST
+    H.wait_for(function()
+      return H.count(t.slog, "%[erro%] %[conn%] %- %x+ = %d+ Connection reset by peer") == 1
+    end, 5, "the reset logged")
+    H.wait_for(function()
+      return H.count(t.slog, "%[sock%] %- localhost:%d+ = %d+ connection lost: Connection reset by peer") == 1
+    end, 5, "its session closed with the cause")
+    other:send(frame(1, "again"))
+    sid, p = read_data(other)
+    assert.are.same({ 1, "again" }, { sid, p })
+    other:close()
+  end)
+end)
+
+describe("a peer that stops reading", function()
+  local dir, http, t
+
+  H.fixture({ "http" }, function(d, _, http_port)
+    dir, http = d, http_port
+    t = H.tunnel(dir, nil, { tcp = true, no_client = true, server = { ["remux.ping.sec"] = 1 } })
+  end)
+
+  it("is closed by the write timeout even while it keeps sending", function()
+    local c = H.connect(t.server_port)
+    c:setoption("recv-buffer-size", 4096) -- (tcp_rmem lets a receive buffer absorb 32 MiB)
+    -- 64 big downloads it never reads (64 windows of 256 KiB: more than the socket buffers
+    -- hold, so our writes stall), and PINGs so that it never looks silent
+    local opens = {}
+    for sid = 1, 64 do
+      opens[sid] = frame(sid, header("localhost", http) .. "GET /bytes/1073741824 HTTP/1.0\r\n\r\n")
+    end
+    c:send(table.concat(opens))
+    local t0 = H.now()
+    local closed
+    for _ = 1, 40 do
+      H.sleep(0.25)
+      local ok = c:send(frame(0, "\3\0\0\0\0\0\0\0\1"))
+      if H.count(t.slog, "%[erro%] %[conn%] %- %x+ = %d+ write timeout: the peer read nothing for 3 s") == 1 then
+        closed = H.now() - t0
+        break
+      end
+      if not ok then break end
+    end
+    c:close()
+    assert.is_truthy(closed, "no write timeout logged")
+    assert.is_true(closed >= 2.5 and closed < 8, "took " .. tostring(closed))
+    assert.are.equal(0, H.count(t.slog, "keepalive timeout"))
+  end)
+end)
