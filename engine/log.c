@@ -75,12 +75,6 @@ log_reopen(void)
     log_fd = fd;
 }
 
-int
-log_enabled(int level)
-{
-    return level >= log_level;
-}
-
 static const char *
 level_tag(int level)
 {

@@ -21,8 +21,6 @@ int log_open(const char *path, int level, const char **err);
 /* Reopens the log file (after logrotate moved it). Keeps the old one on failure. */
 void log_reopen(void);
 
-int log_enabled(int level);
-
 /* Writes one line at level: the time, the level tag, then the formatted text. */
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

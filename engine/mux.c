@@ -636,9 +636,3 @@ mux_ssl(const struct mux *m)
 {
     return m->tls ? bufferevent_openssl_get_ssl(m->bev) : NULL;
 }
-
-unsigned
-mux_count(void)
-{
-    return mux_open_count;
-}

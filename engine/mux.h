@@ -76,7 +76,6 @@ int mux_goaway_received(const struct mux *m);
 int64_t mux_srtt_us(const struct mux *m);
 /* The TLS connection under m, or NULL for plain TCP. */
 struct ssl_st *mux_ssl(const struct mux *m); /* smoothed RTT from PING/PONG, 0 before one */
-unsigned mux_count(void);                    /* muxes open in this process */
 
 /* Microseconds on the monotonic clock. */
 int64_t mux_now_us(void);

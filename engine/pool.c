@@ -37,9 +37,8 @@ struct pool {
 
 static void pool_closed(struct mux *m, void *arg);
 static void pool_idle(struct mux *m, void *arg);
-static void pool_ready(struct mux *m, void *arg);
 static const struct mux_ops pool_ops = {
-    .ready = pool_ready, .closed = pool_closed, .open = NULL, .idle = pool_idle};
+    .ready = NULL, .closed = pool_closed, .open = NULL, .idle = pool_idle};
 
 static void
 fill_info(struct luahost_conn *c, const struct mux *m)
@@ -117,13 +116,6 @@ pool_free(struct pool *p)
     free(p->conns);
     free(p->info);
     free(p);
-}
-
-static void
-pool_ready(struct mux *m, void *arg)
-{
-    (void)m;
-    (void)arg;
 }
 
 static void
