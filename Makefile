@@ -12,9 +12,9 @@ CFLAGS += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 LDFLAGS += $(SAN)
 BUILD ?= build
 
-ENGINE := addr client flags frame log luahost main mux pool reader server session sidmap socks tls
+ENGINE := addr client direct flags frame log luahost main mux pool reader server session sidmap socks tls
 PURE := frame socks flags log sidmap
-OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o
+OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o $(BUILD)/rules_lua.o
 TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load
 
 # Fuzz targets (fuzz/fuzz_*.c) and the pure sources each one needs.
@@ -36,7 +36,10 @@ $(BUILD)/%.o: engine/%.c engine/*.h | $(BUILD)
 $(BUILD)/policy_lua.c: lua/policy.lua scripts/embed.lua | $(BUILD)
 	luajit scripts/embed.lua luahost_default_policy lua/policy.lua $@
 
-$(BUILD)/policy_lua.o: $(BUILD)/policy_lua.c
+$(BUILD)/rules_lua.c: lua/rules.lua scripts/embed.lua | $(BUILD)
+	luajit scripts/embed.lua luahost_rules_lib lua/rules.lua $@
+
+$(BUILD)/%_lua.o: $(BUILD)/%_lua.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/tunnels: $(OBJS)

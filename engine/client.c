@@ -12,12 +12,15 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <openssl/crypto.h>
 
 #include "addr.h"
+#include "direct.h"
 #include "log.h"
+#include "luahost.h"
 #include "mux.h"
 #include "pool.h"
 #include "session.h"
@@ -28,7 +31,10 @@ struct client {
     struct event_base *base;
     const struct config *cfg;
     SSL_CTX *ctx;
-    struct pool *pool;
+    struct luahost *lua;
+    struct evdns_base *dns; /* for direct sessions */
+    struct pool *pools[CONFIG_SERVERS_MAX]; /* one per server of -server.addr */
+    int npools;
     struct evconnlistener *lis;
     struct event *resume;      /* re-enables accepting after running out of descriptors */
     char user[256], pass[256]; /* -socks.auth; user[0] == 0: no authentication */
@@ -59,14 +65,38 @@ hs_flushed_cb(struct bufferevent *bev, void *arg)
 
 /* Sends reply (n bytes) and closes once it has left. */
 static void
-hs_refuse(struct handshake *h, const uint8_t *reply, size_t n, const char *why)
+hs_refuse_at(struct handshake *h, const uint8_t *reply, size_t n, int level, const char *why)
 {
-    log_msg(LOG_WARN, "[sock] ! %s %s", h->peer, why);
+    log_msg(level, "[sock] ! %s %s", h->peer, why);
     h->state = HS_CLOSING;
     bufferevent_disable(h->bev, EV_READ);
     bufferevent_setcb(h->bev, NULL, hs_flushed_cb, NULL, h);
     bufferevent_setwatermark(h->bev, EV_WRITE, 0, 0);
     bufferevent_write(h->bev, reply, n);
+}
+
+static void
+hs_refuse(struct handshake *h, const uint8_t *reply, size_t n, const char *why)
+{
+    hs_refuse_at(h, reply, n, LOG_WARN, why);
+}
+
+/* The pool for server want, or the next one that is not marked down (all down: want's). */
+static struct pool *
+choose_pool(struct client *c, int want, const char *dest)
+{
+    int i;
+
+    for (i = 0; i < c->npools; i++) {
+        struct pool *p = c->pools[(want + i) % c->npools];
+        if (!pool_is_down(p)) {
+            if (i > 0)
+                log_msg(LOG_DEBUG, "[sock] ~ %s via %s: %s is down", dest, pool_label(p),
+                        pool_label(c->pools[want]));
+            return p;
+        }
+    }
+    return c->pools[want];
 }
 
 static void
@@ -78,14 +108,31 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
     struct mux *m;
     uint16_t sid;
     uint8_t reply[10];
-    char dest[SOCKS_DEST_MAX];
+    char dest[SOCKS_DEST_MAX], why[200], msg[SOCKS_DEST_MAX + 220];
+    struct luahost_req r = {req->host, req->port,
+                            req->atyp == SOCKS_ATYP_DOMAIN ? "domain"
+                            : req->atyp == SOCKS_ATYP_IPV4 ? "ipv4"
+                                                           : "ipv6",
+                            req->atyp == SOCKS_ATYP_DOMAIN ? NULL : req->host, h->peer};
+    int server, route = luahost_route(c->lua, &r, &server, why, sizeof(why));
 
+    socks_format_dest(req, dest, sizeof(dest));
+    if (route == LUAHOST_BLOCK) {
+        /* Reply 02, "connection not allowed by ruleset": the app learns why at once. */
+        socks_encode_reply(reply, 2);
+        snprintf(msg, sizeof(msg), "%s blocked%s%s", dest, why[0] ? ": " : "", why);
+        hs_refuse_at(h, reply, sizeof(reply), LOG_INFO, msg);
+        return;
+    }
     socks_encode_reply(reply, 0);
     bufferevent_write(bev, reply, sizeof(reply)); /* eager: before the far side is reached */
     bufferevent_set_timeouts(bev, NULL, NULL);
-    socks_format_dest(req, dest, sizeof(dest));
     free(h);
-    m = pool_take(c->pool, &sid);
+    if (route == LUAHOST_DIRECT) {
+        direct_open(c->dns, bev, req, c->cfg->connect_sec);
+        return;
+    }
+    m = pool_take(choose_pool(c, server, dest), &sid);
     if (m == NULL) {
         log_msg(LOG_ERROR, "[sock] - %s = %u no connection to the server", dest, session_count());
         bufferevent_free(bev);
@@ -289,24 +336,40 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
     struct sockaddr_storage ss;
     socklen_t sslen;
     char why[256];
-    int tls = strcmp(cfg->remux_net, "tcp") != 0 && strcmp(cfg->eagersocks_net, "tcp") != 0;
+    int tls = strcmp(cfg->remux_net, "tcp") != 0 && strcmp(cfg->eagersocks_net, "tcp") != 0, i;
 
     if (c == NULL) return NULL;
     c->base = base;
     c->cfg = cfg;
+    c->lua = lua;
     if (tls) {
         c->ctx = tls_client_ctx(cfg, err, errlen);
         if (c->ctx == NULL) goto err;
         pool_set_session_cb(c->ctx);
     }
     if (cfg->socks_auth[0] != 0 && load_login(c, cfg->socks_auth, err, errlen) == -1) goto err;
-    if (addr_resolve(cfg->server_addr, cfg->server_net, 0, &ss, &sslen, why, sizeof(why)) == -1) {
-        snprintf(err, errlen, "tunnels: -server.addr: %s", why);
-        goto err;
+    for (i = 0; i < cfg->nservers; i++) {
+        if (addr_resolve(cfg->servers[i].addr, cfg->server_net, 0, &ss, &sslen, why,
+                         sizeof(why)) == -1) {
+            snprintf(err, errlen, "tunnels: -server.addr: %s", why);
+            goto err;
+        }
+        c->pools[i] = pool_new(base, cfg, lua, c->ctx, cfg->servers[i].name,
+                               cfg->servers[i].addr, (struct sockaddr *)&ss, sslen);
+        if (c->pools[i] == NULL) {
+            snprintf(err, errlen, "tunnels: out of memory");
+            goto err;
+        }
+        c->npools = i + 1;
     }
-    c->pool = pool_new(base, cfg, lua, c->ctx, (struct sockaddr *)&ss, sslen);
-    if (c->pool == NULL) {
-        snprintf(err, errlen, "tunnels: out of memory");
+    c->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (c->dns == NULL) {
+        /* No resolv.conf: names resolve from /etc/hosts only. */
+        c->dns = evdns_base_new(base, 0);
+        if (c->dns != NULL) evdns_base_load_hosts(c->dns, NULL);
+    }
+    if (c->dns == NULL) {
+        snprintf(err, errlen, "tunnels: cannot set up DNS");
         goto err;
     }
     if (addr_resolve(cfg->client_addr, cfg->client_net, 1, &ss, &sslen, why, sizeof(why)) == -1) {
@@ -357,16 +420,25 @@ client_stop_accepting(struct client *c)
 void
 client_close_all(struct client *c)
 {
-    pool_close_all(c->pool);
+    int i;
+
+    direct_close_all();
+    for (i = 0; i < c->npools; i++)
+        pool_close_all(c->pools[i]);
 }
 
 void
 client_free(struct client *c)
 {
+    int i;
+
     if (c == NULL) return;
     if (c->lis != NULL) evconnlistener_free(c->lis);
     if (c->resume != NULL) event_free(c->resume);
-    pool_free(c->pool);
+    direct_close_all();
+    for (i = 0; i < c->npools; i++)
+        pool_free(c->pools[i]);
+    if (c->dns != NULL) evdns_base_free(c->dns, 1);
     if (c->ctx != NULL) SSL_CTX_free(c->ctx);
     free(c);
 }

@@ -3,6 +3,8 @@
 #ifndef TUNNELS_CONFIG_H
 #define TUNNELS_CONFIG_H
 
+#define CONFIG_SERVERS_MAX 8
+
 struct config {
     char role[16];
     char server_net[8], server_addr[256];
@@ -22,6 +24,15 @@ struct config {
     char lua_script[1024];
     char socks_auth[1024];
     long lua_budget_ms;
+    int server_allow_local;
+    char dingtalk_url[512], dingtalk_ca[1024];
+    long alert_burst, alert_every_sec, dingtalk_timeout_sec;
+    /* client: -server.addr as a list of [name=]host:port (servers[0] is the first) */
+    int nservers;
+    struct {
+        char name[64];
+        char addr[256];
+    } servers[CONFIG_SERVERS_MAX];
 };
 
 #endif

@@ -31,7 +31,10 @@ static const struct flag flags[] = {
     {"server.net", S(server_net), "tcp", 0, 0,
      "server: network to listen on; client: to dial (tcp, tcp4, tcp6)"},
     {"server.addr", S(server_addr), "", 0, 0,
-     "server: host:port to listen on; client: the server to dial"},
+     "server: host:port to listen on; client: the server to dial, or a comma list of "
+     "[name=]host:port (the route hook picks one; one that fails is marked down, the next used)"},
+    {"server.allow.local", B(server_allow_local), "false", 0, 0,
+     "server: allow destinations on loopback and link-local addresses (denied by default)"},
     {"server.open", B(server_open), "false", 0, 0,
      "server: run without -tls.server.ca, letting any client in (an open proxy)"},
     {"client.net", S(client_net), "tcp", 0, 0,
@@ -91,9 +94,19 @@ static const struct flag flags[] = {
     {"sla.log.path", S(log_path), "/var/log/tunnels.log", 0, 0,
      "log file, appended to (stderr as well); \"\" for stderr only"},
     {"sla.dingtalk.token", S(dingtalk_token), "", 0, 0,
-     "DingTalk robot access token for alerts (accepted; alerts are not delivered yet)"},
+     "DingTalk robot access token: error events go to the script's alert hook, then the robot"},
     {"sla.dingtalk.secret", S(dingtalk_secret), "", 0, 0,
-     "DingTalk robot signing secret (accepted; alerts are not delivered yet)"},
+     "DingTalk robot signing secret (requests are signed when it is set)"},
+    {"sla.dingtalk.url", S(dingtalk_url), "https://oapi.dingtalk.com/robot/send", 0, 0,
+     "the DingTalk webhook (https://host[:port]/path); the token is added as access_token"},
+    {"sla.dingtalk.ca", S(dingtalk_ca), "", 0, 0,
+     "CA file the webhook's certificate is verified with (default: the system's)"},
+    {"sla.dingtalk.timeout.sec", I(dingtalk_timeout_sec), "10", 1, 300,
+     "one webhook request (connect, TLS, answer) times out after this; 3 tries with backoff"},
+    {"sla.alert.burst", I(alert_burst), "5", 1, 1000,
+     "alerts sent at once before the rate limit holds the rest (summarised)"},
+    {"sla.alert.every.sec", I(alert_every_sec), "12", 1, 86400,
+     "past the burst, one alert (a summary of those held) per this many seconds"},
     {"lua.script", S(lua_script), "", 0, 0,
      "policy script; hooks it leaves out come from the built-in default (lua/policy.lua)"},
     {"lua.budget.ms", I(lua_budget_ms), "50", 1, 10000,
@@ -215,6 +228,8 @@ one_of(const char *v, const char *a, const char *b, const char *c)
 }
 
 /* Checks that only make sense once every flag is known. */
+static int split_servers(struct config *cfg, char *err, size_t errlen);
+
 static int
 check(struct config *cfg, char *err, size_t errlen)
 {
@@ -255,6 +270,67 @@ check(struct config *cfg, char *err, size_t errlen)
         return -1;
     }
     if (cfg->window_max_kib < cfg->window_kib) cfg->window_max_kib = cfg->window_kib;
+    if (client && split_servers(cfg, err, errlen) == -1) return -1;
+    if (cfg->dingtalk_token[0] != 0 && strncmp(cfg->dingtalk_url, "https://", 8) != 0) {
+        snprintf(err, errlen, "tunnels: -sla.dingtalk.url: \"%s\" does not start with https://",
+                 printable(cfg->dingtalk_url, SIZE_MAX, q, sizeof(q)));
+        return -1;
+    }
+    return 0;
+}
+
+/* Client: -server.addr as a comma list of [name=]host:port into cfg->servers. A server without
+ * a name is called by its address. */
+static int
+split_servers(struct config *cfg, char *err, size_t errlen)
+{
+    const char *p = cfg->server_addr, *end, *eq;
+    char q[300];
+    size_t n, i;
+
+    cfg->nservers = 0;
+    while (*p != 0) {
+        end = strchr(p, ',');
+        if (end == NULL) end = p + strlen(p);
+        n = (size_t)(end - p);
+        eq = memchr(p, '=', n);
+        if (cfg->nservers == CONFIG_SERVERS_MAX) {
+            snprintf(err, errlen, "tunnels: -server.addr: more than %d servers",
+                     CONFIG_SERVERS_MAX);
+            return -1;
+        }
+        if (n == 0 || (eq != NULL && (eq == p || eq + 1 == end)) ||
+            (eq != NULL && (size_t)(eq - p) >= sizeof(cfg->servers[0].name)) ||
+            n >= sizeof(cfg->servers[0].addr)) {
+            snprintf(err, errlen, "tunnels: -server.addr: \"%s\" is not [name=]host:port",
+                     printable(p, n, q, sizeof(q)));
+            return -1;
+        }
+        if (eq != NULL) {
+            memcpy(cfg->servers[cfg->nservers].name, p, (size_t)(eq - p));
+            cfg->servers[cfg->nservers].name[eq - p] = 0;
+            memcpy(cfg->servers[cfg->nservers].addr, eq + 1, (size_t)(end - eq - 1));
+            cfg->servers[cfg->nservers].addr[end - eq - 1] = 0;
+        } else {
+            memcpy(cfg->servers[cfg->nservers].addr, p, n);
+            cfg->servers[cfg->nservers].addr[n] = 0;
+            memcpy(cfg->servers[cfg->nservers].name, p, n < 63 ? n : 63);
+            cfg->servers[cfg->nservers].name[n < 63 ? n : 63] = 0;
+        }
+        for (i = 0; i < (size_t)cfg->nservers; i++) {
+            if (strcmp(cfg->servers[i].name, cfg->servers[cfg->nservers].name) == 0) {
+                snprintf(err, errlen, "tunnels: -server.addr: the name \"%s\" is used twice",
+                         printable(cfg->servers[i].name, SIZE_MAX, q, sizeof(q)));
+                return -1;
+            }
+        }
+        cfg->nservers++;
+        p = *end == ',' ? end + 1 : end;
+        if (*end == ',' && *p == 0) {
+            snprintf(err, errlen, "tunnels: -server.addr: ends with a comma");
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -313,5 +389,6 @@ flags_usage(FILE *out)
                 flags[i].type == F_STR ? "\"" : "", flags[i].def,
                 flags[i].type == F_STR ? "\"" : "");
     }
-    fprintf(out, "\nSignals: SIGTERM/SIGINT drain and exit; SIGHUP reopens the log file.\n");
+    fprintf(out, "\nSignals: SIGTERM/SIGINT drain and exit; SIGHUP reopens the log file and reloads\n"
+                 "the Lua script (the old one stays if the new one does not load).\n");
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -27,16 +28,30 @@
 extern const char luahost_default_policy[];
 extern const size_t luahost_default_policy_len;
 
+extern const char luahost_rules_lib[];
+extern const size_t luahost_rules_lib_len;
+
+#define LUAHOST_TAGS 16
+
+/* Hooks by slot: the script's, and the default script's to fall back on. */
+enum { H_PICK, H_IDLE, H_ROUTE, H_ALERT, H_TICK, H_N };
+static const char *hook_names[H_N] = {"pick", "idle", "route", "alert", "alert_tick"};
+
 struct luahost {
     lua_State *L;
     const struct config *cfg;
     int ref_traceback;
     int ref_cfg;
-    int ref_pick;
-    int ref_idle;
+    int ref[H_N];     /* the hook in force (the script's, else the default's) */
+    int ref_def[H_N]; /* the default script's, LUA_NOREF when it is the one in force */
     long budget_ms;
     double deadline;
     int expired;
+    struct {
+        char tag[16];
+        int level;
+    } levels[LUAHOST_TAGS]; /* alert_levels; tag "*" is everything else */
+    size_t nlevels;
 };
 
 /* The count hook has no user data in Lua 5.1; the process has one state. */
@@ -118,6 +133,16 @@ l_now(lua_State *L)
     return 1;
 }
 
+/* package.preload["tunnels.rules"]: the rule library built into the binary. */
+static int
+l_require_rules(lua_State *L)
+{
+    if (luaL_loadbuffer(L, luahost_rules_lib, luahost_rules_lib_len, "@lua/rules.lua") != 0)
+        return lua_error(L);
+    lua_call(L, 0, 1);
+    return 1;
+}
+
 static void
 set_num(lua_State *L, const char *k, double v)
 {
@@ -163,23 +188,78 @@ ref_hook(lua_State *L, int policy, const char *name)
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-struct luahost *
-luahost_new(const struct config *cfg, char *err, size_t errlen)
+static void
+set_str(lua_State *L, const char *k, const char *v)
 {
-    static const char *hooks[] = {"reusable", "pick", "idle"};
-    struct luahost *h = calloc(1, sizeof(*h));
-    lua_State *L;
-    int policy;
-    size_t i;
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
 
-    if (h == NULL) return NULL;
-    h->ref_pick = h->ref_idle = h->ref_cfg = h->ref_traceback = LUA_NOREF;
-    h->cfg = cfg;
+/* Reads the script's alert_levels ({tag = level, ["*"] = level}) into h->levels. */
+static int
+read_levels(struct luahost *h, int policy, char *err, size_t errlen)
+{
+    lua_State *L = h->L;
+    int level;
+
+    h->nlevels = 1;
+    snprintf(h->levels[0].tag, sizeof(h->levels[0].tag), "*");
+    h->levels[0].level = LOG_ERROR;
+    lua_getfield(L, policy, "alert_levels");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        const char *tag = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        const char *lv = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        size_t k = 0;
+        if (tag == NULL || strlen(tag) >= sizeof(h->levels[0].tag) ||
+            (lv == NULL && !lua_isnumber(L, -1)) ||
+            (lv != NULL && log_parse_level(lv, &level) == -1)) {
+            snprintf(err, errlen,
+                     "tunnels: -lua.script: alert_levels: want tag = level (\"erro\", 300, ...)");
+            lua_pop(L, 3);
+            return -1;
+        }
+        if (lv == NULL) level = (int)lua_tonumber(L, -1);
+        if (strcmp(tag, "*") != 0) {
+            if (h->nlevels == LUAHOST_TAGS) {
+                snprintf(err, errlen, "tunnels: -lua.script: alert_levels: more than %d tags",
+                         LUAHOST_TAGS - 1);
+                lua_pop(L, 3);
+                return -1;
+            }
+            k = h->nlevels++;
+            snprintf(h->levels[k].tag, sizeof(h->levels[k].tag), "%s", tag);
+        }
+        h->levels[k].level = level;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* Builds h's state: the tunnels global, the default script, the user's, the hook refs. */
+static int
+build(struct luahost *h, char *err, size_t errlen)
+{
+    static const char *merged[] = {"reusable", "pick", "idle", "route", "alert", "alert_tick",
+                                   "alert_levels"};
+    const struct config *cfg = h->cfg;
+    lua_State *L;
+    int policy, def, i;
+    char host[256];
+
+    h->ref_cfg = h->ref_traceback = LUA_NOREF;
+    for (i = 0; i < H_N; i++)
+        h->ref[i] = h->ref_def[i] = LUA_NOREF;
     h->budget_ms = cfg->lua_budget_ms;
     h->L = L = luaL_newstate();
     if (L == NULL) {
         snprintf(err, errlen, "tunnels: cannot create a Lua state");
-        goto err;
+        return -1;
     }
     luaL_openlibs(L);
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
@@ -189,13 +269,26 @@ luahost_new(const struct config *cfg, char *err, size_t errlen)
     h->ref_traceback = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
 
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, l_require_rules);
+    lua_setfield(L, -2, "tunnels.rules");
+    lua_pop(L, 2);
+
     lua_newtable(L); /* cfg */
     set_num(L, "reuse_max_sec", (double)cfg->reuse_max_sec);
     set_num(L, "reuse_max_cnt", (double)cfg->reuse_max_cnt);
     set_num(L, "idle_max_sec", (double)cfg->idle_max_sec);
     set_num(L, "conn_max_cnt", (double)cfg->conn_max_cnt);
-    lua_pushstring(L, cfg->role);
-    lua_setfield(L, -2, "role");
+    lua_pushboolean(L, cfg->server_allow_local);
+    lua_setfield(L, -2, "allow_local");
+    set_str(L, "role", cfg->role);
+    lua_createtable(L, cfg->nservers, 0);
+    for (i = 0; i < cfg->nservers; i++) {
+        lua_pushstring(L, cfg->servers[i].name);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "servers");
     lua_pushvalue(L, -1);
     h->ref_cfg = luaL_ref(L, LUA_REGISTRYINDEX);
 
@@ -206,48 +299,96 @@ luahost_new(const struct config *cfg, char *err, size_t errlen)
     lua_setfield(L, -2, "log");
     lua_pushcfunction(L, l_now);
     lua_setfield(L, -2, "now");
+    if (gethostname(host, sizeof(host)) != 0) snprintf(host, sizeof(host), "unknown");
+    host[sizeof(host) - 1] = 0;
+    set_str(L, "hostname", host);
+    set_str(L, "role", cfg->role);
     lua_setglobal(L, "tunnels");
 
     if (load_script(h, luahost_default_policy, luahost_default_policy_len, "@lua/policy.lua", err,
                     errlen) == -1)
-        goto err;
+        return -1;
+    def = lua_gettop(L);
+    /* tunnels.default and tunnels.policy are the default script until the user's loads, so
+     * that its top level can already read them. */
+    lua_getglobal(L, "tunnels");
+    lua_pushvalue(L, def);
+    lua_setfield(L, -2, "default");
+    lua_pushvalue(L, def);
+    lua_setfield(L, -2, "policy");
+    lua_pop(L, 1);
     if (cfg->lua_script[0] != 0) {
         FILE *f = fopen(cfg->lua_script, "r");
         if (f == NULL) {
             snprintf(err, errlen, "tunnels: -lua.script: %s: %s", cfg->lua_script, strerror(errno));
-            goto err;
+            return -1;
         }
         fclose(f);
-        if (load_script(h, NULL, 0, cfg->lua_script, err, errlen) == -1) goto err;
+        if (load_script(h, NULL, 0, cfg->lua_script, err, errlen) == -1) return -1;
         /* Hooks the script leaves out come from the default. */
-        for (i = 0; i < sizeof(hooks) / sizeof(hooks[0]); i++) {
-            lua_getfield(L, -1, hooks[i]);
+        for (i = 0; i < (int)(sizeof(merged) / sizeof(merged[0])); i++) {
+            lua_getfield(L, -1, merged[i]);
             if (lua_isnil(L, -1)) {
-                lua_getfield(L, -3, hooks[i]);
-                lua_setfield(L, -3, hooks[i]);
+                lua_getfield(L, def, merged[i]);
+                lua_setfield(L, -3, merged[i]);
             }
             lua_pop(L, 1);
         }
+    } else {
+        lua_pushvalue(L, def);
     }
     policy = lua_gettop(L);
     lua_getglobal(L, "tunnels");
-    if (cfg->lua_script[0] != 0) {
-        lua_pushvalue(L, policy - 1);
-        lua_setfield(L, -2, "default");
-    } else {
-        lua_pushvalue(L, policy);
-        lua_setfield(L, -2, "default");
-    }
     lua_pushvalue(L, policy);
     lua_setfield(L, -2, "policy");
     lua_pop(L, 1);
-    h->ref_pick = ref_hook(L, policy, "pick");
-    h->ref_idle = ref_hook(L, policy, "idle");
+    for (i = 0; i < H_N; i++) {
+        h->ref[i] = ref_hook(L, policy, hook_names[i]);
+        /* The default's hook to fall back on, when the script has its own. */
+        lua_getfield(L, policy, hook_names[i]);
+        lua_getfield(L, def, hook_names[i]);
+        if (!lua_rawequal(L, -1, -2) && lua_isfunction(L, -1))
+            h->ref_def[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+        else
+            lua_pop(L, 1);
+        lua_pop(L, 1);
+    }
+    if (read_levels(h, policy, err, errlen) == -1) return -1;
     lua_settop(L, 0);
+    return 0;
+}
+
+struct luahost *
+luahost_new(const struct config *cfg, char *err, size_t errlen)
+{
+    struct luahost *h = calloc(1, sizeof(*h));
+
+    if (h == NULL) {
+        snprintf(err, errlen, "tunnels: out of memory");
+        return NULL;
+    }
+    h->cfg = cfg;
+    if (build(h, err, errlen) == -1) {
+        luahost_free(h);
+        return NULL;
+    }
     return h;
-err:
-    luahost_free(h);
-    return NULL;
+}
+
+int
+luahost_reload(struct luahost *h, char *err, size_t errlen)
+{
+    struct luahost next;
+
+    memset(&next, 0, sizeof(next));
+    next.cfg = h->cfg;
+    if (build(&next, err, errlen) == -1) {
+        if (next.L != NULL) lua_close(next.L);
+        return -1;
+    }
+    lua_close(h->L);
+    *h = next;
+    return 0;
 }
 
 void
@@ -288,8 +429,8 @@ luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n)
     uint32_t id;
     size_t i;
 
-    if (h->ref_pick != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_pick);
+    if (h->ref[H_PICK] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref[H_PICK]);
         lua_createtable(L, (int)n, 0);
         for (i = 0; i < n; i++) {
             push_conn(L, &conns[i]);
@@ -319,8 +460,8 @@ luahost_pool_idle(struct luahost *h, const struct luahost_conn *c)
     lua_State *L = h->L;
     int r;
 
-    if (h->ref_idle != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_idle);
+    if (h->ref[H_IDLE] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref[H_IDLE]);
         push_conn(L, c);
         lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_cfg);
         if (gate(h, "idle", 2, 1, (double)h->budget_ms) == 0) {
@@ -331,4 +472,199 @@ luahost_pool_idle(struct luahost *h, const struct luahost_conn *c)
     }
     return c->live == 0 &&
            (c->idle >= (double)h->cfg->idle_max_sec || !builtin_reusable(h->cfg, c));
+}
+
+static void
+push_req(lua_State *L, const struct luahost_req *r)
+{
+    lua_createtable(L, 0, 6);
+    set_str(L, "host", r->host);
+    set_num(L, "port", r->port);
+    set_str(L, "atyp", r->atyp);
+    if (r->addr != NULL) set_str(L, "addr", r->addr);
+    if (r->src != NULL) set_str(L, "src", r->src);
+}
+
+/* The server named by the answer at idx (a name from -server.addr, or a 1-based index), or -1. */
+static int
+server_index(const struct config *cfg, lua_State *L, int idx)
+{
+    int i;
+
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+        i = (int)lua_tonumber(L, idx);
+        return i >= 1 && i <= cfg->nservers ? i - 1 : -1;
+    }
+    if (lua_type(L, idx) != LUA_TSTRING) return -1;
+    for (i = 0; i < cfg->nservers; i++)
+        if (strcmp(lua_tostring(L, idx), cfg->servers[i].name) == 0) return i;
+    return -1;
+}
+
+/* One route call through ref. Returns the decision, or -1 (logged) when the hook failed or
+ * answered what this role does not know. */
+static int
+try_route(struct luahost *h, int ref, const struct luahost_req *r, int *server, char *why,
+          size_t whylen)
+{
+    lua_State *L = h->L;
+    int client = strcmp(h->cfg->role, "client") == 0, d = -1, k;
+    const char *a, *detail;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    push_req(L, r);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_cfg);
+    if (gate(h, "route", 2, 2, (double)h->budget_ms) == -1) return -1;
+    a = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    detail = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    *server = 0;
+    if (detail != NULL) snprintf(why, whylen, "%s", detail);
+    if (client) {
+        if (a != NULL && strcmp(a, "direct") == 0)
+            d = LUAHOST_DIRECT;
+        else if (a != NULL && strcmp(a, "block") == 0)
+            d = LUAHOST_BLOCK;
+        else if (a != NULL && strcmp(a, "tunnel") == 0) {
+            d = LUAHOST_TUNNEL;
+            if (!lua_isnil(L, -1) && (k = server_index(h->cfg, L, -1)) >= 0) *server = k;
+            else if (!lua_isnil(L, -1)) d = -1;
+        } else if ((k = server_index(h->cfg, L, -2)) >= 0) {
+            d = LUAHOST_TUNNEL; /* a server's name alone means through it */
+            *server = k;
+        }
+    } else {
+        if (lua_type(L, -2) == LUA_TBOOLEAN)
+            d = lua_toboolean(L, -2) ? LUAHOST_ALLOW : LUAHOST_DENY;
+        else if (a != NULL && strcmp(a, "allow") == 0)
+            d = LUAHOST_ALLOW;
+        else if (a != NULL && strcmp(a, "deny") == 0)
+            d = LUAHOST_DENY;
+    }
+    if (d == -1) {
+        char got[96];
+        lua_getglobal(L, "tostring");
+        lua_pushvalue(L, -3);
+        lua_call(L, 1, 1); /* tostring of a value cannot fail in a fresh call */
+        snprintf(got, sizeof(got), "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TNIL && lua_type(L, -1) != LUA_TSTRING)
+            snprintf(got + strlen(got), sizeof(got) - strlen(got), ", %s",
+                     lua_typename(L, lua_type(L, -1)));
+        else if (detail != NULL)
+            snprintf(got + strlen(got), sizeof(got) - strlen(got), ", \"%s\"", detail);
+        log_msg(LOG_ERROR, "[lua] route: answered %s for %s:%u; want %s", got, r->host, r->port,
+                client ? "\"tunnel\" [, server], \"direct\", \"block\" [, why] or a server name"
+                       : "\"allow\" or \"deny\" [, why]");
+    }
+    lua_pop(L, 2);
+    return d;
+}
+
+int
+luahost_route(struct luahost *h, const struct luahost_req *r, int *server, char *why,
+              size_t whylen)
+{
+    int d = -1;
+
+    why[0] = 0;
+    *server = 0;
+    if (h->ref[H_ROUTE] != LUA_NOREF) d = try_route(h, h->ref[H_ROUTE], r, server, why, whylen);
+    if (d == -1 && h->ref_def[H_ROUTE] != LUA_NOREF) {
+        why[0] = 0;
+        d = try_route(h, h->ref_def[H_ROUTE], r, server, why, whylen);
+    }
+    if (d != -1) return d;
+    /* Both failed (a broken default script cannot load, so this is only ever a budget or
+     * memory failure): tunnel on the client; deny on the server, where an open door is worse. */
+    snprintf(why, whylen, "the route hook failed");
+    return strcmp(h->cfg->role, "client") == 0 ? LUAHOST_TUNNEL : LUAHOST_DENY;
+}
+
+static void
+push_event(lua_State *L, const struct luahost_event *ev)
+{
+    char lv[8];
+    const char *tag;
+
+    lua_createtable(L, 0, 7);
+    tag = ev->level >= LOG_FATAL   ? "fata"
+          : ev->level >= LOG_ERROR ? "erro"
+          : ev->level >= LOG_WARN  ? "warn"
+          : ev->level >= LOG_INFO  ? "info"
+                                   : "debg";
+    snprintf(lv, sizeof(lv), "%s", tag);
+    set_str(L, "level", lv);
+    set_num(L, "severity", ev->level);
+    set_str(L, "tag", ev->tag);
+    set_str(L, "text", ev->text);
+    set_str(L, "line", ev->line);
+    set_num(L, "time", ev->time);
+}
+
+/* Runs ref with the arguments pushed by the caller; the answer must be a string (send it) or
+ * nil/false (drop). Returns 1, 0, or -1 when the hook failed. */
+static int
+text_answer(struct luahost *h, const char *what, int nargs, char *out, size_t outlen)
+{
+    lua_State *L = h->L;
+    int r;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_cfg);
+    if (gate(h, what, nargs + 1, 1, (double)h->budget_ms) == -1) return -1;
+    if (lua_isnil(L, -1) || (lua_isboolean(L, -1) && !lua_toboolean(L, -1))) {
+        r = 0;
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        snprintf(out, outlen, "%s", lua_tostring(L, -1));
+        r = 1;
+    } else {
+        log_msg(LOG_ERROR, "[lua] %s: answered a %s; want a string, or nil to drop", what,
+                lua_typename(L, lua_type(L, -1)));
+        r = -1;
+    }
+    lua_pop(L, 1);
+    return r;
+}
+
+int
+luahost_alert(struct luahost *h, const struct luahost_event *ev, char *out, size_t outlen)
+{
+    lua_State *L = h->L;
+    int r = -1;
+
+    if (h->ref[H_ALERT] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref[H_ALERT]);
+        push_event(L, ev);
+        r = text_answer(h, "alert", 1, out, outlen);
+    }
+    if (r == -1 && h->ref_def[H_ALERT] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_def[H_ALERT]);
+        push_event(L, ev);
+        r = text_answer(h, "alert (default)", 1, out, outlen);
+    }
+    if (r == -1) {
+        snprintf(out, outlen, "%s", ev->line);
+        r = 1;
+    }
+    return r;
+}
+
+int
+luahost_alert_tick(struct luahost *h, char *out, size_t outlen)
+{
+    lua_State *L = h->L;
+
+    if (h->ref[H_TICK] == LUA_NOREF) return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref[H_TICK]);
+    lua_pushnumber(L, now_ms() / 1e3);
+    return text_answer(h, "alert_tick", 1, out, outlen) == 1;
+}
+
+int
+luahost_alert_level(const struct luahost *h, const char *tag)
+{
+    size_t i;
+
+    for (i = 1; i < h->nlevels; i++)
+        if (strcmp(h->levels[i].tag, tag) == 0) return h->levels[i].level;
+    return h->nlevels > 0 ? h->levels[0].level : LOG_ERROR;
 }

@@ -22,10 +22,51 @@ struct luahost_conn {
     int ready;
 };
 
+/* A destination for the route hook. */
+struct luahost_req {
+    const char *host; /* the name, or the address as text */
+    unsigned port;
+    const char *atyp; /* "domain", "ipv4" or "ipv6": how the app asked */
+    const char *addr; /* the address as text; NULL while only a name is known */
+    const char *src;  /* who asks: the app's address (client), the client's (server) */
+};
+
+/* Route answers. */
+enum { LUAHOST_TUNNEL, LUAHOST_DIRECT, LUAHOST_BLOCK, LUAHOST_ALLOW, LUAHOST_DENY };
+
+/* One log event for the alert hook. */
+struct luahost_event {
+    int level;
+    const char *tag;  /* "conn", "sock", ... (the log line's [tag]) */
+    const char *text; /* the line after the tag */
+    const char *line; /* the whole line, as logged */
+    double time;      /* seconds since the epoch */
+};
+
 /* Loads the built-in default script, then cfg->lua_script if set, merging the two. Returns
  * NULL with err ("tunnels: -lua.script: file: reason") when a script does not load. */
 struct luahost *luahost_new(const struct config *cfg, char *err, size_t errlen);
 void luahost_free(struct luahost *h);
+
+/* SIGHUP: loads the script again into a new state and swaps it in only if it loads; otherwise
+ * the old state stays. Returns 0, or -1 with err. */
+int luahost_reload(struct luahost *h, char *err, size_t errlen);
+
+/* Client: LUAHOST_TUNNEL (through cfg->servers[*server]), LUAHOST_DIRECT or LUAHOST_BLOCK.
+ * Server: LUAHOST_ALLOW or LUAHOST_DENY. why gets the script's reason for a block or a deny.
+ * A hook that fails or answers nonsense is logged and the default script's decision used. */
+int luahost_route(struct luahost *h, const struct luahost_req *r, int *server, char *why,
+                  size_t whylen);
+
+/* The alert text for ev in out: 1 to send it, 0 when the hook drops the event. */
+int luahost_alert(struct luahost *h, const struct luahost_event *ev, char *out, size_t outlen);
+
+/* The script's periodic chance to send what it aggregated: 1 with text in out, else 0. */
+int luahost_alert_tick(struct luahost *h, char *out, size_t outlen);
+
+/* The lowest level of events with this tag that go to the alert hook (the script's
+ * alert_levels; erro by default). */
+int luahost_alert_level(const struct luahost *h, const char *tag);
 
 /* The id of the connection (of conns, oldest first) that takes a new session, 0 to dial a new
  * one. Falls back to the seed's rule when the hook fails or answers an id not in conns. */

@@ -21,6 +21,7 @@ struct app {
     struct event_base *base;
     struct client *client;
     struct server *server;
+    struct luahost *lua;
     struct event *drain;
     int64_t drain_deadline_us;
     int draining;
@@ -53,8 +54,13 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 
     (void)what;
     if (sig == SIGHUP) {
+        char err[1024];
         log_reopen();
-        log_msg(LOG_INFO, "[main] SIGHUP: log reopened");
+        if (luahost_reload(a->lua, err, sizeof(err)) == -1)
+            log_msg(LOG_ERROR, "[main] SIGHUP: log reopened; script not reloaded, the old one "
+                               "stays: %s", err);
+        else
+            log_msg(LOG_INFO, "[main] SIGHUP: log reopened, script reloaded");
         return;
     }
     if (a->draining) {
@@ -107,12 +113,14 @@ main(int argc, char **argv)
         fprintf(stderr, "tunnels: cannot create the event loop\n");
         return 1;
     }
+    lua = luahost_new(&cfg, err, sizeof(err));
+    if (lua == NULL) goto fail;
+    a.lua = lua;
     if (strcmp(cfg.role, "client") == 0) {
-        lua = luahost_new(&cfg, err, sizeof(err));
-        if (lua != NULL) a.client = client_new(a.base, &cfg, lua, err, sizeof(err));
+        a.client = client_new(a.base, &cfg, lua, err, sizeof(err));
         if (a.client == NULL) goto fail;
     } else {
-        a.server = server_new(a.base, &cfg, err, sizeof(err));
+        a.server = server_new(a.base, &cfg, lua, err, sizeof(err));
         if (a.server == NULL) goto fail;
     }
     a.drain = event_new(a.base, -1, EV_PERSIST, drain_tick, &a);

@@ -27,6 +27,11 @@ struct pool {
     struct sockaddr_storage sa;
     socklen_t salen;
     char name[256]; /* the server name the certificate must carry */
+    char label[64]; /* the server's name in -server.addr, for the logs */
+    char addr[256]; /* its host:port */
+    int64_t down_until_us; /* marked down (its last dial failed) until then; 0: up */
+    unsigned fails;        /* dials failed in a row */
+    int closing_all;       /* shutdown: closes are not failures */
     int single;     /* one connection per session (-eagersocks.net=tls|tcp) */
     struct mux **conns;
     size_t n, cap;
@@ -37,8 +42,10 @@ struct pool {
 
 static void pool_closed(struct mux *m, void *arg);
 static void pool_idle(struct mux *m, void *arg);
+static void pool_ready(struct mux *m, void *arg);
+static struct mux *dial(struct pool *p);
 static const struct mux_ops pool_ops = {
-    .ready = NULL, .closed = pool_closed, .open = NULL, .idle = pool_idle};
+    .ready = pool_ready, .closed = pool_closed, .open = NULL, .idle = pool_idle};
 
 static void
 fill_info(struct luahost_conn *c, const struct mux *m)
@@ -69,11 +76,42 @@ pool_tick(evutil_socket_t fd, short what, void *arg)
         if (luahost_pool_idle(p->lua, &c))
             mux_close(m, LOG_INFO, c.idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
     }
+    /* A server marked down is probed once its time is up; sessions go elsewhere meanwhile. */
+    if (p->down_until_us != 0 && mux_now_us() >= p->down_until_us && p->n == 0) {
+        log_msg(LOG_INFO, "[conn] probing server %s (%s), down since %u failed dials", p->label,
+                p->addr, p->fails);
+        p->down_until_us = mux_now_us() + (int64_t)3600 * 1000000; /* until the probe ends */
+        dial(p);
+    }
+}
+
+int
+pool_is_down(const struct pool *p)
+{
+    return p->down_until_us != 0;
+}
+
+const char *
+pool_label(const struct pool *p)
+{
+    return p->label;
+}
+
+static void
+pool_ready(struct mux *m, void *arg)
+{
+    struct pool *p = arg;
+
+    (void)m;
+    if (p->down_until_us != 0)
+        log_msg(LOG_WARN, "[conn] server %s (%s) is up again", p->label, p->addr);
+    p->down_until_us = 0;
+    p->fails = 0;
 }
 
 struct pool *
 pool_new(struct event_base *base, const struct config *cfg, struct luahost *lua, SSL_CTX *ctx,
-         const struct sockaddr *sa, socklen_t salen)
+         const char *label, const char *addr, const struct sockaddr *sa, socklen_t salen)
 {
     struct pool *p = calloc(1, sizeof(*p));
     struct timeval tv = {1, 0};
@@ -86,10 +124,12 @@ pool_new(struct event_base *base, const struct config *cfg, struct luahost *lua,
     memcpy(&p->sa, sa, salen);
     p->salen = salen;
     p->single = strcmp(cfg->eagersocks_net, "remux") != 0;
+    snprintf(p->label, sizeof(p->label), "%s", label);
+    snprintf(p->addr, sizeof(p->addr), "%s", addr);
     if (cfg->tls_client_name[0] != 0)
         snprintf(p->name, sizeof(p->name), "%s", cfg->tls_client_name);
     else
-        addr_host(cfg->server_addr, p->name, sizeof(p->name));
+        addr_host(addr, p->name, sizeof(p->name));
     p->tick = event_new(base, -1, EV_PERSIST, pool_tick, p);
     if (p->tick == NULL) {
         free(p);
@@ -102,6 +142,7 @@ pool_new(struct event_base *base, const struct config *cfg, struct luahost *lua,
 void
 pool_close_all(struct pool *p)
 {
+    p->closing_all = 1;
     while (p->n > 0)
         mux_close(p->conns[p->n - 1], LOG_INFO, "shutdown");
 }
@@ -124,6 +165,16 @@ pool_closed(struct mux *m, void *arg)
     struct pool *p = arg;
     size_t i;
 
+    if (!mux_is_ready(m) && !p->closing_all) {
+        /* The dial or the handshake failed: mark the server down, longer each time (1 s, 2 s,
+         * ... 30 s), so that sessions go to the next server meanwhile. */
+        int64_t backoff = (int64_t)1000000 << (p->fails < 5 ? p->fails : 5);
+        if (backoff > 30000000) backoff = 30000000;
+        p->fails++;
+        p->down_until_us = mux_now_us() + backoff;
+        log_msg(LOG_WARN, "[conn] server %s (%s) marked down for %lld s: %u failed dials in a row",
+                p->label, p->addr, (long long)(backoff / 1000000), p->fails);
+    }
     for (i = 0; i < p->n; i++) {
         if (p->conns[i] == m) {
             memmove(&p->conns[i], &p->conns[i + 1], (p->n - i - 1) * sizeof(p->conns[0]));
@@ -164,7 +215,7 @@ dial(struct pool *p)
 
     fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd == -1) {
-        log_msg(LOG_ERROR, "[conn] cannot dial %s: socket: %s", p->cfg->server_addr,
+        log_msg(LOG_ERROR, "[conn] cannot dial %s: socket: %s", p->addr,
                 strerror(errno));
         return NULL;
     }
@@ -173,7 +224,7 @@ dial(struct pool *p)
         ssl = tls_client_ssl(p->ctx, p->name);
         if (ssl == NULL) {
             close(fd);
-            log_msg(LOG_ERROR, "[conn] cannot dial %s: SSL_new failed", p->cfg->server_addr);
+            log_msg(LOG_ERROR, "[conn] cannot dial %s: SSL_new failed", p->addr);
             return NULL;
         }
         SSL_set_app_data(ssl, p);
@@ -184,11 +235,11 @@ dial(struct pool *p)
         bev = bufferevent_socket_new(p->base, fd, opts);
     }
     if (bev == NULL) {
-        log_msg(LOG_ERROR, "[conn] cannot dial %s: out of memory", p->cfg->server_addr);
+        log_msg(LOG_ERROR, "[conn] cannot dial %s: out of memory", p->addr);
         return NULL;
     }
     if (bufferevent_socket_connect(bev, (struct sockaddr *)&p->sa, (int)p->salen) == -1) {
-        log_msg(LOG_ERROR, "[conn] cannot dial %s: %s", p->cfg->server_addr, strerror(errno));
+        log_msg(LOG_ERROR, "[conn] cannot dial %s: %s", p->addr, strerror(errno));
         bufferevent_free(bev);
         return NULL;
     }

@@ -16,7 +16,15 @@ struct pool;
 
 /* ctx is NULL for plain-TCP lower connections. */
 struct pool *pool_new(struct event_base *base, const struct config *cfg, struct luahost *lua,
-                      SSL_CTX *ctx, const struct sockaddr *sa, socklen_t salen);
+                      SSL_CTX *ctx, const char *label, const char *addr,
+                      const struct sockaddr *sa, socklen_t salen);
+
+/* 1 while the server is marked down: its last dial or handshake failed. It is probed again
+ * after a backoff (1 s doubling to 30 s); the first connection that comes up clears it. */
+int pool_is_down(const struct pool *p);
+
+/* The server's name in -server.addr. */
+const char *pool_label(const struct pool *p);
 void pool_free(struct pool *p);
 
 /* The connection a new session goes on and its session id; NULL when none can be had (the

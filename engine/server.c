@@ -23,6 +23,7 @@
 #include "addr.h"
 #include "frame.h"
 #include "log.h"
+#include "luahost.h"
 #include "mux.h"
 #include "session.h"
 #include "socks.h"
@@ -31,6 +32,7 @@
 struct server {
     struct event_base *base;
     const struct config *cfg;
+    struct luahost *lua;
     SSL_CTX *ctx; /* NULL: plain TCP */
     struct evdns_base *dns;
     struct evconnlistener *lis;
@@ -43,10 +45,24 @@ struct server {
 };
 
 struct lookup {
+    struct server *srv;
     struct session *s;
     struct evdns_getaddrinfo_request *req;
     int in_call, done;
+    char host[256], src[16];
+    unsigned port;
 };
+
+/* The route hook's answer for a destination: 1 to allow, 0 to deny (why filled in). */
+static int
+allowed(struct server *srv, const char *host, unsigned port, const char *atyp, const char *addr,
+        const char *src, char *why, size_t whylen)
+{
+    struct luahost_req r = {host, port, atyp, addr, src};
+    int server;
+
+    return luahost_route(srv->lua, &r, &server, why, whylen) == LUAHOST_ALLOW;
+}
 
 static void
 connect_to(struct session *s, const struct sockaddr *sa, socklen_t len)
@@ -81,11 +97,24 @@ lookup_cb(int result, struct evutil_addrinfo *res, void *arg)
     l->req = NULL;
     if (s != NULL) {
         session_on_close(s, NULL, NULL);
-        if (result != 0 || res == NULL)
+        char addr[INET6_ADDRSTRLEN], why[160], msg[200];
+        if (result != 0 || res == NULL) {
             session_fail(s, FRAME_RST_DNS,
                          evutil_gai_strerror(result != 0 ? result : EVUTIL_EAI_FAIL));
-        else
-            connect_to(s, res->ai_addr, (socklen_t)res->ai_addrlen);
+        } else {
+            /* Asked again on the address: a name may point anywhere, the server's own
+             * loopback included. */
+            const void *ip = res->ai_family == AF_INET6
+                                 ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                                 : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+            inet_ntop(res->ai_family, ip, addr, sizeof(addr));
+            if (allowed(l->srv, l->host, l->port, "domain", addr, l->src, why, sizeof(why))) {
+                connect_to(s, res->ai_addr, (socklen_t)res->ai_addrlen);
+            } else {
+                snprintf(msg, sizeof(msg), "denied: %s", why[0] ? why : "by the route hook");
+                session_fail(s, FRAME_RST_POLICY, msg);
+            }
+        }
     }
     if (res != NULL) evutil_freeaddrinfo(res);
     if (l->in_call)
@@ -95,7 +124,7 @@ lookup_cb(int result, struct evutil_addrinfo *res, void *arg)
 }
 
 static void
-resolve(struct server *srv, struct session *s, const struct socks_req *req)
+resolve(struct server *srv, struct session *s, const struct socks_req *req, const char *src)
 {
     struct evutil_addrinfo hints;
     struct lookup *l = calloc(1, sizeof(*l));
@@ -112,6 +141,10 @@ resolve(struct server *srv, struct session *s, const struct socks_req *req)
     hints.ai_protocol = IPPROTO_TCP;
     snprintf(port, sizeof(port), "%u", req->port);
     l->s = s;
+    l->srv = srv;
+    snprintf(l->host, sizeof(l->host), "%s", req->host);
+    snprintf(l->src, sizeof(l->src), "%s", src);
+    l->port = req->port;
     session_on_close(s, lookup_cancel, l);
     l->in_call = 1;
     r = evdns_getaddrinfo(srv->dns, req->host, port, &hints, lookup_cb, l);
@@ -135,7 +168,8 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     struct bufferevent *bev;
     struct sockaddr_storage ss;
     size_t n = len < sizeof(hdr) ? len : sizeof(hdr), used;
-    char dest[SOCKS_DEST_MAX];
+    char dest[SOCKS_DEST_MAX], host[INET6_ADDRSTRLEN], src[16], why[160];
+    const char *name;
     int rc;
 
     evbuffer_copyout(in, hdr, n);
@@ -152,6 +186,23 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     if (mux_live(m) >= (unsigned)srv->cfg->sessions_max) {
         log_msg(LOG_WARN, "[sock] - %s = %u refused: %08x has -remux.sessions.max=%ld open", dest,
                 session_count(), mux_id(m), srv->cfg->sessions_max);
+        evbuffer_drain(in, len);
+        mux_send_ctl(m, &rst);
+        return 0;
+    }
+    snprintf(src, sizeof(src), "%08x", mux_id(m));
+    name = req.host;
+    if (req.atyp != SOCKS_ATYP_DOMAIN) {
+        inet_ntop(req.atyp == SOCKS_ATYP_IPV4 ? AF_INET : AF_INET6, req.addr, host, sizeof(host));
+        name = host;
+    }
+    if (!allowed(srv, name, req.port,
+                 req.atyp == SOCKS_ATYP_DOMAIN ? "domain"
+                 : req.atyp == SOCKS_ATYP_IPV4 ? "ipv4"
+                                               : "ipv6",
+                 req.atyp == SOCKS_ATYP_DOMAIN ? NULL : host, src, why, sizeof(why))) {
+        log_msg(LOG_WARN, "[sock] - %s = %u denied: %s", dest, session_count(),
+                why[0] ? why : "by the route hook");
         evbuffer_drain(in, len);
         mux_send_ctl(m, &rst);
         return 0;
@@ -180,7 +231,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
         sin6->sin6_port = htons(req.port);
         connect_to(s, (struct sockaddr *)sin6, sizeof(*sin6));
     } else {
-        resolve(srv, s, &req);
+        resolve(srv, s, &req, src);
     }
     return 0;
 }
@@ -321,7 +372,8 @@ accept_error_cb(struct evconnlistener *lis, void *arg)
 }
 
 struct server *
-server_new(struct event_base *base, const struct config *cfg, char *err, size_t errlen)
+server_new(struct event_base *base, const struct config *cfg, struct luahost *lua, char *err,
+           size_t errlen)
 {
     struct server *srv = calloc(1, sizeof(*srv));
     struct sockaddr_storage ss;
@@ -332,6 +384,7 @@ server_new(struct event_base *base, const struct config *cfg, char *err, size_t 
     if (srv == NULL) return NULL;
     srv->base = base;
     srv->cfg = cfg;
+    srv->lua = lua;
     if (!cfg->server_open && (!tls || cfg->tls_server_ca[0] == 0)) {
         snprintf(err, errlen,
                  "tunnels: %s: any client could use this server as an open proxy; "

@@ -8,11 +8,12 @@
 #include "config.h"
 
 struct event_base;
+struct luahost;
 struct server;
 
 /* Sets up TLS, DNS and the listener. Returns NULL with err (exit status 1). */
-struct server *server_new(struct event_base *base, const struct config *cfg, char *err,
-                          size_t errlen);
+struct server *server_new(struct event_base *base, const struct config *cfg, struct luahost *lua,
+                          char *err, size_t errlen);
 /* Stops accepting and sends GOAWAY on every connection (the start of a drain). */
 void server_stop_accepting(struct server *s);
 void server_close_all(struct server *s);

@@ -8,6 +8,8 @@
 -- A connection `c` is a table: id (number), age and idle (seconds), sessions (carried so far),
 -- live (open now), goaway (the server asked us to stop using it), ready (handshake done).
 
+local rules = require("tunnels.rules")
+
 local policy = {}
 
 -- May connection c take one more session?
@@ -30,6 +32,45 @@ end
 function policy.idle(c, cfg)
   if c.live > 0 then return false end
   return c.idle >= cfg.idle_max_sec or not tunnels.policy.reusable(c, cfg)
+end
+
+-- Routing. req: host (a name, or the address as text), port, atyp ("domain", "ipv4", "ipv6"),
+-- src (who asks), and on the server addr (the address being connected to, once known).
+--
+-- Client: "tunnel" [, server name or index], "direct", or "block" [, why]. The default tunnels
+-- everything through the first server of -server.addr.
+-- Server: "allow" or "deny" [, why]. It is asked once for the name and again for the address it
+-- resolved to, so a name pointing at the server's own loopback is caught too. The default denies
+-- loopback, link-local (cloud metadata at 169.254.169.254), "this host" (0.0.0.0, which Linux
+-- connects to loopback) and their IPv4-mapped IPv6 forms, unless -server.allow.local is set.
+policy.local_ranges = {
+  "127.0.0.0/8", "169.254.0.0/16", "0.0.0.0/8", "::1/128", "::/128", "fe80::/10",
+  "::ffff:127.0.0.0/104", "::ffff:169.254.0.0/112", "::ffff:0.0.0.0/104",
+}
+
+function policy.route(req, cfg)
+  if cfg.role ~= "server" then return "tunnel" end
+  if cfg.allow_local or not req.addr then return "allow" end
+  if rules.in_ranges(req.addr, policy.local_ranges) then
+    return "deny", "local address " .. req.addr .. " (-server.allow.local allows it)"
+  end
+  return "allow"
+end
+
+-- Alerts (when -sla.dingtalk.token is set). alert_levels says which log events reach `alert`:
+-- the lowest level per tag ("conn", "sock", "lua", "main", ...), "*" for the rest.
+policy.alert_levels = { ["*"] = "erro" }
+
+-- ev: level ("erro", ...), severity (400, ...), tag, text, line (as logged), time (epoch s).
+-- Returns the alert's text, or nil to drop the event.
+function policy.alert(ev, cfg)
+  return string.format("TunneLS %s on %s: [%s] [%s] %s", cfg.role, tunnels.hostname or "?",
+    ev.level, ev.tag, ev.text)
+end
+
+-- Called every second while alerts are on: text to send (e.g. what alert aggregated), or nil.
+function policy.alert_tick(now, cfg)
+  return nil
 end
 
 return policy

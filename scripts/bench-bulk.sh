@@ -20,7 +20,7 @@ start_pair() { # name extra-server-flags extra-client-flags -> sets socks
   local sp cp
   sp=$(port); cp=$(port)
   # shellcheck disable=SC2086
-  build/tunnels -role=server -server.addr=127.0.0.1:$sp -sla.log.path= -sla.log.level=warn $2 2>/dev/null & pids+=($!)
+  build/tunnels -role=server -server.allow.local -server.addr=127.0.0.1:$sp -sla.log.path= -sla.log.level=warn $2 2>/dev/null & pids+=($!)
   sleep 0.2
   # shellcheck disable=SC2086
   build/tunnels -role=client -server.addr=127.0.0.1:$sp -client.addr=127.0.0.1:$cp -sla.log.path= -sla.log.level=warn $3 2>/dev/null & pids+=($!)

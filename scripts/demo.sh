@@ -17,7 +17,7 @@ pids=()
 cleanup() { trap - EXIT INT TERM; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 build/tn-dest -addr "$http" -mode http >/dev/null & pids+=($!)
-build/tunnels -role=server -server.addr="$server" -tls.server.cert="$dir/server.pem" \
+build/tunnels -role=server -server.allow.local -server.addr="$server" -tls.server.cert="$dir/server.pem" \
   -tls.server.key="$dir/server.key" -tls.server.ca="$dir/ca.pem" -sla.log.path="$dir/server.log" & pids+=($!)
 build/tunnels -role=client -server.addr="$server" -client.addr="$socks" -tls.client.ca="$dir/ca.pem" \
   -tls.client.cert="$dir/client.pem" -tls.client.key="$dir/client.key" -sla.log.path="$dir/client.log" & pids+=($!)

@@ -16,7 +16,7 @@ sp=$(port); cp=$(port); hp=$(port); dp=$(port)
 build/tn-dest -addr 127.0.0.1:$hp -mode http >/dev/null & pids+=($!)
 build/tn-dest -addr 127.0.0.1:$dp -mode sha >/dev/null & pids+=($!)
 vg="valgrind --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect"
-$vg --log-file="$dir/server.vg" build/tunnels -role=server -server.addr=127.0.0.1:$sp -sla.log.path= \
+$vg --log-file="$dir/server.vg" build/tunnels -role=server -server.allow.local -server.addr=127.0.0.1:$sp -sla.log.path= \
   -sla.log.level=warn -tls.server.cert="$dir/server.pem" -tls.server.key="$dir/server.key" \
   -tls.server.ca="$dir/ca.pem" & spid=$!
 $vg --log-file="$dir/client.vg" build/tunnels -role=client -server.addr=127.0.0.1:$sp -client.addr=127.0.0.1:$cp \

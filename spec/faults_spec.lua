@@ -32,7 +32,7 @@ describe("faults", function()
     assert.is_true(H.alive(t.client_pid))
     -- a new server on the same port: new sessions work again
     local slog2 = dir .. "/server-again.log"
-    H.spawn("server-again", { H.bin, "-role=server", "-server.addr=127.0.0.1:" .. t.server_port,
+    H.spawn("server-again", { H.bin, "-role=server", "-server.allow.local", "-server.addr=127.0.0.1:" .. t.server_port,
       "-tls.server.cert=" .. pki.server_cert, "-tls.server.key=" .. pki.server_key,
       "-tls.server.ca=" .. pki.ca, "-sla.log.path=" .. slog2 }, slog2 .. ".out")
     H.wait_for(function() return H.count(slog2, "server: listening") == 1 end, 10, "the new server")
@@ -178,7 +178,7 @@ describe("integrity", function()
       H.sh("kill -KILL " .. server_pid)
       crashes[#crashes + 1] = seen
       slog2 = dir .. "/server-back" .. i .. ".log"
-      server_pid = H.spawn("server-back" .. i, { H.bin, "-role=server", "-server.addr=127.0.0.1:" .. t.server_port,
+      server_pid = H.spawn("server-back" .. i, { H.bin, "-role=server", "-server.allow.local", "-server.addr=127.0.0.1:" .. t.server_port,
         "-tls.server.cert=" .. pki.server_cert, "-tls.server.key=" .. pki.server_key,
         "-tls.server.ca=" .. pki.ca, "-sla.log.path=" .. slog2 }, slog2 .. ".out")
       H.wait_for(function() return H.count(slog2, "server: listening") == 1 end, 10, "the new server")

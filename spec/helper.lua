@@ -150,6 +150,8 @@ function H.tunnel(dir, pki, opts)
   local sflags = {
     ["server.addr"] = "127.0.0.1:" .. t.server_port, ["sla.log.path"] = t.slog,
     ["sla.log.level"] = "debug",
+    -- The specs' destinations are on loopback, which the server's default ACL denies.
+    ["server.allow.local"] = "true",
   }
   local cflags = {
     ["server.addr"] = "127.0.0.1:" .. t.server_port, ["client.addr"] = "127.0.0.1:" .. t.socks_port,

@@ -68,7 +68,7 @@ describe("SIGTERM", function()
     local port = H.free_port()
     local slog = dir .. "/drain-server.log"
     local status = dir .. "/drain-server.status"
-    local spid = H.spawn_with_status("server", { H.bin, "-role=server", "-server.addr=127.0.0.1:" .. port,
+    local spid = H.spawn_with_status("server", { H.bin, "-role=server", "-server.allow.local", "-server.addr=127.0.0.1:" .. port,
       "-tls.server.cert=" .. pki.server_cert, "-tls.server.key=" .. pki.server_key, "-tls.server.ca=" .. pki.ca,
       "-sla.log.path=" .. slog, "-drain.sec=20" }, slog .. ".out", status)
     H.wait_for(function() return H.count(slog, "server: listening") == 1 end, 10, "server")

@@ -4,7 +4,9 @@ describe("default pool policy", function()
   local policy, cfg
 
   before_each(function()
-    local chunk = assert(loadfile((os.getenv("TUNNELS_ROOT") or ".") .. "/lua/policy.lua"))
+    local root = os.getenv("TUNNELS_ROOT") or "."
+    package.preload["tunnels.rules"] = function() return dofile(root .. "/lua/rules.lua") end
+    local chunk = assert(loadfile(root .. "/lua/policy.lua"))
     _G.tunnels = {}
     policy = chunk()
     _G.tunnels.policy = policy
@@ -50,5 +52,39 @@ describe("default pool policy", function()
   it("uses an overriding reusable() through tunnels.policy", function()
     tunnels.policy = setmetatable({ reusable = function(c) return c.id == 1 end }, { __index = policy })
     assert.are.equal(1, policy.pick({ conn(1), conn(2) }, cfg))
+  end)
+
+  it("tunnels everything on the client, through the first server", function()
+    cfg.role = "client"
+    assert.are.equal("tunnel", policy.route({ host = "example.com", port = 443, atyp = "domain" }, cfg))
+    assert.are.equal("tunnel", policy.route({ host = "127.0.0.1", port = 80, atyp = "ipv4" }, cfg))
+  end)
+
+  it("denies the server's loopback and link-local destinations unless allow_local", function()
+    cfg.role = "server"
+    local denied = { "127.0.0.1", "127.255.0.9", "169.254.169.254", "0.0.0.0", "::1", "::",
+      "fe80::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254" }
+    for _, a in ipairs(denied) do
+      local d, why = policy.route({ host = "x", port = 80, atyp = "domain", addr = a }, cfg)
+      assert.are.equal("deny", d, a)
+      assert.truthy(why:find(a, 1, true))
+    end
+    for _, a in ipairs({ "10.0.0.1", "8.8.8.8", "2001:db8::1", "::2", "128.0.0.1", "fec0::1" }) do
+      assert.are.equal("allow", policy.route({ host = "x", port = 80, atyp = "domain", addr = a }, cfg), a)
+    end
+    -- the name alone is allowed: the resolved address is asked about next
+    assert.are.equal("allow", policy.route({ host = "localhost", port = 80, atyp = "domain" }, cfg))
+    cfg.allow_local = true
+    assert.are.equal("allow", policy.route({ host = "x", port = 80, atyp = "ipv4", addr = "127.0.0.1" }, cfg))
+  end)
+
+  it("formats an alert with the role, the host name, the level and the tag", function()
+    tunnels.hostname = "edge-1"
+    cfg.role = "server"
+    local text = policy.alert({ level = "erro", severity = 400, tag = "sock",
+      text = "- 10.0.0.9:80 = 0 connect: Connection refused", line = "...", time = 0 }, cfg)
+    assert.are.equal("TunneLS server on edge-1: [erro] [sock] - 10.0.0.9:80 = 0 connect: Connection refused", text)
+    assert.are.same({ ["*"] = "erro" }, policy.alert_levels)
+    assert.is_nil(policy.alert_tick(0, cfg))
   end)
 end)
