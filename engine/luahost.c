@@ -526,8 +526,12 @@ try_route(struct luahost *h, int ref, const struct luahost_req *r, int *server, 
             d = LUAHOST_BLOCK;
         else if (a != NULL && strcmp(a, "tunnel") == 0) {
             d = LUAHOST_TUNNEL;
-            if (!lua_isnil(L, -1) && (k = server_index(h->cfg, L, -1)) >= 0) *server = k;
-            else if (!lua_isnil(L, -1)) d = -1;
+            /* A server's name or index; any other string is a note (the rule library gives
+             * the matching rule's text), and the first server is used. */
+            if ((k = server_index(h->cfg, L, -1)) >= 0)
+                *server = k;
+            else if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+                d = -1;
         } else if ((k = server_index(h->cfg, L, -2)) >= 0) {
             d = LUAHOST_TUNNEL; /* a server's name alone means through it */
             *server = k;

@@ -1,0 +1,185 @@
+-- The route hook end to end: client rules (direct, block, tunnel, a named server, failover),
+-- the server's ACL on names and resolved addresses, SIGHUP reload, failing hooks.
+local H = require("spec.helper")
+H.dump_on_failure()
+
+describe("routing", function()
+  local dir, pki, http, echo
+
+  H.fixture({ "http", "echo" }, function(...)
+    dir, pki, http, echo = ...
+  end)
+
+  local function script(name, text)
+    local path = dir .. "/" .. name
+    H.write(path, text)
+    return path
+  end
+
+  it("sends one host direct, blocks another and tunnels the rest (rule library)", function()
+    local rules = script("rules.txt", table.concat({
+      "# internal names go direct, ads are blocked, the rest is tunnelled",
+      "DOMAIN,localhost,direct",
+      "DOMAIN-SUFFIX,ads.example,block",
+      "MATCH,tunnel",
+    }, "\n"))
+    local t = H.tunnel(dir, pki, { client = { ["lua.script"] = script("route.lua", [[
+      local set = require("tunnels.rules").load("]] .. rules .. [[")
+      return { route = function(req) return set:match(req) end }
+    ]]) } })
+    -- direct: the client connects itself; the server never hears of it
+    H.assert_hello(t.socks_port, http, "direct")
+    assert.are.equal(1, H.count(t.clog, "%[sock%] %+ localhost:" .. http .. " direct"))
+    assert.are.equal(0, H.count(t.slog, "localhost:" .. http))
+    -- tunnelled, by address
+    local body, code = H.curl(t.socks_port, "http://127.0.0.1:" .. http .. "/")
+    assert.are.equal(H.HELLO, body, "tunnel (curl exit " .. code .. ")")
+    assert.are.equal(1, H.count(t.slog, "%[sock%] %+ 127%.0%.0%.1:" .. http))
+    -- blocked: a SOCKS refusal at once, logged with the rule
+    local out, bcode = H.curl(t.socks_port, "http://x.ads.example:" .. http .. "/")
+    assert.are_not.equal(0, bcode, out)
+    assert.are.equal(1, H.count(t.clog, "x%.ads%.example:" .. http .. " blocked: DOMAIN%-SUFFIX,ads%.example,block"))
+    assert.are.equal(0, H.count(t.slog, "ads%.example"))
+    -- 8 MiB down the direct path, byte count exact
+    local n = 8 * 1024 * 1024
+    local size = H.sh("curl -sS --max-time 20 --socks5-hostname 127.0.0.1:" .. t.socks_port ..
+      " http://localhost:" .. http .. "/bytes/" .. n .. " | wc -c")
+    assert.are.equal(n, tonumber(size:match("%d+")))
+    -- half-close on the direct path: the echo comes back whole, then the close
+    local c = H.connect(t.socks_port)
+    c:send(H.socks_connect("localhost", echo))
+    assert.are.equal("\5\0", H.recv(c, 2))
+    assert.are.equal("\5\0\0\1\0\0\0\0\0\0", H.recv(c, 10))
+    local payload = string.rep("0123456789", 30000)
+    c:send(payload)
+    c:shutdown("send")
+    local back, how = H.recv_all(c, 10)
+    c:close()
+    assert.are.equal("closed", how)
+    assert.are.equal(#payload, #back)
+    assert.is_true(back == payload)
+    assert.are.equal("", H.sh("grep -F '[lua]' " .. t.clog .. " || true"))
+    H.stop_tunnel(t)
+  end)
+
+  it("fails a direct session whose destination refuses, and logs why", function()
+    local t = H.tunnel(dir, pki, { client = { ["lua.script"] = script("direct.lua",
+      'return { route = function() return "direct" end }') } })
+    local dead = H.free_port()
+    local _, code = H.curl(t.socks_port, "http://127.0.0.1:" .. dead .. "/")
+    assert.are_not.equal(0, code)
+    H.wait_for(function() return H.count(t.clog, "127%.0%.0%.1:" .. dead .. " direct connect: Connection refused") == 1 end,
+      5, "the refusal in the client's log")
+    H.assert_hello(t.socks_port, http, "next direct session")
+    H.stop_tunnel(t)
+  end)
+
+  it("sends sessions to the server the hook names, and past a server that is down", function()
+    local live = H.tunnel(dir, pki, { no_client = true })
+    local dead = H.free_port()
+    local servers = "dead=127.0.0.1:" .. dead .. ",live=127.0.0.1:" .. live.server_port
+    -- named: the hook picks "live" although "dead" is first
+    local t = H.tunnel(dir, pki, { no_server = true, server_port = live.server_port, client = {
+      ["server.addr"] = servers,
+      ["lua.script"] = script("named.lua", 'return { route = function(req, cfg) return "tunnel", "live" end }'),
+    } })
+    for i = 1, 3 do H.assert_hello(t.socks_port, http, "named " .. i) end
+    assert.are.equal(0, H.count(t.clog, "marked down"))
+    H.stop(t.client_pid)
+    -- default route (the first server): it fails once, is marked down, the rest go to live
+    local f = H.tunnel(dir, pki, { no_server = true, server_port = live.server_port, client = {
+      ["server.addr"] = servers } })
+    H.curl(f.socks_port, "http://localhost:" .. http .. "/") -- lost with the dead server's dial
+    H.wait_for(function() return H.count(f.clog, "server dead %(127%.0%.0%.1:" .. dead .. "%) marked down") >= 1 end,
+      5, "the dead server marked down")
+    for i = 1, 4 do H.assert_hello(f.socks_port, http, "failover " .. i) end
+    assert.are.equal(7, H.count(live.slog, "%[sock%] %+ localhost:" .. http))
+    -- the dead server is probed again after its backoff, and stays down
+    H.wait_for(function() return H.count(f.clog, "probing server dead") >= 1 end, 5, "a probe")
+    H.stop(f.client_pid)
+    H.stop(live.server_pid)
+  end)
+
+  it("a server denies loopback destinations by name and by address, by default", function()
+    local t = H.tunnel(dir, pki, { server = { ["server.allow.local"] = "false" } })
+    local _, code = H.curl(t.socks_port, "http://localhost:" .. http .. "/")
+    assert.are_not.equal(0, code)
+    local _, code2 = H.curl(t.socks_port, "http://127.0.0.1:" .. http .. "/")
+    assert.are_not.equal(0, code2)
+    local _, code3 = H.curl(t.socks_port, "http://[::1]:" .. http .. "/")
+    assert.are_not.equal(0, code3)
+    H.wait_for(function() return H.count(t.slog, "denied: local address") >= 3 end, 5, "three denials")
+    -- by name: denied on the address it resolved to
+    assert.are.equal(1, H.count(t.slog, "%[sock%] %- localhost:" .. http .. " = %d+ .*denied: local address 127%.0%.0%.1"))
+    assert.are.equal(1, H.count(t.slog, "%[sock%] %- 127%.0%.0%.1:" .. http .. " = %d+ denied: local address 127%.0%.0%.1"))
+    assert.are.equal(1, H.count(t.slog, "denied: local address ::1"))
+    -- the client sees a RESET for the policy, per session; the connection goes on
+    H.wait_for(function() return H.count(t.clog, "reset by peer: refused by policy") >= 3 end, 5, "the client's resets")
+    assert.are.equal(0, H.count(t.clog, "%[conn%] %- "))
+    H.stop_tunnel(t)
+  end)
+
+  it("a server script allows one loopback address with a rule line", function()
+    local t = H.tunnel(dir, pki, { server = { ["server.allow.local"] = "false",
+      ["lua.script"] = script("acl.lua", [[
+        local set = require("tunnels.rules").compile({ "IP-CIDR,127.0.0.1/32,allow", "DOMAIN,localhost,deny" })
+        return { route = function(req, cfg)
+          local d = set:match(req)
+          if d then return d, "rule" end
+          return tunnels.default.route(req, cfg)
+        end }
+      ]]) } })
+    local body = H.curl(t.socks_port, "http://127.0.0.1:" .. http .. "/")
+    assert.are.equal(H.HELLO, body, "the allowed address")
+    local _, code = H.curl(t.socks_port, "http://localhost:" .. http .. "/")
+    assert.are_not.equal(0, code)
+    H.wait_for(function() return H.count(t.slog, "localhost:" .. http .. " = %d+ denied: rule") == 1 end, 5, "the denial")
+    H.stop_tunnel(t)
+  end)
+
+  it("a route hook that errors or never returns is logged and the default decision used", function()
+    local t = H.tunnel(dir, pki, {
+      client = { ["lua.script"] = script("bad-client.lua", [[
+        local n = 0
+        return { route = function(req)
+          n = n + 1
+          if n % 2 == 1 then error("boom in route") end
+          while true do end
+        end }
+      ]]) },
+      server = { ["lua.budget.ms"] = "20", ["lua.script"] = script("bad-server.lua", [[
+        return { route = function(req) return "maybe" end }
+      ]]) },
+    })
+    for i = 1, 4 do H.assert_hello(t.socks_port, http, "request " .. i) end
+    assert.are.equal(2, H.count(t.clog, "%[lua%] route: .*boom in route"))
+    assert.is_true(H.count(t.clog, "stack traceback") >= 2)
+    assert.are.equal(2, H.count(t.clog, "%[lua%] route: stopped: ran past its budget"))
+    -- the server asks twice per name (name, then address); each answer is nonsense
+    assert.are.equal(8, H.count(t.slog, '%[lua%] route: answered maybe for localhost:' .. http))
+    H.stop_tunnel(t)
+  end)
+
+  it("SIGHUP reloads a good script and keeps the old one when the new one is broken", function()
+    local path = script("reload.lua", 'return { route = function() return "block", "first script" end }')
+    local t = H.tunnel(dir, pki, { client = { ["lua.script"] = path } })
+    local _, code = H.curl(t.socks_port, "http://localhost:" .. http .. "/")
+    assert.are_not.equal(0, code)
+    assert.are.equal(1, H.count(t.clog, "blocked: first script"))
+    H.write(path, 'return { route = function() return "tunnel" end }')
+    H.sh("kill -HUP " .. t.client_pid)
+    H.wait_for(function() return H.count(t.clog, "SIGHUP: log reopened, script reloaded") == 1 end, 5, "the reload")
+    H.assert_hello(t.socks_port, http, "after a good reload")
+    H.write(path, 'return { route = function( }')
+    H.sh("kill -HUP " .. t.client_pid)
+    H.wait_for(function() return H.count(t.clog, "script not reloaded, the old one stays") == 1 end, 5, "the refusal")
+    assert.are.equal(1, H.count(t.clog, "reload%.lua:1:"))
+    H.assert_hello(t.socks_port, http, "after a broken reload")
+    H.write(path, 'while true do end')
+    H.sh("kill -HUP " .. t.client_pid)
+    H.wait_for(function() return H.count(t.clog, "script not reloaded, the old one stays") == 2 end, 10, "the second refusal")
+    H.assert_hello(t.socks_port, http, "after a looping reload")
+    assert.is_true(H.alive(t.client_pid))
+    H.stop_tunnel(t)
+  end)
+end)
