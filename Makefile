@@ -12,10 +12,10 @@ CFLAGS += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 LDFLAGS += $(SAN)
 BUILD ?= build
 
-ENGINE := addr client direct flags frame log luahost main mux pool reader server session sidmap socks tls
-PURE := frame socks flags log sidmap
+ENGINE := addr client dingmsg dingtalk direct flags frame log luahost main mux pool reader server session sidmap sla socks tls
+PURE := frame socks flags log sidmap dingmsg
 OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o $(BUILD)/rules_lua.o
-TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load
+TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook
 
 # Fuzz targets (fuzz/fuzz_*.c) and the pure sources each one needs.
 FUZZ := frame socks flags
@@ -47,7 +47,7 @@ $(BUILD)/tunnels: $(OBJS)
 
 # The pure modules (no I/O) as a shared library, for the specs through LuaJIT's FFI.
 $(BUILD)/libtunnels_pure.so: $(PURE:%=engine/%.c) engine/*.h | $(BUILD)
-	$(CC) $(CFLAGS) -fPIC -shared -o $@ $(PURE:%=engine/%.c)
+	$(CC) $(CFLAGS) -fPIC -shared -o $@ $(PURE:%=engine/%.c) -lcrypto
 
 $(BUILD)/tn-%: tools/tn-%.c | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(shell pkg-config --libs libevent openssl)

@@ -32,7 +32,7 @@ struct client {
     const struct config *cfg;
     SSL_CTX *ctx;
     struct luahost *lua;
-    struct evdns_base *dns; /* for direct sessions */
+    struct evdns_base *dns;                 /* for direct sessions */
     struct pool *pools[CONFIG_SERVERS_MAX]; /* one per server of -server.addr */
     int npools;
     struct evconnlistener *lis;
@@ -349,13 +349,13 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
     }
     if (cfg->socks_auth[0] != 0 && load_login(c, cfg->socks_auth, err, errlen) == -1) goto err;
     for (i = 0; i < cfg->nservers; i++) {
-        if (addr_resolve(cfg->servers[i].addr, cfg->server_net, 0, &ss, &sslen, why,
-                         sizeof(why)) == -1) {
+        if (addr_resolve(cfg->servers[i].addr, cfg->server_net, 0, &ss, &sslen, why, sizeof(why)) ==
+            -1) {
             snprintf(err, errlen, "tunnels: -server.addr: %s", why);
             goto err;
         }
-        c->pools[i] = pool_new(base, cfg, lua, c->ctx, cfg->servers[i].name,
-                               cfg->servers[i].addr, (struct sockaddr *)&ss, sslen);
+        c->pools[i] = pool_new(base, cfg, lua, c->ctx, cfg->servers[i].name, cfg->servers[i].addr,
+                               (struct sockaddr *)&ss, sslen);
         if (c->pools[i] == NULL) {
             snprintf(err, errlen, "tunnels: out of memory");
             goto err;

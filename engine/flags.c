@@ -389,6 +389,7 @@ flags_usage(FILE *out)
                 flags[i].type == F_STR ? "\"" : "", flags[i].def,
                 flags[i].type == F_STR ? "\"" : "");
     }
-    fprintf(out, "\nSignals: SIGTERM/SIGINT drain and exit; SIGHUP reopens the log file and reloads\n"
-                 "the Lua script (the old one stays if the new one does not load).\n");
+    fprintf(out,
+            "\nSignals: SIGTERM/SIGINT drain and exit; SIGHUP reopens the log file and reloads\n"
+            "the Lua script (the old one stays if the new one does not load).\n");
 }

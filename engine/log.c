@@ -16,6 +16,18 @@
 static int log_level = LOG_INFO;
 static int log_fd = -1;
 static char log_path[1024];
+static void (*log_sink)(int, const char *, const char *, void *);
+static int log_sink_level = LOG_ERROR;
+static void *log_sink_arg;
+
+void
+log_set_sink(void (*sink)(int level, const char *line, const char *msg, void *arg), int min_level,
+             void *arg)
+{
+    log_sink = sink;
+    log_sink_level = min_level;
+    log_sink_arg = arg;
+}
 
 int
 log_parse_level(const char *s, int *out)
@@ -91,21 +103,27 @@ log_msg(int level, const char *fmt, ...)
     char line[2048];
     struct timeval tv;
     struct tm tm;
-    size_t n;
-    int k;
+    size_t n, head;
+    int k, sink = log_sink != NULL && level >= log_sink_level;
     va_list ap;
 
-    if (level < log_level) return;
+    if (level < log_level && !sink) return;
     gettimeofday(&tv, NULL);
     localtime_r(&tv.tv_sec, &tm);
     n = strftime(line, sizeof(line), "%Y.%m.%d %H:%M:%S", &tm);
     n += (size_t)snprintf(line + n, sizeof(line) - n, " [%s] ", level_tag(level));
+    head = n;
     va_start(ap, fmt);
     k = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
     va_end(ap);
     if (k < 0) k = 0;
     n += (size_t)k;
     if (n > sizeof(line) - 2) n = sizeof(line) - 2;
+    if (sink) {
+        line[n] = 0;
+        log_sink(level, line, line + head, log_sink_arg);
+        if (level < log_level) return;
+    }
     line[n++] = '\n';
     /* Best effort: a full disk or a closed stderr must not stop the tunnel. */
     if (write(STDERR_FILENO, line, n) == -1) { /* nothing to do */

@@ -21,6 +21,12 @@ int log_open(const char *path, int level, const char **err);
 /* Reopens the log file (after logrotate moved it). Keeps the old one on failure. */
 void log_reopen(void);
 
+/* Events at min_level or above also go to sink (the alerts), whatever -sla.log.level says:
+ * level, the whole line (no newline), and the part after the level tag ("[sock] ..."). The sink
+ * must only queue: it runs inside log_msg, which may be inside anything. NULL removes it. */
+void log_set_sink(void (*sink)(int level, const char *line, const char *msg, void *arg),
+                  int min_level, void *arg);
+
 /* Writes one line at level: the time, the level tag, then the formatted text. */
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

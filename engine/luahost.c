@@ -245,8 +245,8 @@ read_levels(struct luahost *h, int policy, char *err, size_t errlen)
 static int
 build(struct luahost *h, char *err, size_t errlen)
 {
-    static const char *merged[] = {"reusable", "pick", "idle", "route", "alert", "alert_tick",
-                                   "alert_levels"};
+    static const char *merged[] = {"reusable", "pick",       "idle",        "route",
+                                   "alert",    "alert_tick", "alert_levels"};
     const struct config *cfg = h->cfg;
     lua_State *L;
     int policy, def, i;
@@ -565,8 +565,7 @@ try_route(struct luahost *h, int ref, const struct luahost_req *r, int *server, 
 }
 
 int
-luahost_route(struct luahost *h, const struct luahost_req *r, int *server, char *why,
-              size_t whylen)
+luahost_route(struct luahost *h, const struct luahost_req *r, int *server, char *why, size_t whylen)
 {
     int d = -1;
 
@@ -671,4 +670,15 @@ luahost_alert_level(const struct luahost *h, const char *tag)
     for (i = 1; i < h->nlevels; i++)
         if (strcmp(h->levels[i].tag, tag) == 0) return h->levels[i].level;
     return h->nlevels > 0 ? h->levels[0].level : LOG_ERROR;
+}
+
+int
+luahost_alert_min_level(const struct luahost *h)
+{
+    int min = h->nlevels > 0 ? h->levels[0].level : LOG_ERROR;
+    size_t i;
+
+    for (i = 1; i < h->nlevels; i++)
+        if (h->levels[i].level < min) min = h->levels[i].level;
+    return min;
 }

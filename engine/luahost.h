@@ -68,6 +68,9 @@ int luahost_alert_tick(struct luahost *h, char *out, size_t outlen);
  * alert_levels; erro by default). */
 int luahost_alert_level(const struct luahost *h, const char *tag);
 
+/* The lowest level any tag subscribes to. */
+int luahost_alert_min_level(const struct luahost *h);
+
 /* The id of the connection (of conns, oldest first) that takes a new session, 0 to dial a new
  * one. Falls back to the seed's rule when the hook fails or answers an id not in conns. */
 uint32_t luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n);

@@ -16,12 +16,14 @@
 #include "mux.h"
 #include "server.h"
 #include "session.h"
+#include "sla.h"
 
 struct app {
     struct event_base *base;
     struct client *client;
     struct server *server;
     struct luahost *lua;
+    struct sla *sla;
     struct event *drain;
     int64_t drain_deadline_us;
     int draining;
@@ -57,10 +59,13 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
         char err[1024];
         log_reopen();
         if (luahost_reload(a->lua, err, sizeof(err)) == -1)
-            log_msg(LOG_ERROR, "[main] SIGHUP: log reopened; script not reloaded, the old one "
-                               "stays: %s", err);
+            log_msg(LOG_ERROR,
+                    "[main] SIGHUP: log reopened; script not reloaded, the old one "
+                    "stays: %s",
+                    err);
         else
             log_msg(LOG_INFO, "[main] SIGHUP: log reopened, script reloaded");
+        sla_reload(a->sla);
         return;
     }
     if (a->draining) {
@@ -116,6 +121,10 @@ main(int argc, char **argv)
     lua = luahost_new(&cfg, err, sizeof(err));
     if (lua == NULL) goto fail;
     a.lua = lua;
+    if (cfg.dingtalk_token[0] != 0) {
+        a.sla = sla_new(a.base, &cfg, lua, err, sizeof(err));
+        if (a.sla == NULL) goto fail;
+    }
     if (strcmp(cfg.role, "client") == 0) {
         a.client = client_new(a.base, &cfg, lua, err, sizeof(err));
         if (a.client == NULL) goto fail;
@@ -134,6 +143,7 @@ main(int argc, char **argv)
     log_msg(LOG_INFO, "[main] exit");
     client_free(a.client);
     server_free(a.server);
+    sla_free(a.sla);
     luahost_free(lua);
     for (i = 0; sigs[i] != NULL; i++)
         event_free(sigs[i]);
@@ -142,6 +152,7 @@ main(int argc, char **argv)
     return 0;
 fail:
     fprintf(stderr, "%s\n", err);
+    sla_free(a.sla);
     luahost_free(lua);
     event_base_free(a.base);
     return 1;

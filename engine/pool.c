@@ -26,13 +26,13 @@ struct pool {
     SSL_CTX *ctx;
     struct sockaddr_storage sa;
     socklen_t salen;
-    char name[256]; /* the server name the certificate must carry */
-    char label[64]; /* the server's name in -server.addr, for the logs */
-    char addr[256]; /* its host:port */
+    char name[256];        /* the server name the certificate must carry */
+    char label[64];        /* the server's name in -server.addr, for the logs */
+    char addr[256];        /* its host:port */
     int64_t down_until_us; /* marked down (its last dial failed) until then; 0: up */
     unsigned fails;        /* dials failed in a row */
     int closing_all;       /* shutdown: closes are not failures */
-    int single;     /* one connection per session (-eagersocks.net=tls|tcp) */
+    int single;            /* one connection per session (-eagersocks.net=tls|tcp) */
     struct mux **conns;
     size_t n, cap;
     struct luahost_conn *info;
@@ -215,8 +215,7 @@ dial(struct pool *p)
 
     fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd == -1) {
-        log_msg(LOG_ERROR, "[conn] cannot dial %s: socket: %s", p->addr,
-                strerror(errno));
+        log_msg(LOG_ERROR, "[conn] cannot dial %s: socket: %s", p->addr, strerror(errno));
         return NULL;
     }
     addr_tune_socket(fd);

@@ -16,8 +16,8 @@ struct pool;
 
 /* ctx is NULL for plain-TCP lower connections. */
 struct pool *pool_new(struct event_base *base, const struct config *cfg, struct luahost *lua,
-                      SSL_CTX *ctx, const char *label, const char *addr,
-                      const struct sockaddr *sa, socklen_t salen);
+                      SSL_CTX *ctx, const char *label, const char *addr, const struct sockaddr *sa,
+                      socklen_t salen);
 
 /* 1 while the server is marked down: its last dial or handshake failed. It is probed again
  * after a backoff (1 s doubling to 30 s); the first connection that comes up clears it. */

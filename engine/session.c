@@ -441,7 +441,8 @@ session_fail(struct session *s, uint8_t reason, const char *why)
     char buf[256];
 
     snprintf(buf, sizeof(buf), "%s (%s)", frame_reason_str(reason), why);
-    session_close(s, LOG_INFO, buf, 1, reason, 1);
+    /* A warning: the destination failed the user (and ops may subscribe alerts to it). */
+    session_close(s, LOG_WARN, buf, 1, reason, 1);
 }
 
 int

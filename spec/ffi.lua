@@ -1,4 +1,4 @@
--- ffi.lua: the engine's pure modules (frame, socks, sidmap) through LuaJIT's FFI, from the
+-- ffi.lua: the engine's pure modules (frame, socks, sidmap, dingmsg) through LuaJIT's FFI, from the
 -- shared library `make` builds (build/libtunnels_pure.so). The declarations mirror the headers.
 local ffi = require("ffi")
 
@@ -26,6 +26,10 @@ void *sidmap_get(const struct sidmap *m, uint16_t sid);
 int sidmap_put(struct sidmap *m, uint16_t sid, void *val);
 void sidmap_del(struct sidmap *m, uint16_t sid);
 size_t sidmap_count(const struct sidmap *m);
+
+size_t dingmsg_sign(const char *secret, long long ts_ms, char *out, size_t outlen);
+size_t dingmsg_urlencode(const char *in, char *out, size_t outlen);
+size_t dingmsg_json(const char *text, char *out, size_t outlen);
 ]]
 
 local root = os.getenv("TUNNELS_ROOT") or "."
