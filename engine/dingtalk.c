@@ -76,7 +76,7 @@ done_cb(struct evhttp_request *req, void *arg)
 {
     struct dingtalk *d = arg;
     struct timeval now = {0, 0}, backoff;
-    char why[256], body[256];
+    char why[320], body[256];
     int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
     size_t n = 0;
 

@@ -11,7 +11,7 @@ export TUNNELS_ROOT=$PWD
 if [ "${SAN:-0}" = 1 ]; then
   make -s BUILD=build-san OPT="-O1 -g -fno-omit-frame-pointer" \
     SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all || exit 1
-  make -s all || exit 1   # the FFI specs load build/libtunnels_pure.so into LuaJIT
+  make -s SAN= all || exit 1   # the FFI specs load build/libtunnels_pure.so into LuaJIT
   export TUNNELS_BUILD=$PWD/build-san
   sandir=$(mktemp -d /tmp/tunnels-san.XXXXXX)
   export ASAN_OPTIONS="log_path=$sandir/asan:detect_leaks=1:abort_on_error=0"
