@@ -47,6 +47,7 @@ struct mux {
     unsigned tls : 1, client : 1, ready : 1, closing : 1, freed_bev : 1;
     unsigned goaway_sent : 1, goaway_rcvd : 1, overflow : 1;
     uint16_t next_sid; /* client: the next id to open */
+    uint16_t open_next; /* client: the lowest id whose first frame has not left */
     uint16_t last_sid; /* server: the highest id opened */
     uint16_t goaway_last;
     unsigned carried;
@@ -88,6 +89,7 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
     m->tls = tls != 0;
     m->client = client != 0;
     m->next_sid = 1;
+    m->open_next = 1;
     m->born_us = m->idle_since_us = m->last_rx_us = mux_now_us();
     evutil_secure_rng_get_bytes(&m->id, sizeof(m->id));
     m->sessions = sidmap_new();
@@ -308,6 +310,16 @@ int
 mux_writable(const struct mux *m)
 {
     return !m->closing && evbuffer_get_length(bufferevent_get_output(m->bev)) < MUX_OUT_HIGH;
+}
+
+void
+mux_before_open(struct mux *m, uint16_t sid)
+{
+    while (m->open_next < sid) {
+        struct session *s = sidmap_get(m->sessions, m->open_next);
+        m->open_next++;
+        if (s != NULL) session_send_header(s); /* a no-op for one that has sent it */
+    }
 }
 
 void

@@ -63,6 +63,12 @@ int mux_writable(const struct mux *m);
 /* A session stopped reading because the mux was not writable: wake it when it is. */
 void mux_note_blocked(struct mux *m);
 
+/* Client: session sid is about to send its first frame. Sessions below it that have not sent
+ * theirs send their EagerSocks header alone first: ids must open on the wire in ascending
+ * order, since the server takes a frame for an id at or below the highest it opened for a
+ * session already closed (and drops it). */
+void mux_before_open(struct mux *m, uint16_t sid);
+
 uint32_t mux_id(const struct mux *m);
 struct event_base *mux_base(const struct mux *m);
 const struct config *mux_config(const struct mux *m);

@@ -134,6 +134,15 @@ session_sid(const struct session *s)
     return s->sid;
 }
 
+void
+session_send_header(struct session *s)
+{
+    if (s->closed || s->mux == NULL || s->hdr_len == 0) return;
+    mux_send(s->mux, s->sid, s->hdr, s->hdr_len, NULL, 0);
+    s->hdr_len = 0;
+    event_del(s->timer);
+}
+
 unsigned
 session_count(void)
 {
@@ -162,7 +171,9 @@ session_close(struct session *s, int level, const char *why, int reset, uint8_t 
     if (s->cancel != NULL) s->cancel(s->cancel_arg);
     s->cancel = NULL;
     if (s->mux != NULL) {
-        if (reset) {
+        /* A client session whose first frame never left was never opened: nothing to reset
+         * (a RESET for an id the server never saw is a protocol error). */
+        if (reset && s->hdr_len == 0) {
             c.sid = s->sid;
             c.reason = reason;
             mux_send_ctl(s->mux, &c);
@@ -212,6 +223,7 @@ pump_up(struct session *s)
         n = len;
         if ((int64_t)n > s->send_window) n = (size_t)s->send_window;
         if (n > FRAME_MAX_PAYLOAD - s->hdr_len) n = FRAME_MAX_PAYLOAD - s->hdr_len;
+        mux_before_open(s->mux, s->sid);
         mux_send(s->mux, s->sid, s->hdr, s->hdr_len, in, n);
         s->send_window -= (int64_t)n;
         s->hdr_len = 0;
@@ -261,6 +273,7 @@ session_readable(evutil_socket_t fd, short what, void *arg)
         max = FRAME_MAX_PAYLOAD - s->hdr_len;
         if ((int64_t)max > s->send_window) max = (size_t)s->send_window;
         if (max > budget) max = budget;
+        if (s->hdr_len > 0) mux_before_open(s->mux, s->sid);
         got = mux_send_from_fd(s->mux, s->sid, s->hdr, s->hdr_len, fd, max);
         if (got > 0) {
             s->send_window -= got;

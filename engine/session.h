@@ -47,6 +47,10 @@ void session_mux_gone(struct session *s, const char *why);
 void session_wake(struct session *s);
 
 uint16_t session_sid(const struct session *s);
+
+/* Client: sends the EagerSocks header alone now if the first frame has not left yet (a session
+ * with a higher id is opening: see mux_before_open). */
+void session_send_header(struct session *s);
 unsigned session_count(void);
 
 #endif
