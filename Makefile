@@ -15,7 +15,7 @@ BUILD ?= build
 ENGINE := addr client dingmsg dingtalk direct flags frame log luahost main mux pool reader server session sidmap sla socks tls
 PURE := frame socks flags log sidmap dingmsg
 OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o $(BUILD)/rules_lua.o
-TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook
+TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook $(BUILD)/tn-bench $(BUILD)/tn-delay
 
 # Fuzz targets (fuzz/fuzz_*.c) and the pure sources each one needs.
 FUZZ := frame socks flags
@@ -24,7 +24,7 @@ FUZZ_SRC_socks := engine/socks.c
 FUZZ_SRC_flags := engine/flags.c engine/log.c
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test demo clean format tools fuzz bench-bulk valgrind
+.PHONY: all test demo clean format tools fuzz bench bench-bulk valgrind
 all: $(BUILD)/tunnels $(BUILD)/libtunnels_pure.so $(TOOLS) $(FUZZ:%=$(BUILD)/replay-%)
 
 $(BUILD):
@@ -73,6 +73,12 @@ fuzz: $(FUZZ:%=$(BUILD)/fuzz-%)
 
 bench-bulk: all
 	scripts/bench-bulk.sh
+
+# TunneLS against its peers (installs them), on loopback and over a 50 ms link; then the rule
+# library's load and decision times. Writes bench/results.md and bench/results.png.
+bench: all
+	scripts/bench.sh
+	luajit bench/rules-bench.lua . | tee bench/rules.md
 
 valgrind: all
 	scripts/valgrind.sh

@@ -6,6 +6,9 @@ pkgs="build-essential pkg-config libluajit-5.1-dev luajit libevent-dev libssl-de
       lua-busted lua-socket curl iproute2 procps"
 # `deps.sh fuzz`: also clang with libFuzzer (only `make fuzz` needs it).
 [ "${1:-}" = fuzz ] && pkgs="$pkgs clang libclang-rt-14-dev"
+# `deps.sh bench`: the peers `make bench` measures against, ping, and gnuplot for the chart.
+[ "${1:-}" = bench ] && pkgs="$pkgs shadowsocks-libev trojan v2ray stunnel4 microsocks
+      iputils-ping gnuplot-nox"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
