@@ -34,8 +34,8 @@ extern const size_t luahost_rules_lib_len;
 #define LUAHOST_TAGS 16
 
 /* Hooks by slot: the script's, and the default script's to fall back on. */
-enum { H_PICK, H_IDLE, H_ROUTE, H_ALERT, H_TICK, H_N };
-static const char *hook_names[H_N] = {"pick", "idle", "route", "alert", "alert_tick"};
+enum { H_PICK, H_IDLE, H_SPARE, H_ROUTE, H_ALERT, H_TICK, H_N };
+static const char *hook_names[H_N] = {"pick", "idle", "spare", "route", "alert", "alert_tick"};
 
 struct luahost {
     lua_State *L;
@@ -245,8 +245,6 @@ read_levels(struct luahost *h, int policy, char *err, size_t errlen)
 static int
 build(struct luahost *h, char *err, size_t errlen)
 {
-    static const char *merged[] = {"reusable", "pick",       "idle",        "route",
-                                   "alert",    "alert_tick", "alert_levels"};
     const struct config *cfg = h->cfg;
     lua_State *L;
     int policy, def, i;
@@ -325,14 +323,19 @@ build(struct luahost *h, char *err, size_t errlen)
         }
         fclose(f);
         if (load_script(h, NULL, 0, cfg->lua_script, err, errlen) == -1) return -1;
-        /* Hooks the script leaves out come from the default. */
-        for (i = 0; i < (int)(sizeof(merged) / sizeof(merged[0])); i++) {
-            lua_getfield(L, -1, merged[i]);
+        /* Hooks (and helpers like ending) the script leaves out come from the default. */
+        lua_pushnil(L);
+        while (lua_next(L, def) != 0) {
+            lua_pushvalue(L, -2); /* key */
+            lua_rawget(L, -4);    /* the script's value for it */
             if (lua_isnil(L, -1)) {
-                lua_getfield(L, def, merged[i]);
-                lua_setfield(L, -3, merged[i]);
+                lua_pop(L, 1);
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, -4);
+            } else {
+                lua_pop(L, 2);
             }
-            lua_pop(L, 1);
         }
     } else {
         lua_pushvalue(L, def);
@@ -422,31 +425,43 @@ builtin_reusable(const struct config *cfg, const struct luahost_conn *c)
            c->sessions < (unsigned)cfg->reuse_max_cnt;
 }
 
+static void
+push_conns(lua_State *L, const struct luahost_conn *conns, size_t n)
+{
+    size_t i;
+
+    lua_createtable(L, (int)n, 0);
+    for (i = 0; i < n; i++) {
+        push_conn(L, &conns[i]);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+}
+
 uint32_t
-luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n)
+luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n, int *dial)
 {
     lua_State *L = h->L;
     uint32_t id;
     size_t i;
 
+    *dial = 0;
     if (h->ref[H_PICK] != LUA_NOREF) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref[H_PICK]);
-        lua_createtable(L, (int)n, 0);
-        for (i = 0; i < n; i++) {
-            push_conn(L, &conns[i]);
-            lua_rawseti(L, -2, (int)i + 1);
-        }
+        push_conns(L, conns, n);
         lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_cfg);
-        if (gate(h, "pick", 2, 1, (double)h->budget_ms) == 0) {
-            if (lua_isnil(L, -1) || lua_isboolean(L, -1)) {
-                lua_pop(L, 1);
+        if (gate(h, "pick", 2, 2, (double)h->budget_ms) == 0) {
+            int nil = lua_isnil(L, -2) || lua_isboolean(L, -2);
+            id = nil ? 0 : (uint32_t)lua_tonumber(L, -2);
+            *dial = lua_toboolean(L, -1);
+            lua_pop(L, 2);
+            if (nil) {
+                *dial = 0; /* the session's own dial is the new connection */
                 return 0;
             }
-            id = (uint32_t)lua_tonumber(L, -1);
-            lua_pop(L, 1);
             for (i = 0; i < n; i++)
                 if (conns[i].id == id) return id;
             log_msg(LOG_ERROR, "[lua] pick: answered %u, which is no live connection", id);
+            *dial = 0;
         }
     }
     for (i = n; i > 0; i--)
@@ -455,7 +470,8 @@ luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n)
 }
 
 int
-luahost_pool_idle(struct luahost *h, const struct luahost_conn *c)
+luahost_pool_idle(struct luahost *h, const struct luahost_conn *c, const struct luahost_conn *conns,
+                  size_t n)
 {
     lua_State *L = h->L;
     int r;
@@ -464,7 +480,8 @@ luahost_pool_idle(struct luahost *h, const struct luahost_conn *c)
         lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref[H_IDLE]);
         push_conn(L, c);
         lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_cfg);
-        if (gate(h, "idle", 2, 1, (double)h->budget_ms) == 0) {
+        push_conns(L, conns, n);
+        if (gate(h, "idle", 3, 1, (double)h->budget_ms) == 0) {
             r = lua_toboolean(L, -1);
             lua_pop(L, 1);
             return r;
@@ -472,6 +489,22 @@ luahost_pool_idle(struct luahost *h, const struct luahost_conn *c)
     }
     return c->live == 0 &&
            (c->idle >= (double)h->cfg->idle_max_sec || !builtin_reusable(h->cfg, c));
+}
+
+int
+luahost_pool_spare(struct luahost *h, const struct luahost_conn *conns, size_t n)
+{
+    lua_State *L = h->L;
+    int r;
+
+    if (h->ref[H_SPARE] == LUA_NOREF) return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref[H_SPARE]);
+    push_conns(L, conns, n);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_cfg);
+    if (gate(h, "spare", 2, 1, (double)h->budget_ms) == -1) return 0;
+    r = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return r;
 }
 
 static void

@@ -72,10 +72,18 @@ int luahost_alert_level(const struct luahost *h, const char *tag);
 int luahost_alert_min_level(const struct luahost *h);
 
 /* The id of the connection (of conns, oldest first) that takes a new session, 0 to dial a new
- * one. Falls back to the seed's rule when the hook fails or answers an id not in conns. */
-uint32_t luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n);
+ * one for it. *dial: also dial a spare now, in the background (the script sees the chosen one
+ * nearing its limits). Falls back to the seed's rule when the hook fails or answers an id not
+ * in conns. */
+uint32_t luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n,
+                           int *dial);
 
-/* 1 when the idle connection c should close now. */
-int luahost_pool_idle(struct luahost *h, const struct luahost_conn *c);
+/* 1 when the connection c (with no session open) should close now; conns is the whole pool. */
+int luahost_pool_idle(struct luahost *h, const struct luahost_conn *c,
+                      const struct luahost_conn *conns, size_t n);
+
+/* 1 when a connection should be dialled now with no session waiting (the warm spare; asked at
+ * start and every second). */
+int luahost_pool_spare(struct luahost *h, const struct luahost_conn *conns, size_t n);
 
 #endif

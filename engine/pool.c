@@ -59,22 +59,51 @@ fill_info(struct luahost_conn *c, const struct mux *m)
     c->ready = mux_is_ready(m);
 }
 
+/* What the policy sees: every connection not closing, oldest first, in p->info. */
+static size_t
+fill_all(struct pool *p)
+{
+    size_t i, k = 0;
+
+    for (i = 0; i < p->n; i++)
+        if (!mux_is_closing(p->conns[i])) fill_info(&p->info[k++], p->conns[i]);
+    return k;
+}
+
+static struct mux *
+find(struct pool *p, uint32_t id)
+{
+    size_t i;
+
+    for (i = 0; i < p->n; i++)
+        if (mux_id(p->conns[i]) == id) return p->conns[i];
+    return NULL;
+}
+
+/* Each second (and once at start): idle connections the policy closes, and the spare it wants
+ * ready before any session asks (the start-up dial is this tick's first spare). */
 static void
 pool_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct pool *p = arg;
-    struct luahost_conn c;
-    size_t i;
+    size_t i, k = fill_all(p);
 
     (void)fd;
     (void)what;
-    /* Closing removes from p->conns: walk from the end. */
-    for (i = p->n; i > 0; i--) {
-        struct mux *m = p->conns[i - 1];
-        if (mux_live(m) > 0) continue;
-        fill_info(&c, m);
-        if (luahost_pool_idle(p->lua, &c))
-            mux_close(m, LOG_INFO, c.idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
+    for (i = k; i > 0; i--) {
+        const struct luahost_conn *c = &p->info[i - 1];
+        struct mux *m;
+        if (c->live > 0 || !luahost_pool_idle(p->lua, c, p->info, k)) continue;
+        m = find(p, c->id);
+        if (m != NULL)
+            mux_close(m, LOG_INFO, c->idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
+    }
+    if (!p->single && p->down_until_us == 0 && !p->closing_all) {
+        k = fill_all(p);
+        if (luahost_pool_spare(p->lua, p->info, k)) {
+            log_msg(LOG_DEBUG, "[conn] dialling a spare for %s", p->label);
+            dial(p);
+        }
     }
     /* A server marked down is probed once its time is up; sessions go elsewhere meanwhile. */
     if (p->down_until_us != 0 && mux_now_us() >= p->down_until_us && p->n == 0) {
@@ -136,6 +165,7 @@ pool_new(struct event_base *base, const struct config *cfg, struct luahost *lua,
         return NULL;
     }
     evtimer_add(p->tick, &tv);
+    event_active(p->tick, EV_TIMEOUT, 0); /* the start-up dial, once the loop runs */
     return p;
 }
 
@@ -272,14 +302,13 @@ pool_take(struct pool *p, uint16_t *sid)
 {
     struct mux *m = NULL;
     uint32_t id;
-    size_t i, k = 0;
+    size_t i, k;
+    int spare = 0;
 
     if (!p->single) {
-        for (i = 0; i < p->n; i++)
-            if (!mux_is_closing(p->conns[i])) fill_info(&p->info[k++], p->conns[i]);
-        id = luahost_pool_pick(p->lua, p->info, k);
-        for (i = 0; id != 0 && i < p->n; i++)
-            if (mux_id(p->conns[i]) == id) m = p->conns[i];
+        k = fill_all(p);
+        id = luahost_pool_pick(p->lua, p->info, k, &spare);
+        if (id != 0) m = find(p, id);
         if (m == NULL && p->n >= (size_t)p->cfg->conn_max_cnt) {
             /* At the limit: the newest connection takes it even past its reuse limits. */
             for (i = p->n; i > 0 && m == NULL; i--)
@@ -297,6 +326,8 @@ pool_take(struct pool *p, uint16_t *sid)
         m = dial(p);
         if (m == NULL) return NULL;
         *sid = mux_next_sid(m);
+    } else if (spare && p->n < (size_t)p->cfg->conn_max_cnt) {
+        dial(p); /* ahead of need: the next rotation waits for no handshake */
     }
     return m;
 }

@@ -17,21 +17,63 @@ function policy.reusable(c, cfg)
   return not c.goaway and c.age < cfg.reuse_max_sec and c.sessions < cfg.reuse_max_cnt
 end
 
+-- Is c near the end of its reuse? Then its successor is dialled now, while c still serves, so
+-- that no session ever waits for a TCP and TLS handshake.
+function policy.ending(c, cfg)
+  return c.sessions + 1 >= cfg.reuse_max_cnt * 0.75 or c.age >= cfg.reuse_max_sec * 0.75
+end
+
 -- Which connection takes a new session: the id of one of conns (oldest first), or nil to dial
--- a new one. The seed's rule: the newest usable connection; a new one only when none is.
+-- a new one for it; a second answer true also dials a spare in the background.
+-- The newest usable connection that is up. With none up, a session never waits for a
+-- handshake if a connection that is up can carry it: a retired one (past its limits but alive)
+-- takes it while its successor is dialled or still in its handshake. nil (a cold dial) only
+-- when nothing is up at all.
 function policy.pick(conns, cfg)
-  local reusable = tunnels.policy.reusable
+  local reusable, ending = tunnels.policy.reusable, tunnels.policy.ending
+  local ready, pending, old, others = nil, nil, nil, 0
   for i = #conns, 1, -1 do
-    if reusable(conns[i], cfg) then return conns[i].id end
+    local c = conns[i]
+    if reusable(c, cfg) then
+      if c.ready and not ready then
+        ready = c
+      else
+        if not c.ready and not pending then pending = c end
+        others = others + 1
+      end
+    elseif c.ready and not c.goaway and not old then
+      old = c
+    end
   end
+  if ready then return ready.id, others == 0 and ending(ready, cfg) end
+  if pending then return (old or pending).id, false end
+  if old then return old.id, true end
   return nil
 end
 
--- Should connection c, which carries no session now, be closed? Idle for too long, or retired
--- (no longer reusable, so nothing will ever use it again).
-function policy.idle(c, cfg)
+-- Should a connection be dialled now, with no session waiting? At start (the start-up dial)
+-- and whenever no usable connection will last: one warm connection is always ready.
+function policy.spare(conns, cfg)
+  local reusable, ending = tunnels.policy.reusable, tunnels.policy.ending
+  for _, c in ipairs(conns) do
+    if reusable(c, cfg) and not ending(c, cfg) then return false end
+  end
+  return true
+end
+
+-- Should connection c, which carries no session now, be closed? Retired (no longer reusable,
+-- so nothing will use it again), or idle for -remux.idle.max.sec -- except the newest usable
+-- connection that is up, the warm one new sessions go to.
+function policy.idle(c, cfg, conns)
+  local reusable = tunnels.policy.reusable
   if c.live > 0 then return false end
-  return c.idle >= cfg.idle_max_sec or not tunnels.policy.reusable(c, cfg)
+  if not reusable(c, cfg) then return true end
+  if c.idle < cfg.idle_max_sec then return false end
+  for i = #(conns or {}), 1, -1 do
+    local o = conns[i]
+    if o.ready and reusable(o, cfg) then return o.id ~= c.id end
+  end
+  return true
 end
 
 -- Routing. req: host (a name, or the address as text), port, atyp ("domain", "ipv4", "ipv6"),

@@ -23,7 +23,13 @@ describe("examples/", function()
   it("pool-small-connections.lua rotates after 4 sessions", function()
     local t = H.tunnel(dir, pki, { client = { ["lua.script"] = H.root .. "/examples/pool-small-connections.lua" } })
     for _ = 1, 9 do H.curl(t.socks_port, "http://localhost:" .. http .. "/") end
-    assert.are.equal(3, H.count(t.clog, "%[conn%] %+ "))
+    -- at most 4 sessions a connection (the next one is dialled ahead, at 3): 3 or more of them
+    local n = 0
+    for id in H.read(t.clog):gmatch("%[conn%] %+ (%x+) =") do
+      n = n + 1
+      assert.is_true(H.count(t.clog, "%[sess%] %+ " .. id .. ":") <= 4, id)
+    end
+    assert.is_true(n >= 3, n .. " connections")
     H.stop_tunnel(t)
   end)
 end)

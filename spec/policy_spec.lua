@@ -38,8 +38,46 @@ describe("default pool policy", function()
     assert.is_false(policy.reusable(conn(1, { goaway = true }), cfg))
   end)
 
-  it("dials when none is usable", function()
-    assert.is_nil(policy.pick({ conn(1, { sessions = 16 }), conn(2, { age = 61 }) }, cfg))
+  it("never makes a session wait for a handshake when a connection is up", function()
+    -- none usable but two up (retired): the newest takes it, and a successor is dialled
+    local id, dial = policy.pick({ conn(1, { sessions = 16 }), conn(2, { age = 61 }) }, cfg)
+    assert.are.equal(2, id)
+    assert.is_true(dial)
+    -- the successor in its handshake: the retired one still takes sessions, no second dial
+    local pending = conn(3)
+    pending.ready = false
+    id, dial = policy.pick({ conn(2, { sessions = 16 }), pending }, cfg)
+    assert.are.equal(2, id)
+    assert.is_false(dial)
+    -- nothing up but a dial in flight: wait for it rather than dial again
+    assert.are.equal(3, (policy.pick({ pending }, cfg)))
+    -- gone away: never used
+    assert.is_nil(policy.pick({ conn(1, { goaway = true }) }, cfg))
+  end)
+
+  it("dials a spare ahead of need, once, as a connection nears its limits", function()
+    local id, dial = policy.pick({ conn(1, { sessions = 10 }) }, cfg)
+    assert.are.equal(1, id)
+    assert.is_false(dial)
+    id, dial = policy.pick({ conn(1, { sessions = 11 }) }, cfg) -- this session is its 12th of 16
+    assert.is_true(dial)
+    id, dial = policy.pick({ conn(1, { age = 45 }) }, cfg)
+    assert.is_true(dial)
+    local pending = conn(2)
+    pending.ready = false
+    id, dial = policy.pick({ conn(1, { sessions = 13 }), pending }, cfg)
+    assert.are.equal(1, id)
+    assert.is_false(dial)
+  end)
+
+  it("keeps one warm connection: a spare at start and before the last one ages out", function()
+    assert.is_true(policy.spare({}, cfg))
+    assert.is_false(policy.spare({ conn(1) }, cfg))
+    assert.is_true(policy.spare({ conn(1, { age = 50 }) }, cfg))
+    local pending = conn(2)
+    pending.ready = false
+    assert.is_false(policy.spare({ conn(1, { age = 50 }), pending }, cfg))
+    assert.is_true(policy.spare({ conn(1, { goaway = true }) }, cfg))
   end)
 
   it("closes an idle connection after -remux.idle.max.sec, and a retired one at once", function()
@@ -47,6 +85,13 @@ describe("default pool policy", function()
     assert.is_true(policy.idle(conn(1, { idle = 10 }), cfg))
     assert.is_true(policy.idle(conn(1, { idle = 0.1, sessions = 16 }), cfg))
     assert.is_false(policy.idle(conn(1, { idle = 100, live = 1 }), cfg))
+    -- the warm connection (the newest usable one that is up) stays, the older one goes
+    local a, b = conn(1, { idle = 30 }), conn(2, { idle = 30 })
+    assert.is_true(policy.idle(a, cfg, { a, b }))
+    assert.is_false(policy.idle(b, cfg, { a, b }))
+    -- but not once retired
+    local old = conn(3, { idle = 30, age = 61 })
+    assert.is_true(policy.idle(old, cfg, { old }))
   end)
 
   it("uses an overriding reusable() through tunnels.policy", function()

@@ -16,8 +16,8 @@ describe("ReMux pool", function()
     dir, pki, http = ...
   end)
 
-  it("carries 16 sessions on a connection, then dials a new one and retires the old", function()
-    local t = H.tunnel(dir, pki)
+  it("dials a successor at 12 of 16 sessions, moves to it once up, closes the old one idle", function()
+    local t = H.tunnel(dir, pki, { client = { ["remux.idle.max.sec"] = 1 } })
     for i = 1, 20 do
       local body = H.curl(t.socks_port, "http://localhost:" .. http .. "/")
       assert.are.equal("hello from tn-dest\n", body, "request " .. i)
@@ -25,26 +25,40 @@ describe("ReMux pool", function()
     local conns = ids(t.clog, "%[conn%] %+ (%x+) =")
     assert.are.equal(2, #conns)
     local first, second = conns[1], conns[2]
-    for sid = 1, 16 do assert.are.equal(1, H.count(t.clog, "%[sess%] %+ " .. first .. ":" .. sid .. " = ")) end
-    assert.are.equal(0, H.count(t.clog, "%[sess%] %+ " .. first .. ":17 "))
-    for sid = 1, 4 do assert.are.equal(1, H.count(t.clog, "%[sess%] %+ " .. second .. ":" .. sid .. " = ")) end
-    -- the retired connection closes once its sessions are done (the policy's idle hook)
-    H.wait_for(function() return H.count(t.clog, "%[conn%] %- " .. first .. " = 1 retired") == 1 end, 5, "the retired connection to close")
+    for sid = 1, 12 do assert.are.equal(1, H.count(t.clog, "%[sess%] %+ " .. first .. ":" .. sid .. " = ")) end
+    assert.are.equal(0, H.count(t.clog, "%[sess%] %+ " .. first .. ":13 "))
+    for sid = 1, 8 do assert.are.equal(1, H.count(t.clog, "%[sess%] %+ " .. second .. ":" .. sid .. " = ")) end
+    -- the old one closes once idle; the new one is the warm connection and stays
+    H.wait_for(function() return H.count(t.clog, "%[conn%] %- " .. first .. " = 1 idle") == 1 end, 5, "the old connection to close")
+    H.sleep(2)
+    assert.are.equal(0, H.count(t.clog, "%[conn%] %- " .. second))
     -- and the server saw exactly two connections too
     assert.are.equal(2, H.count(t.slog, "%[conn%] %+ "))
     H.stop_tunnel(t)
   end)
 
-  it("closes a connection idle for -remux.idle.max.sec", function()
+  it("keeps a warm connection: dialled at start, ready before the first request, kept idle", function()
     local t = H.tunnel(dir, pki, { client = { ["remux.idle.max.sec"] = 1 } })
-    H.assert_hello(t.socks_port, http)
+    H.wait_for(function() return H.count(t.slog, "%[conn%] %+ ") == 1 end, 5, "the start-up dial")
     local id = ids(t.clog, "%[conn%] %+ (%x+) =")[1]
-    local t0 = H.now()
-    H.wait_for(function() return H.count(t.clog, "%[conn%] %- " .. id .. " = 0 idle") == 1 end, 5, "the idle close")
-    assert.is_true(H.now() - t0 < 4)
-    -- the next request dials anew
     H.assert_hello(t.socks_port, http)
-    assert.are.equal(2, #ids(t.clog, "%[conn%] %+ (%x+) ="))
+    assert.are.equal(1, H.count(t.clog, "%[sess%] %+ " .. id .. ":1 = "))
+    H.sleep(2.5)
+    assert.are.equal(0, H.count(t.clog, "%[conn%] %- "))
+    assert.are.equal(1, #ids(t.clog, "%[conn%] %+ (%x+) ="))
+    H.stop_tunnel(t)
+  end)
+
+  it("never makes a burst of sessions wait for a handshake: 40 at once on a warm pool", function()
+    local t = H.tunnel(dir, pki)
+    H.wait_for(function() return H.count(t.slog, "%[conn%] %+ ") == 1 end, 5, "the start-up dial")
+    local out, code = H.sh(H.build .. "/tn-bench -mode ttfb -socks 127.0.0.1:" .. t.socks_port ..
+      " -dest 127.0.0.1:" .. http .. " -n 40 -c 40")
+    assert.are.equal(0, code, out)
+    local first = ids(t.clog, "%[conn%] %+ (%x+) =")[1]
+    -- all 40 went on the connection that was up (16 under its limits, the rest spilled while
+    -- its successor was in its handshake)
+    assert.are.equal(40, H.count(t.clog, "%[sess%] %+ " .. first .. ":%d+ = "))
     H.stop_tunnel(t)
   end)
 
@@ -53,7 +67,13 @@ describe("ReMux pool", function()
     H.write(script, "return { reusable = function(c, cfg) return c.sessions < 2 end }\n")
     local t = H.tunnel(dir, pki, { client = { ["lua.script"] = script } })
     for _ = 1, 6 do H.assert_hello(t.socks_port, http) end
-    assert.are.equal(3, #ids(t.clog, "%[conn%] %+ (%x+) ="))
+    -- every connection carried at most 2 sessions, or 3 with one that found its successor
+    -- still in the handshake; at least three connections then
+    local conns = ids(t.clog, "%[conn%] %+ (%x+) =")
+    assert.is_true(#conns >= 3, #conns .. " connections")
+    for _, id in ipairs(conns) do
+      assert.is_true(H.count(t.clog, "%[sess%] %+ " .. id .. ":") <= 3, id)
+    end
     H.stop_tunnel(t)
   end)
 end)
