@@ -31,7 +31,8 @@ end
 -- when nothing is up at all.
 function policy.pick(conns, cfg)
   local reusable, ending = tunnels.policy.reusable, tunnels.policy.ending
-  local ready, pending, old, others = nil, nil, nil, 0
+  local spill = tunnels.policy.spill_max
+  local ready, pending, old, waiting, others = nil, nil, nil, nil, 0
   for i = #conns, 1, -1 do
     local c = conns[i]
     if reusable(c, cfg) then
@@ -41,15 +42,27 @@ function policy.pick(conns, cfg)
         if not c.ready and not pending then pending = c end
         others = others + 1
       end
-    elseif c.ready and not c.goaway and not old then
-      old = c
+    elseif not c.goaway and c.live < spill then
+      -- past its limits but able to carry a burst: up (old) or still in its handshake
+      if c.ready then
+        old = old or c
+      else
+        waiting = waiting or c
+      end
     end
   end
   if ready then return ready.id, others == 0 and ending(ready, cfg) end
   if pending then return (old or pending).id, false end
-  if old then return old.id, true end
+  if old then return old.id, waiting == nil end
+  if waiting then return waiting.id, false end
   return nil
 end
+
+-- A connection past its limits takes at most spill_max open sessions from a burst: beyond
+-- that, new connections are dialled (the server refuses sessions past -remux.sessions.max,
+-- 1024 by default, and handshakes past -tls.handshake.max, 256: a burst of 10,000 sessions
+-- must not become hundreds of dials at once).
+policy.spill_max = 256
 
 -- Should a connection be dialled now, with no session waiting? At start (the start-up dial)
 -- and whenever no usable connection will last: one warm connection is always ready.

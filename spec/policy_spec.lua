@@ -51,6 +51,10 @@ describe("default pool policy", function()
     assert.is_false(dial)
     -- nothing up but a dial in flight: wait for it rather than dial again
     assert.are.equal(3, (policy.pick({ pending }, cfg)))
+    -- a retired connection with spill_max sessions open takes no more: wait for the dial
+    local full = conn(2, { sessions = 300, live = 256 })
+    assert.are.equal(3, (policy.pick({ full, pending }, cfg)))
+    assert.is_nil(policy.pick({ full }, cfg))
     -- gone away: never used
     assert.is_nil(policy.pick({ conn(1, { goaway = true }) }, cfg))
   end)

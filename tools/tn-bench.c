@@ -60,7 +60,8 @@ struct sess {
     int state, stall;
     double t0;
     long long got, expect; /* body bytes; expect -1 until the header is parsed */
-    int hdr_done, first;
+    int hdr_done, first, echoed;
+    struct event *raw; /* bulk: the body read straight from the socket */
 };
 
 static double
@@ -98,11 +99,38 @@ parse_addr(const char *hp, struct sockaddr_storage *ss, int *len, char *host, un
 }
 
 static void start_one(void);
+static void finish(struct sess *s, int ok);
+
+static void
+raw_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    static char buf[1 << 20];
+    struct sess *s = arg;
+    int i;
+
+    (void)what;
+    for (i = 0; i < 16; i++) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n > 0) {
+            s->got += n;
+            bytes_total += (uint64_t)n;
+            if (s->got >= s->expect) {
+                finish(s, 1);
+                return;
+            }
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        finish(s, 0);
+        return;
+    }
+}
 
 static void
 finish(struct sess *s, int ok)
 {
     if (!ok) failed++;
+    if (s->raw != NULL) event_free(s->raw);
     if (s->bev != NULL) bufferevent_free(s->bev);
     s->bev = NULL;
     s->state = S_DONE;
@@ -121,6 +149,7 @@ send_request(struct sess *s)
 
     if (mode == M_HOLD) {
         bufferevent_write(s->bev, "x", 1);
+        s->state = S_BODY;
         return;
     }
     if (s->stall)
@@ -177,12 +206,12 @@ read_cb(struct bufferevent *bev, void *arg)
         if (lat != NULL && s->idx >= 0 && s->idx < nlat) lat[s->idx] = (now() - s->t0) * 1e3;
     }
     if (mode == M_HOLD) {
-        if (evbuffer_get_length(in) >= 1 && s->state != S_BODY) {
-            evbuffer_drain(in, evbuffer_get_length(in));
-            s->state = S_BODY;
+        if (evbuffer_get_length(in) >= 1 && !s->echoed) {
+            s->echoed = 1;
             held++;
             if (held == n_total) event_base_loopbreak(base);
         }
+        evbuffer_drain(in, evbuffer_get_length(in));
         return;
     }
     if (!s->hdr_done) {
@@ -202,7 +231,17 @@ read_cb(struct bufferevent *bev, void *arg)
     s->got += (long long)evbuffer_get_length(in);
     bytes_total += evbuffer_get_length(in);
     evbuffer_drain(in, evbuffer_get_length(in));
-    if (s->got >= s->expect) finish(s, 1);
+    if (s->got >= s->expect) {
+        finish(s, 1);
+        return;
+    }
+    if (mode == M_BULK && s->raw == NULL) {
+        /* libevent 2.1 reads 4 KiB a call: the tool would be the bottleneck. Read the body
+         * straight from the socket, 1 MiB a call. */
+        bufferevent_disable(bev, EV_READ);
+        s->raw = event_new(base, bufferevent_getfd(bev), EV_READ | EV_PERSIST, raw_read_cb, s);
+        event_add(s->raw, NULL);
+    }
 }
 
 static void
@@ -223,7 +262,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (s->stall) return;
-    if (mode == M_HOLD && s->state == S_BODY) held--;
+    if (mode == M_HOLD && s->echoed) held--;
     finish(s, (what & BEV_EVENT_EOF) && s->hdr_done && s->got >= s->expect);
 }
 
