@@ -48,7 +48,7 @@ log() { echo "bench: $*" >&2; }
 rec() { echo "$*" >>"$raw"; }
 
 # Ports: a random base, then counting up (alloc sets $port; no subshell, so it sticks).
-port=$((20000 + RANDOM % 20000))
+port=$((20000 + RANDOM % 10000))   # below the ephemeral range (32768-), which 10,000 sessions crowd
 alloc() { port=$((port + 1)); }
 
 # Where things run: CX prefixes the client side, SX the server side ("" on loopback).
