@@ -34,9 +34,10 @@ NSA=tnbench-a NSB=tnbench-b
 pids=()
 
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  # Never "kill 0": that would signal this script's whole process group, this script included.
+  for p in "${pids[@]}"; do [ "$p" != 0 ] && kill "$p" 2>/dev/null; done
   sleep 0.3
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do [ "$p" != 0 ] && kill -9 "$p" 2>/dev/null; done
   ip netns del $NSA 2>/dev/null
   ip netns del $NSB 2>/dev/null
   rm -rf "$work"
@@ -212,7 +213,7 @@ start_direct() { SOCKS=direct CPID=0 SPID=0; }
 start() {
   CPID=0 SPID=0 MPID=0
   "start_$1" || { log "$1 did not start"; return 1; }
-  pids+=($CPID $SPID)
+  [ "$CPID" != 0 ] && pids+=($CPID $SPID)
   sleep 0.3
 }
 
