@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <event2/dns.h>
+
 static int
 split(const char *hostport, char *host, size_t hlen, const char **port)
 {
@@ -116,4 +118,17 @@ addr_tune_socket(int fd)
     /* Small frames (a request, a WINDOW) must leave at once: Nagle would cost a round trip. */
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1) return -1;
     return 0;
+}
+
+struct evdns_base *
+addr_dns_new(struct event_base *base)
+{
+    struct evdns_base *dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+
+    if (dns == NULL) {
+        /* No resolv.conf: names resolve from /etc/hosts only. */
+        dns = evdns_base_new(base, 0);
+        if (dns != NULL) evdns_base_load_hosts(dns, NULL);
+    }
+    return dns;
 }

@@ -22,4 +22,11 @@ int addr_is_loopback(const struct sockaddr *sa);
 /* TCP_NODELAY and non-blocking; returns 0 or -1. */
 int addr_tune_socket(int fd);
 
+struct event_base;
+struct evdns_base;
+
+/* An async resolver from /etc/resolv.conf, or from /etc/hosts alone when there is none. NULL
+ * when neither can be set up. */
+struct evdns_base *addr_dns_new(struct event_base *base);
+
 #endif

@@ -362,12 +362,7 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
         }
         c->npools = i + 1;
     }
-    c->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (c->dns == NULL) {
-        /* No resolv.conf: names resolve from /etc/hosts only. */
-        c->dns = evdns_base_new(base, 0);
-        if (c->dns != NULL) evdns_base_load_hosts(c->dns, NULL);
-    }
+    c->dns = addr_dns_new(base);
     if (c->dns == NULL) {
         snprintf(err, errlen, "tunnels: cannot set up DNS");
         goto err;

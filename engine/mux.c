@@ -46,9 +46,9 @@ struct mux {
     uint32_t id;
     unsigned tls : 1, client : 1, ready : 1, closing : 1, freed_bev : 1;
     unsigned goaway_sent : 1, goaway_rcvd : 1, overflow : 1;
-    uint16_t next_sid; /* client: the next id to open */
+    uint16_t next_sid;  /* client: the next id to open */
     uint16_t open_next; /* client: the lowest id whose first frame has not left */
-    uint16_t last_sid; /* server: the highest id opened */
+    uint16_t last_sid;  /* server: the highest id opened */
     uint16_t goaway_last;
     unsigned carried;
     unsigned blocked;

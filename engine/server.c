@@ -396,12 +396,7 @@ server_new(struct event_base *base, const struct config *cfg, struct luahost *lu
         srv->ctx = tls_server_ctx(cfg, err, errlen);
         if (srv->ctx == NULL) goto err;
     }
-    srv->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (srv->dns == NULL) {
-        /* No resolv.conf: names resolve from /etc/hosts only. */
-        srv->dns = evdns_base_new(base, 0);
-        if (srv->dns != NULL) evdns_base_load_hosts(srv->dns, NULL);
-    }
+    srv->dns = addr_dns_new(base);
     if (srv->dns == NULL) {
         snprintf(err, errlen, "tunnels: cannot set up DNS");
         goto err;

@@ -13,6 +13,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include "addr.h"
 #include "dingtalk.h"
 #include "log.h"
 #include "luahost.h"
@@ -199,11 +200,7 @@ sla_new(struct event_base *base, const struct config *cfg, struct luahost *lua, 
     s->lua = lua;
     s->tokens = (double)cfg->alert_burst;
     s->refilled_us = mux_now_us();
-    s->dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (s->dns == NULL) {
-        s->dns = evdns_base_new(base, 0);
-        if (s->dns != NULL) evdns_base_load_hosts(s->dns, NULL);
-    }
+    s->dns = addr_dns_new(base);
     if (s->dns == NULL) {
         snprintf(err, errlen, "tunnels: cannot set up DNS for alerts");
         goto err;

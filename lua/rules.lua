@@ -124,6 +124,16 @@ local kinds = {
 local Set = {}
 Set.__index = Set
 
+-- Appends v to the list t[key], creating it.
+local function bucket(t, key, v)
+  local l = t[key]
+  if not l then
+    l = {}
+    t[key] = l
+  end
+  l[#l + 1] = v
+end
+
 -- Adds one rule line; index is its position. Returns true or nil, why.
 local function add(set, line, index)
   local f = {}
@@ -147,13 +157,7 @@ local function add(set, line, index)
     if #kw == 1 then
       set.keyword1[#set.keyword1 + 1] = { kw, rule }
     else
-      local key = byte(kw, 1) * 256 + byte(kw, 2)
-      local l = set.keyword[key]
-      if not l then
-        l = {}
-        set.keyword[key] = l
-      end
-      l[#l + 1] = { kw, rule }
+      bucket(set.keyword, byte(kw, 1) * 256 + byte(kw, 2), { kw, rule })
     end
   elseif kind == "pattern" then
     local ok, err = pcall(find, "", value)
@@ -161,13 +165,7 @@ local function add(set, line, index)
     -- "^x..." with a plain first character only ever matches names starting with x.
     local first = match(value, "^%^([%w%-_])")
     if first and not match(value, "^%^.[%*%?%-]") then
-      local key = byte(lower(first))
-      local l = set.anchored[key]
-      if not l then
-        l = {}
-        set.anchored[key] = l
-      end
-      l[#l + 1] = { value, rule }
+      bucket(set.anchored, byte(lower(first)), { value, rule })
     else
       set.pattern[#set.pattern + 1] = { value, rule }
     end

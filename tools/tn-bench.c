@@ -329,8 +329,8 @@ print_lat(const char *prefix)
         if (lat[i] > 0) v[k++] = lat[i];
     printf("%scold_ms=%.3f ", prefix, nlat > 0 ? lat[0] : 0);
     qsort(v, (size_t)k, sizeof(double), cmp);
-    printf("n=%ld p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f", k, pct(v, k, 50),
-           pct(v, k, 90), pct(v, k, 99), k > 0 ? v[k - 1] : 0);
+    printf("n=%ld p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f", k, pct(v, k, 50), pct(v, k, 90),
+           pct(v, k, 99), k > 0 ? v[k - 1] : 0);
     free(v);
 }
 
@@ -346,16 +346,26 @@ main(int argc, char **argv)
 
     for (i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
-        if (strcmp(k, "-mode") == 0) m = v;
-        else if (strcmp(k, "-socks") == 0) proxy = v;
-        else if (strcmp(k, "-dest") == 0) dest = v;
-        else if (strcmp(k, "-n") == 0) n_total = atol(v);
-        else if (strcmp(k, "-c") == 0) conc = atol(v);
-        else if (strcmp(k, "-bytes") == 0) want_bytes = atoll(v);
-        else if (strcmp(k, "-sec") == 0) run_sec = atof(v);
-        else if (strcmp(k, "-stall") == 0) stall_bytes = atol(v);
-        else if (strcmp(k, "-timeout") == 0) timeout_sec = atof(v);
-        else if (strcmp(k, "-v") == 0) verbose = atoi(v);
+        if (strcmp(k, "-mode") == 0)
+            m = v;
+        else if (strcmp(k, "-socks") == 0)
+            proxy = v;
+        else if (strcmp(k, "-dest") == 0)
+            dest = v;
+        else if (strcmp(k, "-n") == 0)
+            n_total = atol(v);
+        else if (strcmp(k, "-c") == 0)
+            conc = atol(v);
+        else if (strcmp(k, "-bytes") == 0)
+            want_bytes = atoll(v);
+        else if (strcmp(k, "-sec") == 0)
+            run_sec = atof(v);
+        else if (strcmp(k, "-stall") == 0)
+            stall_bytes = atol(v);
+        else if (strcmp(k, "-timeout") == 0)
+            timeout_sec = atof(v);
+        else if (strcmp(k, "-v") == 0)
+            verbose = atoi(v);
         else {
             fprintf(stderr, "tn-bench: unknown flag %s\n", k);
             return 2;
@@ -411,8 +421,8 @@ main(int argc, char **argv)
         tv.tv_sec = (long)run_sec, tv.tv_usec = 0;
         evtimer_add(stop, &tv);
         event_base_dispatch(base);
-        printf("mode=hold n=%ld held=%ld failed=%ld open_sec=%.3f\n", n_total, held,
-               n_total - held, t_end - t_start);
+        printf("mode=hold n=%ld held=%ld failed=%ld open_sec=%.3f\n", n_total, held, n_total - held,
+               t_end - t_start);
         return held == n_total ? 0 : 1;
     }
     if (verbose && lat != NULL)

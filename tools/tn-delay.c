@@ -128,7 +128,8 @@ main(int argc, char **argv)
         if (strcmp(argv[i], "-queue") == 0) queue = atol(argv[i + 1]);
     }
     if (a == NULL || b == NULL || queue < 16) {
-        fprintf(stderr, "usage: tn-delay -a TUN_A -b TUN_B -delay-ms MS [-rate-mbit M] [-queue N]\n");
+        fprintf(stderr,
+                "usage: tn-delay -a TUN_A -b TUN_B -delay-ms MS [-rate-mbit M] [-queue N]\n");
         return 2;
     }
     fa = tun_open(a);
