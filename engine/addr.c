@@ -2,7 +2,6 @@
 #include "addr.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -111,10 +110,8 @@ addr_is_loopback(const struct sockaddr *sa)
 int
 addr_tune_socket(int fd)
 {
-    int one = 1, fl;
+    int one = 1;
 
-    fl = fcntl(fd, F_GETFL);
-    if (fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1) return -1;
     /* Small frames (a request, a WINDOW) must leave at once: Nagle would cost a round trip. */
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1) return -1;
     return 0;

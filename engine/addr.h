@@ -19,7 +19,8 @@ void addr_format(const struct sockaddr *sa, char *out, size_t len);
 /* 1 when sa is a loopback address (127.0.0.0/8, ::1, or ::ffff:127.0.0.0/104). */
 int addr_is_loopback(const struct sockaddr *sa);
 
-/* TCP_NODELAY and non-blocking; returns 0 or -1. */
+/* TCP_NODELAY; returns 0 or -1. Sockets are non-blocking from their creation (SOCK_NONBLOCK;
+ * evconnlistener accepts with it): two fcntl calls per session saved. */
 int addr_tune_socket(int fd);
 
 struct event_base;

@@ -17,6 +17,7 @@
 #include "server.h"
 #include "session.h"
 #include "sla.h"
+#include "tls.h"
 
 struct app {
     struct event_base *base;
@@ -148,6 +149,7 @@ main(int argc, char **argv)
     for (i = 0; sigs[i] != NULL; i++)
         event_free(sigs[i]);
     event_free(a.drain);
+    tls_linger_free_all();
     event_base_free(a.base);
     return 0;
 fail:

@@ -33,6 +33,8 @@
 #define MUX_OUT_MAX (16 * MUX_OUT_HIGH) /* only replies to a peer that never reads get here */
 #define MUX_CLOSE_DRAIN_SEC 2           /* how long a closing mux may flush before it is dropped */
 #define MUX_MAX_SESSIONS 4096
+#define MUX_RTT_PROBES 4                /* PINGs sent back to back when the connection comes up */
+#define MUX_TLS_IN_MAX (4 * READER_MAX) /* undecrypted input the reader may queue ahead */
 
 struct mux {
     struct event_base *base;
@@ -45,14 +47,15 @@ struct mux {
     struct event *timer; /* handshake timeout, then the keepalive tick */
     uint32_t id;
     unsigned tls : 1, client : 1, ready : 1, closing : 1, freed_bev : 1;
-    unsigned goaway_sent : 1, goaway_rcvd : 1, overflow : 1;
+    unsigned goaway_sent : 1, goaway_rcvd : 1, overflow : 1, rd_paused : 1;
     uint16_t next_sid;  /* client: the next id to open */
     uint16_t open_next; /* client: the lowest id whose first frame has not left */
     uint16_t last_sid;  /* server: the highest id opened */
     uint16_t goaway_last;
     unsigned carried;
     unsigned blocked;
-    int64_t born_us, idle_since_us, last_rx_us, srtt_us;
+    int64_t born_us, idle_since_us, last_rx_us, min_rtt_us;
+    unsigned rtt_samples;
 };
 
 static unsigned mux_open_count;
@@ -71,6 +74,9 @@ static void mux_write_cb(struct bufferevent *bev, void *arg);
 static void mux_event_cb(struct bufferevent *bev, short what, void *arg);
 static void mux_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void mux_on_ready(struct mux *m);
+static void mux_tls_in_cb(struct bufferevent *sock, void *arg);
+static void mux_tls_resume(struct mux *m);
+static void mux_sock_event_cb(struct bufferevent *sock, short what, void *arg);
 static void send_ping(struct mux *m);
 
 struct mux *
@@ -96,14 +102,15 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
     m->timer = event_new(base, -1, 0, mux_timer_cb, m);
     if (m->sessions == NULL || m->timer == NULL) goto err;
     bufferevent_setcb(bev, mux_read_cb, mux_write_cb, mux_event_cb, m);
-    bufferevent_set_max_single_read(bev, READER_MAX);
+    if (!tls) bufferevent_set_max_single_read(bev, READER_MAX); /* TLS: tls.c sets it */
     bufferevent_set_max_single_write(bev, READER_MAX);
     bufferevent_setwatermark(bev, EV_WRITE, MUX_OUT_HIGH / 2, 0);
     if (tls) {
-        /* No read high-watermark here: when input reaches it libevent suspends reading while
-         * decrypted bytes may still sit inside OpenSSL, and resumes only on socket readability,
-         * which may never come (the peer waits for our WINDOW): a deadlock seen with 200
-         * sessions. The TLS bufferevent reads until OpenSSL wants more from the socket. */
+        /* The TLS filter decrypts what the reader puts in the socket bufferevent below it. */
+        m->rd =
+            reader_new(base, bufferevent_get_underlying(bev), mux_tls_in_cb, mux_sock_event_cb, m);
+        if (m->rd == NULL) goto err;
+        reader_enable(m->rd);
         bufferevent_enable(bev, EV_READ | EV_WRITE);
     } else {
         m->rd = reader_new(base, bev, mux_read_cb, mux_event_cb, m);
@@ -143,7 +150,6 @@ static void
 mux_finish(struct mux *m, int clean)
 {
     struct timeval now = {0, 0};
-    SSL *ssl;
 
     if (m->freed_bev) return;
     m->freed_bev = 1;
@@ -151,12 +157,10 @@ mux_finish(struct mux *m, int clean)
     m->timer = NULL;
     reader_free(m->rd);
     m->rd = NULL;
-    if (clean && m->tls && m->ready) {
-        ssl = bufferevent_openssl_get_ssl(m->bev);
-        /* One call: the alert goes out now; we do not wait for the peer's. */
-        if (ssl != NULL && SSL_shutdown(ssl) < 0) ERR_clear_error();
-    }
-    bufferevent_free(m->bev);
+    if (m->tls)
+        tls_bufferevent_free(m->bev, clean && m->ready);
+    else
+        bufferevent_free(m->bev);
     m->bev = NULL;
     event_base_once(m->base, -1, EV_TIMEOUT, mux_free_cb, m, &now);
 }
@@ -369,7 +373,11 @@ handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
     case FRAME_CTL_PONG:
         rtt = mux_now_us() - (int64_t)c.opaque;
         if (rtt < 0 || rtt > 3600LL * 1000000) return 0; /* not one of ours */
-        m->srtt_us = m->srtt_us == 0 ? rtt : (7 * m->srtt_us + rtt) / 8;
+        /* The smallest sample is the path's RTT; the others include queueing behind data
+         * (a PONG waits in the peer's output), and a window sized to a queue grows the queue.
+         * A few samples back to back at the start: the first one includes handshake work. */
+        if (m->min_rtt_us == 0 || rtt < m->min_rtt_us) m->min_rtt_us = rtt;
+        if (++m->rtt_samples < MUX_RTT_PROBES) send_ping(m);
         return 0;
     case FRAME_CTL_GOAWAY: {
         void *live[MUX_MAX_SESSIONS];
@@ -433,6 +441,7 @@ mux_read_cb(struct bufferevent *bev, void *arg)
     size_t have;
 
     m->last_rx_us = mux_now_us();
+    mux_tls_resume(m);
     while (!m->closing) {
         have = evbuffer_get_length(in);
         if (evbuffer_copyout(in, buf, FRAME_HDR_LEN) < FRAME_HDR_LEN) break;
@@ -546,6 +555,44 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
     mux_finish(m, 0);
 }
 
+/* TLS: ciphertext the reader got is in the socket bufferevent's input; its read callback is the
+ * filter's, which decrypts it all into our input and calls mux_read_cb. The filter consumes
+ * everything unless its reading is off (closing); past MUX_TLS_IN_MAX the reader pauses until
+ * the filter catches up (mux_read_cb and the tick resume it). */
+static void
+mux_tls_in_cb(struct bufferevent *sock, void *arg)
+{
+    struct mux *m = arg;
+
+    bufferevent_trigger(sock, EV_READ, 0);
+    if (m->rd != NULL && !m->closing &&
+        evbuffer_get_length(bufferevent_get_input(sock)) > MUX_TLS_IN_MAX) {
+        reader_disable(m->rd);
+        m->rd_paused = 1;
+    }
+}
+
+static void
+mux_tls_resume(struct mux *m)
+{
+    if (!m->rd_paused || m->closing || m->rd == NULL) return;
+    if (evbuffer_get_length(bufferevent_get_input(bufferevent_get_underlying(m->bev))) >
+        MUX_TLS_IN_MAX)
+        return;
+    m->rd_paused = 0;
+    reader_enable(m->rd);
+}
+
+/* TLS: EOF or an error on the socket itself (the filter reports TLS errors and close_notify). */
+static void
+mux_sock_event_cb(struct bufferevent *sock, short what, void *arg)
+{
+    struct mux *m = arg;
+
+    (void)sock;
+    mux_event_cb(m->bev, what, m);
+}
+
 static void
 mux_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -567,6 +614,7 @@ mux_timer_cb(evutil_socket_t fd, short what, void *arg)
         mux_close(m, LOG_ERROR, "output over 16 MiB: the peer is not reading");
         return;
     }
+    mux_tls_resume(m);
     if (quiet >= 3 * ping) {
         snprintf(why, sizeof(why), "keepalive timeout: nothing received for %lld s",
                  (long long)(quiet / 1000000));
@@ -638,9 +686,9 @@ mux_goaway_received(const struct mux *m)
 }
 
 int64_t
-mux_srtt_us(const struct mux *m)
+mux_min_rtt_us(const struct mux *m)
 {
-    return m->srtt_us;
+    return m->min_rtt_us;
 }
 
 SSL *

@@ -79,9 +79,9 @@ double mux_idle(const struct mux *m);      /* seconds since the last session end
 int mux_is_ready(const struct mux *m);
 int mux_is_closing(const struct mux *m);
 int mux_goaway_received(const struct mux *m);
-int64_t mux_srtt_us(const struct mux *m);
+int64_t mux_min_rtt_us(const struct mux *m); /* the least PING/PONG RTT seen, 0 before one */
 /* The TLS connection under m, or NULL for plain TCP. */
-struct ssl_st *mux_ssl(const struct mux *m); /* smoothed RTT from PING/PONG, 0 before one */
+struct ssl_st *mux_ssl(const struct mux *m);
 
 /* Microseconds on the monotonic clock. */
 int64_t mux_now_us(void);

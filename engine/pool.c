@@ -243,7 +243,7 @@ dial(struct pool *p)
     int fd;
     const int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
 
-    fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd == -1) {
         log_msg(LOG_ERROR, "[conn] cannot dial %s: socket: %s", p->addr, strerror(errno));
         return NULL;
@@ -258,8 +258,13 @@ dial(struct pool *p)
         }
         SSL_set_app_data(ssl, p);
         if (p->resume != NULL) SSL_set_session(ssl, p->resume);
-        /* bufferevent_openssl owns ssl and fd from here, even when it fails. */
-        bev = bufferevent_openssl_socket_new(p->base, fd, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
+        /* The TLS bufferevent owns ssl and fd from here, even when it fails. */
+        bev = tls_bufferevent_new(p->base, fd, ssl, 1, (struct sockaddr *)&p->sa, (int)p->salen,
+                                  opts);
+        if (bev == NULL) {
+            log_msg(LOG_ERROR, "[conn] cannot dial %s: %s", p->addr, strerror(errno));
+            return NULL;
+        }
     } else {
         bev = bufferevent_socket_new(p->base, fd, opts);
     }
@@ -267,7 +272,8 @@ dial(struct pool *p)
         log_msg(LOG_ERROR, "[conn] cannot dial %s: out of memory", p->addr);
         return NULL;
     }
-    if (bufferevent_socket_connect(bev, (struct sockaddr *)&p->sa, (int)p->salen) == -1) {
+    if (p->ctx == NULL &&
+        bufferevent_socket_connect(bev, (struct sockaddr *)&p->sa, (int)p->salen) == -1) {
         log_msg(LOG_ERROR, "[conn] cannot dial %s: %s", p->addr, strerror(errno));
         bufferevent_free(bev);
         return NULL;

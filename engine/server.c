@@ -67,7 +67,7 @@ allowed(struct server *srv, const char *host, unsigned port, const char *atyp, c
 static void
 connect_to(struct session *s, const struct sockaddr *sa, socklen_t len)
 {
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     char why[128];
 
     if (fd == -1) {
@@ -330,7 +330,7 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
             evutil_closesocket(fd);
             return;
         }
-        bev = bufferevent_openssl_socket_new(srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts);
+        bev = tls_bufferevent_new(srv->base, fd, ssl, 0, NULL, 0, opts);
     } else {
         bev = bufferevent_socket_new(srv->base, fd, opts);
     }

@@ -397,15 +397,15 @@ static void
 grant(struct session *s, size_t pending)
 {
     struct frame_ctl c = {.type = FRAME_CTL_WINDOW};
-    int64_t now, srtt, grow = 0;
+    int64_t now, rtt, grow = 0;
     double bdp;
 
     if (s->mux == NULL || s->got_fin || s->credit < (uint64_t)s->recv_window / 4) return;
     now = mux_now_us();
-    srtt = mux_srtt_us(s->mux);
+    rtt = mux_min_rtt_us(s->mux);
     s->bdp_bytes += s->credit;
-    if (srtt > 0 && now - s->bdp_start_us >= srtt) {
-        bdp = (double)s->bdp_bytes * (double)srtt / (double)(now - s->bdp_start_us);
+    if (rtt > 0 && now - s->bdp_start_us >= rtt) {
+        bdp = (double)s->bdp_bytes * (double)rtt / (double)(now - s->bdp_start_us);
         if (bdp * 2 > (double)s->recv_window && pending < (size_t)s->recv_window / 4 &&
             s->recv_window < s->window_max) {
             grow = s->recv_window;

@@ -5,13 +5,18 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#define TLS_RECORD_MAX 16384 /* plaintext bytes in one TLS record */
 #define TLS12_AEAD "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 
 static int
@@ -184,4 +189,137 @@ tls_errors(struct bufferevent *bev, char *out, size_t len)
             n += (size_t)snprintf(out + n, len - n, "%s%s", n ? "; " : "", r);
     }
     ERR_clear_error();
+}
+
+struct bufferevent *
+tls_bufferevent_new(struct event_base *base, int fd, SSL *ssl, int connecting,
+                    const struct sockaddr *sa, int salen, int opts)
+{
+    struct bufferevent *sock, *bev;
+
+    sock = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (sock == NULL) {
+        close(fd);
+        SSL_free(ssl);
+        return NULL;
+    }
+    bufferevent_set_max_single_read(sock, TLS_IO_BATCH);
+    bufferevent_set_max_single_write(sock, TLS_IO_BATCH);
+    /* The filter stops encrypting once TLS_IO_BATCH bytes wait for the socket and goes on when
+     * half of them have left: ciphertext stays bounded, and the socket never runs dry. */
+    bufferevent_setwatermark(sock, EV_WRITE, TLS_IO_BATCH / 2, TLS_IO_BATCH);
+    if (sa != NULL && bufferevent_socket_connect(sock, sa, salen) == -1) {
+        bufferevent_free(sock);
+        SSL_free(ssl);
+        return NULL;
+    }
+    bev = bufferevent_openssl_filter_new(
+        base, sock, ssl, connecting ? BUFFEREVENT_SSL_CONNECTING : BUFFEREVENT_SSL_ACCEPTING,
+        opts | BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        /* Out of memory. Whether libevent freed ssl depends on where it failed: a leak here
+         * is better than a double free. */
+        bufferevent_free(sock);
+        return NULL;
+    }
+    /* The filter decrypts into spans of max_single_read, capped by the read high-watermark
+     * (without one, 4 KiB). One record's worth: SSL_read yields a record at a time, and a
+     * larger span leaves most of each buffer chain empty; payloads move to their sessions as
+     * whole chains, so a stalled reader would hold far more memory than its window (seen:
+     * 5x with 100 stalled readers). Safe with the filter: re-enabling reading decrypts what
+     * the socket bufferevent holds at once, it does not wait for the socket. */
+    bufferevent_set_max_single_read(bev, TLS_RECORD_MAX);
+    bufferevent_setwatermark(bev, EV_READ, 0, 4 * TLS_IO_BATCH);
+    /* The owner reads the socket (reader.h: libevent's socket reads stop at 4 KiB) and calls
+     * bufferevent_trigger(sock, EV_READ) to have the filter decrypt. */
+    bufferevent_disable(sock, EV_READ);
+    return bev;
+}
+
+/* Lingering sockets: each flushes what a freed TLS bufferevent left queued, then closes. */
+struct tls_linger {
+    struct bufferevent *bev;
+    struct tls_linger *next, **prev;
+};
+
+static struct tls_linger *lingering;
+
+static void
+linger_free(struct tls_linger *l)
+{
+    *l->prev = l->next;
+    if (l->next != NULL) l->next->prev = l->prev;
+    bufferevent_free(l->bev);
+    free(l);
+}
+
+static void
+linger_write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    linger_free(arg);
+}
+
+static void
+linger_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)what;
+    linger_free(arg);
+}
+
+/* Takes over sock's descriptor (sock no longer closes it) and what sock has queued. */
+static void
+linger_start(struct bufferevent *sock)
+{
+    struct timeval tv = {TLS_LINGER_SEC, 0};
+    struct evbuffer *queued = bufferevent_get_output(sock);
+    struct tls_linger *l;
+    int fd = bufferevent_getfd(sock);
+
+    /* Most of the time the socket takes it all now. */
+    while (evbuffer_get_length(queued) > 0 && evbuffer_write(queued, fd) > 0)
+        ;
+    if (evbuffer_get_length(queued) == 0) return;
+    l = calloc(1, sizeof(*l));
+    if (l == NULL) return;
+    l->bev = bufferevent_socket_new(bufferevent_get_base(sock), fd, BEV_OPT_CLOSE_ON_FREE);
+    if (l->bev == NULL) {
+        free(l);
+        return;
+    }
+    bufferevent_setfd(sock, -1);
+    evbuffer_add_buffer(bufferevent_get_output(l->bev), queued);
+    l->next = lingering;
+    if (l->next != NULL) l->next->prev = &l->next;
+    l->prev = &lingering;
+    lingering = l;
+    bufferevent_setcb(l->bev, NULL, linger_write_cb, linger_event_cb, l);
+    bufferevent_set_timeouts(l->bev, NULL, &tv);
+    bufferevent_enable(l->bev, EV_WRITE);
+}
+
+void
+tls_bufferevent_free(struct bufferevent *bev, int notify)
+{
+    struct bufferevent *sock = bufferevent_get_underlying(bev);
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    struct evbuffer *queued;
+
+    /* One call: the alert goes out now; we do not wait for the peer's. */
+    if (notify && ssl != NULL && SSL_shutdown(ssl) < 0) ERR_clear_error();
+    if (sock != NULL) {
+        queued = bufferevent_get_output(sock);
+        /* A socket bufferevent freezes its output's front outside its own writes. */
+        evbuffer_unfreeze(queued, 1);
+        if (evbuffer_get_length(queued) > 0) linger_start(sock);
+    }
+    bufferevent_free(bev);
+}
+
+void
+tls_linger_free_all(void)
+{
+    while (lingering != NULL)
+        linger_free(lingering);
 }

@@ -9,6 +9,8 @@
 #include "config.h"
 
 struct bufferevent;
+struct event_base;
+struct sockaddr;
 
 /* The server's context: its identity, and client certificates required when -tls.server.ca is
  * set. Returns NULL with err naming the flag and file on failure. */
@@ -23,6 +25,24 @@ SSL *tls_client_ssl(SSL_CTX *ctx, const char *name);
 
 /* The SHA-256 of the peer's certificate into out; 0, or -1 when it presented none. */
 int tls_peer_fingerprint(SSL *ssl, unsigned char out[32]);
+
+/* A TLS bufferevent over fd: OpenSSL's filter over a plain socket bufferevent, so socket reads
+ * and writes move up to TLS_IO_BATCH bytes per system call instead of one 16 KiB record each.
+ * With sa, the socket connects to it first. Owns fd and ssl from here, even when it fails.
+ * The socket bufferevent (bufferevent_get_underlying) does not read: its owner reads the socket
+ * into its input with a reader (reader.h) and calls bufferevent_trigger(sock, EV_READ, 0). */
+#define TLS_IO_BATCH (256 * 1024)
+struct bufferevent *tls_bufferevent_new(struct event_base *base, int fd, SSL *ssl, int connecting,
+                                        const struct sockaddr *sa, int salen, int opts);
+
+/* Frees a bufferevent of tls_bufferevent_new; with notify, close_notify goes out first. What
+ * the socket has not taken yet (records, the alert) leaves from a lingering socket for up to
+ * TLS_LINGER_SEC: the encrypted queue would otherwise die with the filter. */
+#define TLS_LINGER_SEC 2
+void tls_bufferevent_free(struct bufferevent *bev, int notify);
+
+/* Frees the lingering sockets that are still flushing (at exit). */
+void tls_linger_free_all(void);
 
 /* Drains the OpenSSL errors of bev (and of this thread) into out: "" when there are none. */
 void tls_errors(struct bufferevent *bev, char *out, size_t len);
