@@ -12,7 +12,7 @@ CFLAGS += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 LDFLAGS += $(SAN)
 BUILD ?= build
 
-ENGINE := addr client dingmsg dingtalk direct flags frame log luahost main mux pool reader server session sidmap sla socks tls
+ENGINE := addr client dingmsg dingtalk direct flags frame log luahost main mux pool reader server session sidmap sla socks tls wthru
 PURE := frame socks flags log sidmap dingmsg
 OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o $(BUILD)/rules_lua.o
 TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook $(BUILD)/tn-bench $(BUILD)/tn-delay

@@ -26,6 +26,7 @@
 #include "session.h"
 #include "socks.h"
 #include "tls.h"
+#include "wthru.h"
 
 struct client {
     struct event_base *base;
@@ -125,7 +126,7 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
         return;
     }
     socks_encode_reply(reply, 0);
-    bufferevent_write(bev, reply, sizeof(reply)); /* eager: before the far side is reached */
+    wthru_write(bev, reply, sizeof(reply)); /* eager: before the far side is reached */
     bufferevent_set_timeouts(bev, NULL, NULL);
     free(h);
     if (route == LUAHOST_DIRECT) {
@@ -193,7 +194,11 @@ hs_read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         evbuffer_drain(in, used);
-        bufferevent_write(bev, need_login ? want_login : ok, 2);
+        /* Now, unless the request came along: then both replies leave in one write. */
+        if (evbuffer_get_length(in) == 0)
+            wthru_write(bev, need_login ? want_login : ok, 2);
+        else
+            bufferevent_write(bev, need_login ? want_login : ok, 2);
         h->state = need_login ? HS_AUTH : HS_REQUEST;
         hs_read_cb(bev, arg);
         return;

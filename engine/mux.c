@@ -691,6 +691,12 @@ mux_min_rtt_us(const struct mux *m)
     return m->min_rtt_us;
 }
 
+void
+mux_rtt_hint(struct mux *m, int64_t us)
+{
+    if (us > 0 && (m->min_rtt_us == 0 || us < m->min_rtt_us)) m->min_rtt_us = us;
+}
+
 SSL *
 mux_ssl(const struct mux *m)
 {

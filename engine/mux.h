@@ -80,6 +80,9 @@ int mux_is_ready(const struct mux *m);
 int mux_is_closing(const struct mux *m);
 int mux_goaway_received(const struct mux *m);
 int64_t mux_min_rtt_us(const struct mux *m); /* the least PING/PONG RTT seen, 0 before one */
+/* The path's RTT as its owner knows it from sibling connections: a connection dialled under
+ * load samples only queueing (seen: 16 ms on loopback, so windows grew to megabytes). */
+void mux_rtt_hint(struct mux *m, int64_t us);
 /* The TLS connection under m, or NULL for plain TCP. */
 struct ssl_st *mux_ssl(const struct mux *m);
 

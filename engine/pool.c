@@ -38,6 +38,7 @@ struct pool {
     struct luahost_conn *info;
     struct event *tick;
     SSL_SESSION *resume; /* the last TLS session, offered to new dials */
+    int64_t path_rtt_us; /* the least RTT any connection to this server has seen */
 };
 
 static void pool_closed(struct mux *m, void *arg);
@@ -46,6 +47,15 @@ static void pool_ready(struct mux *m, void *arg);
 static struct mux *dial(struct pool *p);
 static const struct mux_ops pool_ops = {
     .ready = pool_ready, .closed = pool_closed, .open = NULL, .idle = pool_idle};
+
+/* Connections to one server share its path: a new one starts from the least RTT seen. */
+static void
+learn_rtt(struct pool *p, const struct mux *m)
+{
+    int64_t r = mux_min_rtt_us(m);
+
+    if (r > 0 && (p->path_rtt_us == 0 || r < p->path_rtt_us)) p->path_rtt_us = r;
+}
 
 static void
 fill_info(struct luahost_conn *c, const struct mux *m)
@@ -195,6 +205,7 @@ pool_closed(struct mux *m, void *arg)
     struct pool *p = arg;
     size_t i;
 
+    learn_rtt(p, m);
     if (!mux_is_ready(m) && !p->closing_all) {
         /* The dial or the handshake failed: mark the server down, longer each time (1 s, 2 s,
          * ... 30 s), so that sessions go to the next server meanwhile. */
@@ -241,6 +252,7 @@ dial(struct pool *p)
     struct mux *m;
     SSL *ssl = NULL;
     int fd;
+    size_t i;
     const int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
 
     fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -280,6 +292,9 @@ dial(struct pool *p)
     }
     m = mux_new(p->base, bev, p->ctx != NULL, 1, p->cfg, &pool_ops, p);
     if (m == NULL) return NULL;
+    for (i = 0; i < p->n; i++)
+        learn_rtt(p, p->conns[i]);
+    mux_rtt_hint(m, p->path_rtt_us);
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 8;
         struct mux **c = realloc(p->conns, cap * sizeof(*c));

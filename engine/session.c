@@ -25,6 +25,7 @@
 #include "log.h"
 #include "mux.h"
 #include "socks.h"
+#include "wthru.h"
 
 #define SESSION_WINDOW_LIMIT 0x7fffffffLL
 
@@ -461,6 +462,8 @@ session_fail(struct session *s, uint8_t reason, const char *why)
 int
 session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **err)
 {
+    size_t direct;
+
     if (s->got_fin) {
         *err = "data after the end of a session";
         return -1;
@@ -470,7 +473,17 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
         return -1;
     }
     s->recv_avail -= (int64_t)n;
-    evbuffer_remove_buffer(src, bufferevent_get_output(s->bev), n);
+    if (!s->connected) {
+        evbuffer_remove_buffer(src, bufferevent_get_output(s->bev), n);
+        return 0;
+    }
+    /* Bytes the socket took at once never pass the output buffer and its drain callback:
+     * they are credit now. */
+    direct = wthru_move(s->bev, src, n);
+    if (direct > 0 && !s->closed) {
+        s->credit += direct;
+        grant(s, evbuffer_get_length(bufferevent_get_output(s->bev)));
+    }
     return 0;
 }
 

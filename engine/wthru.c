@@ -1,0 +1,63 @@
+/* wthru.c: see wthru.h. */
+#include "wthru.h"
+
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+static int
+writable_now(struct bufferevent *bev)
+{
+    return bufferevent_getfd(bev) >= 0 && evbuffer_get_length(bufferevent_get_output(bev)) == 0;
+}
+
+/* Queued bytes are copied into the output's own chains, not moved as src's chains: a moved
+ * chain keeps its unused tail, and a TLS connection's input is cut into chains a record at a
+ * time, so a stalled reader's queue cost up to twice its window. Copies happen only while the
+ * reader lags; a reader that keeps up gets the bytes straight from src. */
+static void
+queue_copy(struct evbuffer *out, struct evbuffer *src, size_t n)
+{
+    struct evbuffer_iovec v[2];
+    int k, i;
+
+    k = evbuffer_reserve_space(out, (ev_ssize_t)n, v, 2);
+    if (k <= 0) {
+        evbuffer_remove_buffer(src, out, n); /* out of memory: move what we can */
+        return;
+    }
+    for (i = 0; i < k; i++) {
+        if (v[i].iov_len > n) v[i].iov_len = n;
+        evbuffer_remove(src, v[i].iov_base, v[i].iov_len);
+        n -= v[i].iov_len;
+    }
+    evbuffer_commit_space(out, v, k);
+}
+
+size_t
+wthru_write(struct bufferevent *bev, const void *data, size_t n)
+{
+    ssize_t w = 0;
+
+    if (n > 0 && writable_now(bev)) {
+        w = write(bufferevent_getfd(bev), data, n);
+        if (w < 0) w = 0; /* EAGAIN, or an error the bufferevent reports when it writes */
+    }
+    if ((size_t)w < n) bufferevent_write(bev, (const char *)data + w, n - (size_t)w);
+    return (size_t)w;
+}
+
+size_t
+wthru_move(struct bufferevent *bev, struct evbuffer *src, size_t n)
+{
+    int w = 0;
+
+    if (n > 0 && writable_now(bev)) {
+        w = evbuffer_write_atmost(src, bufferevent_getfd(bev), (ev_ssize_t)n);
+        if (w < 0) w = 0;
+    }
+    if ((size_t)w < n) queue_copy(bufferevent_get_output(bev), src, n - (size_t)w);
+    return (size_t)w;
+}

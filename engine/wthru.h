@@ -1,0 +1,21 @@
+/* wthru.h: write-through for socket bufferevents. A bufferevent writes on its next EV_WRITE
+ * event: an epoll_ctl to watch for it, a loop pass, another epoll_ctl to stop. When nothing is
+ * queued yet, the socket almost always takes the bytes at once, so write them now and queue
+ * only what it refused. Order holds: bytes are written directly only when none are queued. */
+#ifndef TUNNELS_WTHRU_H
+#define TUNNELS_WTHRU_H
+
+#include <stddef.h>
+
+struct bufferevent;
+struct evbuffer;
+
+/* Writes n bytes of data to bev's socket now if its output is empty, queues the rest. Returns
+ * how many were written directly (they never pass the output buffer or its callbacks). Errors
+ * are left to the bufferevent: what failed is queued, and its own write reports the error. */
+size_t wthru_write(struct bufferevent *bev, const void *data, size_t n);
+
+/* The same for n bytes drained from src; what is queued is copied (see wthru.c why). */
+size_t wthru_move(struct bufferevent *bev, struct evbuffer *src, size_t n);
+
+#endif
