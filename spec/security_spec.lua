@@ -364,6 +364,34 @@ describe("TLS versions and suites", function()
   end)
 end)
 
+describe("an orderly TLS close", function()
+  local dir, pki, t
+
+  H.fixture({}, function(...)
+    dir, pki = ...
+    t = H.tunnel(dir, pki, { no_client = true })
+  end)
+
+  it("sends close_notify to a connected peer when the server shuts down", function()
+    -- s_client holds the connection open (stdin stays open 4 s) and prints every TLS message;
+    -- "<<<" lines are what it received. The alert leaves through the TLS filter's socket queue.
+    local out = dir .. "/s_client.out"
+    os.execute("(sleep 4 | timeout 10 openssl s_client -connect 127.0.0.1:" .. t.server_port ..
+      " -CAfile " .. pki.ca .. " -cert " .. pki.client_cert .. " -key " .. pki.client_key ..
+      " -msg >" .. out .. " 2>&1 &)")
+    H.wait_for(function() return H.count(t.slog, "%[conn%] %+ %x+ = 1") >= 1 end, 10, "the connection")
+    H.sleep(0.3) -- past the handshake's last flight
+    os.execute("kill -TERM " .. t.server_pid)
+    H.wait_for(function()
+      local f = io.open(out, "rb")
+      local text = f and f:read("*a") or ""
+      if f then f:close() end
+      return text:find("<<< TLS 1.3, Alert [length 0002], warning close_notify", 1, true) ~= nil
+    end, 10, "close_notify from the server")
+    H.wait_for(function() return H.count(t.slog, "%[main%] exit") >= 1 end, 10, "the server's exit")
+  end)
+end)
+
 describe("a lower connection cut with RST", function()
   local dir, echo, t
 
