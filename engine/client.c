@@ -276,7 +276,9 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
     }
     bufferevent_setcb(h->bev, hs_read_cb, NULL, hs_event_cb, h);
     bufferevent_set_timeouts(h->bev, &tv, &tv);
-    bufferevent_enable(h->bev, EV_READ | EV_WRITE);
+    /* EV_WRITE is on from creation; enabling it again would watch an empty output (two
+     * epoll_ctl and a wakeup per session). */
+    bufferevent_enable(h->bev, EV_READ);
 }
 
 static void

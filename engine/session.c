@@ -52,7 +52,7 @@ struct session {
     uint64_t bdp_bytes;
     int64_t bdp_start_us;
     unsigned connected : 1, local_eof : 1, sent_fin : 1, got_fin : 1, shut_wr : 1;
-    unsigned hold_done : 1, closed : 1;
+    unsigned hold_done : 1, closed : 1, bev_reads : 1;
 };
 
 static unsigned session_live;
@@ -256,6 +256,10 @@ out:
         event_add(s->rev, NULL);
     else
         event_del(s->rev);
+    if (s->bev_reads) {
+        s->bev_reads = 0;
+        bufferevent_disable(s->bev, EV_READ);
+    }
 }
 
 /* The local socket is readable: frames of up to 64 KiB read straight into the mux's output,
@@ -306,8 +310,12 @@ start_reading(struct session *s)
     s->rev = event_new(mux_base(s->mux), bufferevent_getfd(s->bev), EV_READ | EV_PERSIST,
                        session_readable, s);
     if (s->rev == NULL) return -1;
-    bufferevent_disable(s->bev, EV_READ);
-    bufferevent_enable(s->bev, EV_WRITE);
+    /* The bufferevent keeps reading (into its input, which pump_up() sends first) until
+     * pump_up() has watched rev: handing over in that order keeps the descriptor in epoll, so
+     * the hand-over costs no epoll_ctl. */
+    s->bev_reads = (bufferevent_get_enabled(s->bev) & EV_READ) != 0;
+    /* Enabling EV_WRITE again would watch an empty output for one wakeup. */
+    if (!(bufferevent_get_enabled(s->bev) & EV_WRITE)) bufferevent_enable(s->bev, EV_WRITE);
     return 0;
 }
 
