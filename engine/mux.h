@@ -61,7 +61,7 @@ void mux_send_ctl(struct mux *m, const struct frame_ctl *c);
 /* 0 while the lower connection's output is over its bound: sessions stop reading. */
 int mux_writable(const struct mux *m);
 /* A session stopped reading because the mux was not writable: wake it when it is. */
-void mux_note_blocked(struct mux *m);
+void mux_note_blocked(struct mux *m, uint16_t sid);
 
 /* Client: session sid is about to send its first frame. Sessions below it that have not sent
  * theirs send their EagerSocks header alone first: ids must open on the wire in ascending
