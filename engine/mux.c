@@ -336,7 +336,9 @@ mux_note_blocked(struct mux *m, uint16_t sid)
      * got no byte for 60 s). Who blocks again goes to the back. */
     if (m->waitq == NULL) m->waitq = malloc(MUX_MAX_SESSIONS * sizeof(*m->waitq));
     if (m->waitq == NULL || m->waitq_n == MUX_MAX_SESSIONS) {
-        m->wake_all = 1; /* out of memory: everyone is woken, in id order */
+        /* Out of memory, or the ring is full (ids of sessions that ended while waiting stay
+         * until their turn): everyone is woken next time, in id order. */
+        m->wake_all = 1;
         return;
     }
     m->waitq[(m->waitq_head + m->waitq_n) % MUX_MAX_SESSIONS] = sid;
