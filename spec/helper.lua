@@ -54,12 +54,22 @@ function H.wait_for(fn, timeout, what)
   error("timed out after " .. (timeout or 10) .. " s waiting for " .. (what or "a condition"), 2)
 end
 
--- A port nobody listens on right now (the kernel's pick).
+-- A port nobody listens on right now (the kernel's pick), never one handed out before in this
+-- run: the kernel may pick the same free port twice in a row (seen: a tunnel's server and SOCKS
+-- ports were one, and its client could not listen).
+local given = {}
 function H.free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
+  for _ = 1, 100 do
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    s:close()
+    port = tonumber(port)
+    if not given[port] then
+      given[port] = true
+      return port
+    end
+  end
+  error("no fresh free port in 100 tries")
 end
 
 function H.connectable(port, host)
