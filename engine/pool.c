@@ -19,6 +19,8 @@
 #include "mux.h"
 #include "tls.h"
 
+#define POOL_TICKETS 4
+
 struct pool {
     struct event_base *base;
     const struct config *cfg;
@@ -37,13 +39,19 @@ struct pool {
     size_t n, cap;
     struct luahost_conn *info;
     struct event *tick;
-    SSL_SESSION *resume; /* the last TLS session, offered to new dials */
+    struct event *sweep; /* a connection new sessions no longer go to has emptied */
+    uint32_t last_pick;  /* the connection the last session went to */
+    /* Unused TLS session tickets, newest last; a dial takes one. TLS 1.3 tickets are for one
+     * use (RFC 8446 C.4; the server's are single-use entries in its cache). */
+    SSL_SESSION *tickets[POOL_TICKETS];
+    size_t ntickets;
     int64_t path_rtt_us; /* the least RTT any connection to this server has seen */
 };
 
 static void pool_closed(struct mux *m, void *arg);
 static void pool_idle(struct mux *m, void *arg);
 static void pool_ready(struct mux *m, void *arg);
+static void pool_sweep(evutil_socket_t fd, short what, void *arg);
 static struct mux *dial(struct pool *p);
 static const struct mux_ops pool_ops = {
     .ready = pool_ready, .closed = pool_closed, .open = NULL, .idle = pool_idle};
@@ -90,6 +98,16 @@ find(struct pool *p, uint32_t id)
     return NULL;
 }
 
+/* The policy's idle() said so. */
+static void
+close_idle(struct pool *p, const struct luahost_conn *c)
+{
+    struct mux *m = find(p, c->id);
+
+    if (m != NULL)
+        mux_close(m, LOG_INFO, c->idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
+}
+
 /* Each second (and once at start): idle connections the policy closes, and the spare it wants
  * ready before any session asks (the start-up dial is this tick's first spare). */
 static void
@@ -102,11 +120,7 @@ pool_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     for (i = k; i > 0; i--) {
         const struct luahost_conn *c = &p->info[i - 1];
-        struct mux *m;
-        if (c->live > 0 || !luahost_pool_idle(p->lua, c, p->info, k)) continue;
-        m = find(p, c->id);
-        if (m != NULL)
-            mux_close(m, LOG_INFO, c->idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
+        if (c->live == 0 && luahost_pool_idle(p->lua, c, p->info, k)) close_idle(p, c);
     }
     if (!p->single && p->down_until_us == 0 && !p->closing_all) {
         k = fill_all(p);
@@ -170,7 +184,9 @@ pool_new(struct event_base *base, const struct config *cfg, struct luahost *lua,
     else
         addr_host(addr, p->name, sizeof(p->name));
     p->tick = event_new(base, -1, EV_PERSIST, pool_tick, p);
-    if (p->tick == NULL) {
+    p->sweep = event_new(base, -1, 0, pool_sweep, p);
+    if (p->tick == NULL || p->sweep == NULL) {
+        if (p->tick != NULL) event_free(p->tick);
         free(p);
         return NULL;
     }
@@ -193,7 +209,9 @@ pool_free(struct pool *p)
     if (p == NULL) return;
     pool_close_all(p);
     event_free(p->tick);
-    if (p->resume != NULL) SSL_SESSION_free(p->resume);
+    event_free(p->sweep);
+    while (p->ntickets > 0)
+        SSL_SESSION_free(p->tickets[--p->ntickets]);
     free(p->conns);
     free(p->info);
     free(p);
@@ -231,7 +249,32 @@ pool_idle(struct mux *m, void *arg)
     struct pool *p = arg;
 
     /* A connection of its own per session ends with its session. */
-    if (p->single) mux_close(m, LOG_INFO, "session ended");
+    if (p->single) {
+        mux_close(m, LOG_INFO, "session ended");
+        return;
+    }
+    /* One that new sessions no longer go to (retired, or passed over) is asked about at once,
+     * not at the next tick: under a stream of new sessions a rotation every 16 sessions left
+     * hundreds of empty connections open for up to a second, and every pick() walked them all.
+     * The connection sessions go to waits for the tick (its idle time is what counts). Deferred:
+     * the session that emptied it is still closing. */
+    if (mux_id(m) != p->last_pick) event_active(p->sweep, EV_TIMEOUT, 0);
+}
+
+/* Asks the policy about each empty connection that new sessions do not go to. */
+static void
+pool_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct pool *p = arg;
+    size_t i, k = fill_all(p);
+
+    (void)fd;
+    (void)what;
+    for (i = k; i > 0; i--) {
+        const struct luahost_conn *c = &p->info[i - 1];
+        if (c->live > 0 || c->id == p->last_pick || !c->ready) continue;
+        if (luahost_pool_idle(p->lua, c, p->info, k)) close_idle(p, c);
+    }
 }
 
 static int
@@ -240,8 +283,12 @@ new_session_cb(SSL *ssl, SSL_SESSION *sess)
     struct pool *p = SSL_get_app_data(ssl);
 
     if (p == NULL) return 0;
-    if (p->resume != NULL) SSL_SESSION_free(p->resume);
-    p->resume = sess;
+    if (p->ntickets == POOL_TICKETS) {
+        SSL_SESSION_free(p->tickets[0]);
+        memmove(&p->tickets[0], &p->tickets[1], (POOL_TICKETS - 1) * sizeof(p->tickets[0]));
+        p->ntickets--;
+    }
+    p->tickets[p->ntickets++] = sess;
     return 1; /* we keep the reference */
 }
 
@@ -269,7 +316,11 @@ dial(struct pool *p)
             return NULL;
         }
         SSL_set_app_data(ssl, p);
-        if (p->resume != NULL) SSL_set_session(ssl, p->resume);
+        if (p->ntickets > 0) {
+            SSL_SESSION *t = p->tickets[--p->ntickets];
+            SSL_set_session(ssl, t); /* takes a reference of its own */
+            SSL_SESSION_free(t);
+        }
         /* The TLS bufferevent owns ssl and fd from here, even when it fails. */
         bev = tls_bufferevent_new(p->base, fd, ssl, 1, (struct sockaddr *)&p->sa, (int)p->salen,
                                   opts);
@@ -349,6 +400,11 @@ pool_take(struct pool *p, uint16_t *sid)
         *sid = mux_next_sid(m);
     } else if (spare && p->n < (size_t)p->cfg->conn_max_cnt) {
         dial(p); /* ahead of need: the next rotation waits for no handshake */
+    }
+    /* The connection sessions went to until now may be empty: the policy decides about it. */
+    if (mux_id(m) != p->last_pick) {
+        p->last_pick = mux_id(m);
+        event_active(p->sweep, EV_TIMEOUT, 0);
     }
     return m;
 }

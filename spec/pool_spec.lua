@@ -62,6 +62,41 @@ describe("ReMux pool", function()
     H.stop_tunnel(t)
   end)
 
+  it("resumes TLS: every dial after the first is a resumed session, each on a ticket of its own", function()
+    local t = H.tunnel(dir, pki)
+    H.wait_for(function() return H.count(t.clog, "%[conn%] ~ ") == 1 end, 5, "the start-up dial")
+    -- 40 sequential sessions: three rotations at the default 16 a connection
+    local out, code = H.sh(H.build .. "/tn-bench -mode ttfb -socks 127.0.0.1:" .. t.socks_port ..
+      " -dest 127.0.0.1:" .. http .. " -n 40 -c 1")
+    assert.are.equal(0, code, out)
+    local hs = ids(t.clog, "%[conn%] ~ %x+ TLS[^\n]*")
+    assert.is_true(#hs >= 3, #hs .. " handshakes")
+    assert.is_nil(hs[1]:find("resumed"), hs[1])
+    for i = 2, #hs do assert.is_truthy(hs[i]:find(" resumed$"), hs[i]) end
+    H.stop_tunnel(t)
+  end)
+
+  it("closes a retired connection when its last session ends: a stream of new sessions keeps few open", function()
+    local t = H.tunnel(dir, pki)
+    H.wait_for(function() return H.count(t.clog, "%[conn%] ~ ") == 1 end, 5, "the start-up dial")
+    -- 50 at a time for 2 s: a rotation every 16 sessions, tens of connections retired
+    local out, code = H.sh(H.build .. "/tn-bench -mode rate -socks 127.0.0.1:" .. t.socks_port ..
+      " -dest 127.0.0.1:" .. http .. " -c 50 -sec 2")
+    assert.are.equal(0, code, out)
+    assert.is_truthy(out:find("failed=0", 1, true), out)
+    local most, dialled = 0, 0
+    for n in H.read(t.clog):gmatch("%[conn%] %+ %x+ = (%d+)") do
+      dialled = dialled + 1
+      most = math.max(most, tonumber(n))
+    end
+    assert.is_true(dialled >= 10, dialled .. " connections dialled")
+    -- open at once: the one in use, its successor, and those still finishing sessions (before,
+    -- retired ones waited for the once-a-second tick: ~100 open at this rate)
+    assert.is_true(most <= 8, most .. " connections open at once")
+    assert.is_true(H.count(t.clog, "%[conn%] %- %x+ = %d+ retired") >= dialled - 3)
+    H.stop_tunnel(t)
+  end)
+
   it("follows a script's own reusable() through the default pick (2 sessions a connection)", function()
     local script = dir .. "/two.lua"
     H.write(script, "return { reusable = function(c, cfg) return c.sessions < 2 end }\n")
