@@ -543,13 +543,25 @@ mux_on_ready(struct mux *m)
     if (m->ops->ready != NULL) m->ops->ready(m, m->arg);
 }
 
+/* Sessions that still need the connection (those done both ways finish without it). */
+static size_t
+sessions_needing(const struct mux *m)
+{
+    void *live[MUX_MAX_SESSIONS];
+    size_t n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS), i, k = 0;
+
+    for (i = 0; i < n; i++)
+        if (session_needs_mux(live[i])) k++;
+    return k;
+}
+
 static void
 mux_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct mux *m = arg;
     char why[512], tlserr[384];
     const char *detail;
-    int e = EVUTIL_SOCKET_ERROR();
+    int e = EVUTIL_SOCKET_ERROR(), lost;
     SSL *ssl;
 
     if (what & BEV_EVENT_CONNECTED) {
@@ -564,14 +576,14 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
         mux_finish(m, 0);
         return;
     }
+    lost = sessions_needing(m) > 0;
     tlserr[0] = 0;
     if (m->tls) tls_errors(bev, tlserr, sizeof(tlserr));
     if (what & BEV_EVENT_TIMEOUT)
         snprintf(why, sizeof(why), "write timeout: the peer read nothing for %ld s",
                  3 * m->cfg->ping_sec);
     else if (what & BEV_EVENT_EOF)
-        snprintf(why, sizeof(why), "%s",
-                 sidmap_count(m->sessions) ? "unexpected EOF" : "closed by peer");
+        snprintf(why, sizeof(why), "%s", lost ? "unexpected EOF" : "closed by peer");
     else if (tlserr[0] != 0 && (detail = verify_detail(m)) != NULL)
         snprintf(why, sizeof(why), "tls handshake: %s (%s)", tlserr, detail);
     else if (tlserr[0] != 0)
@@ -582,8 +594,7 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
         snprintf(why, sizeof(why), "%s", m->ready ? "connection error" : "handshake failed");
     if (!m->ready && m->tls && (what & BEV_EVENT_EOF))
         snprintf(why, sizeof(why), "tls handshake: peer closed");
-    mux_close(m, (what & BEV_EVENT_EOF) && sidmap_count(m->sessions) == 0 ? LOG_INFO : LOG_ERROR,
-              why);
+    mux_close(m, (what & BEV_EVENT_EOF) && !lost ? LOG_INFO : LOG_ERROR, why);
     mux_finish(m, 0);
 }
 

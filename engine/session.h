@@ -40,8 +40,10 @@ int session_on_fin(struct session *s, const char **err);
 int session_on_window(struct session *s, uint32_t inc, const char **err);
 void session_on_reset(struct session *s, uint8_t reason);
 
-/* The mux under s is gone: close without a frame. */
+/* The mux under s is gone: close without a frame (or finish alone: session_needs_mux()). */
 void session_mux_gone(struct session *s, const char *why);
+/* 0 once both ends have sent everything: the session finishes without its connection. */
+int session_needs_mux(const struct session *s);
 
 /* The mux is writable again: resume reading if this session stopped for it. */
 void session_wake(struct session *s);

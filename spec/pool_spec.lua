@@ -94,6 +94,11 @@ describe("ReMux pool", function()
     -- retired ones waited for the once-a-second tick: ~100 open at this rate)
     assert.is_true(most <= 8, most .. " connections open at once")
     assert.is_true(H.count(t.clog, "%[conn%] %- %x+ = %d+ retired") >= dialled - 3)
+    -- closed the moment its last session ended here, a connection may still carry sessions the
+    -- server has not closed yet (their last frames just in): they finish, nothing is cut off
+    assert.are.equal(0, H.count(t.slog, "connection lost"))
+    assert.are.equal(0, H.count(t.slog, "unexpected EOF"))
+    assert.is_true(H.count(t.slog, "%[conn%] %- %x+ = %d+ closed by peer") >= dialled - 3)
     H.stop_tunnel(t)
   end)
 
