@@ -6,9 +6,12 @@
 #include "client.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -39,6 +42,7 @@ struct client {
     struct evconnlistener *lis;
     struct event *resume;      /* re-enables accepting after running out of descriptors */
     char user[256], pass[256]; /* -socks.auth; user[0] == 0: no authentication */
+    int nodelay;               /* accepted sockets: 0 unknown, 1 inherit TCP_NODELAY, -1 not */
 };
 
 enum { HS_GREETING, HS_AUTH, HS_REQUEST, HS_CLOSING };
@@ -252,6 +256,19 @@ hs_event_cb(struct bufferevent *bev, short what, void *arg)
     hs_free(h);
 }
 
+/* TCP_NODELAY is set on the listener; Linux copies it to each accepted socket, which saves a
+ * setsockopt per session. Checked once, on the first socket, for kernels that do not. */
+static void
+tune_accepted(struct client *c, int fd)
+{
+    int on = 0;
+    socklen_t len = sizeof(on);
+
+    if (c->nodelay == 0)
+        c->nodelay = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len) == 0 && on ? 1 : -1;
+    if (c->nodelay == -1) addr_tune_socket(fd);
+}
+
 static void
 accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
@@ -265,7 +282,7 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
         evutil_closesocket(fd);
         return;
     }
-    addr_tune_socket(fd);
+    tune_accepted(c, fd);
     h->c = c;
     addr_format(sa, h->peer, sizeof(h->peer));
     h->bev = bufferevent_socket_new(c->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
@@ -401,6 +418,7 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
         goto err;
     }
     evconnlistener_set_error_cb(c->lis, accept_error_cb);
+    addr_tune_socket(evconnlistener_get_fd(c->lis));
     log_msg(LOG_INFO, "[main] client: SOCKS5 on %s, server %s over %s", cfg->client_addr,
             cfg->server_addr,
             strcmp(cfg->eagersocks_net, "remux") == 0 ? cfg->remux_net : cfg->eagersocks_net);

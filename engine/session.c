@@ -306,20 +306,55 @@ session_readable(evutil_socket_t fd, short what, void *arg)
     if (s->local_eof) kick(s);
 }
 
+/* Bytes wait in the output: the bufferevent writes them once the socket takes them. A server
+ * session's bufferevent has EV_WRITE off while its output is empty (payloads are written through
+ * at once; on, it would watch an empty output: two epoll_ctl and a wakeup per session). A client
+ * session's has it on from creation, its event added only when bytes wait. */
+static void
+want_write(struct session *s)
+{
+    if (s->connected && evbuffer_get_length(bufferevent_get_output(s->bev)) > 0 &&
+        !(bufferevent_get_enabled(s->bev) & EV_WRITE))
+        bufferevent_enable(s->bev, EV_WRITE);
+}
+
 /* The socket is up: from now on the session reads it itself (the bufferevent only writes). */
 static int
 start_reading(struct session *s)
 {
-    s->rev = event_new(mux_base(s->mux), bufferevent_getfd(s->bev), EV_READ | EV_PERSIST,
-                       session_readable, s);
+    evutil_socket_t fd = bufferevent_getfd(s->bev);
+
+    if (s->rev != NULL) /* the connect watcher, done: the same event reads now */
+        event_assign(s->rev, mux_base(s->mux), fd, EV_READ | EV_PERSIST, session_readable, s);
+    else
+        s->rev = event_new(mux_base(s->mux), fd, EV_READ | EV_PERSIST, session_readable, s);
     if (s->rev == NULL) return -1;
     /* The bufferevent keeps reading (into its input, which pump_up() sends first) until
      * pump_up() has watched rev: handing over in that order keeps the descriptor in epoll, so
      * the hand-over costs no epoll_ctl. */
     s->bev_reads = (bufferevent_get_enabled(s->bev) & EV_READ) != 0;
-    /* Enabling EV_WRITE again would watch an empty output for one wakeup. */
-    if (!(bufferevent_get_enabled(s->bev) & EV_WRITE)) bufferevent_enable(s->bev, EV_WRITE);
     return 0;
+}
+
+/* A server session's destination answered the connect. */
+static void
+session_connected(struct session *s)
+{
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+
+    s->connected = 1;
+    event_del(s->timer);
+    s->cancel = NULL;
+    log_msg(LOG_DEBUG, "[sock] ~ %s connected", s->dest);
+    if (start_reading(s) == -1) {
+        session_fail(s, FRAME_RST_ABORTED, "out of memory");
+        return;
+    }
+    /* What the client sent along with its request goes out now; the socket's buffer is empty.
+     * A write error is the bufferevent's to report, with the rest. */
+    if (evbuffer_get_length(out) > 0) evbuffer_write(out, bufferevent_getfd(s->bev));
+    want_write(s);
+    kick(s);
 }
 
 static void
@@ -333,8 +368,9 @@ session_later_cb(evutil_socket_t fd, short what, void *arg)
     pump_up(s);
     if (s->got_fin && !s->shut_wr && s->connected &&
         evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+        /* With both ways done the close below sends the FIN (nothing unread: EOF was read). */
         sock = bufferevent_getfd(s->bev);
-        if (sock >= 0) shutdown(sock, SHUT_WR);
+        if (sock >= 0 && !s->sent_fin) shutdown(sock, SHUT_WR);
         s->shut_wr = 1;
     }
     if (s->sent_fin && s->shut_wr) {
@@ -372,18 +408,6 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
     char why[160];
 
     (void)bev;
-    if (what & BEV_EVENT_CONNECTED) {
-        s->connected = 1;
-        event_del(s->timer);
-        s->cancel = NULL;
-        log_msg(LOG_DEBUG, "[sock] ~ %s connected", s->dest);
-        if (start_reading(s) == -1) {
-            session_fail(s, FRAME_RST_ABORTED, "out of memory");
-            return;
-        }
-        kick(s);
-        return;
-    }
     if (what & BEV_EVENT_EOF) {
         s->local_eof = 1;
         kick(s);
@@ -459,16 +483,50 @@ session_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *
     if (s->got_fin && evbuffer_get_length(buf) == 0) kick(s);
 }
 
+static void
+session_connect_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    int e = 0;
+    socklen_t len = sizeof(e);
+
+    (void)what;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) == -1) e = errno;
+    if (e == EINPROGRESS || e == EINTR) {
+        event_add(s->rev, NULL); /* not yet after all */
+        return;
+    }
+    if (e != 0) {
+        session_fail(s, errno_reason(e), strerror(e));
+        return;
+    }
+    session_connected(s);
+}
+
+/* The connect is the session's own, not bufferevent_socket_connect(): that one watches
+ * EV_WRITE through the bufferevent, drops it, and has it added again (six epoll_ctl per
+ * session with the read event). Here: the one-shot watcher below, then the same event reads. */
 void
 session_connect_fd(struct session *s, int fd, const struct sockaddr *sa, socklen_t len)
 {
     char why[160];
 
-    bufferevent_setfd(s->bev, fd);
-    if (bufferevent_socket_connect(s->bev, sa, (int)len) == -1) {
+    bufferevent_setfd(s->bev, fd); /* it owns fd now; disabled, it watches nothing yet */
+    s->rev = event_new(mux_base(s->mux), fd, EV_WRITE, session_connect_cb, s);
+    if (s->rev == NULL) {
+        session_fail(s, FRAME_RST_ABORTED, "out of memory");
+        return;
+    }
+    if (connect(fd, sa, len) == 0) {
+        session_connected(s);
+        return;
+    }
+    if (errno != EINPROGRESS) {
         snprintf(why, sizeof(why), "connect: %s", strerror(errno));
         session_fail(s, errno_reason(errno), why);
+        return;
     }
+    event_add(s->rev, NULL);
 }
 
 void
@@ -506,6 +564,7 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
         s->credit += direct;
         grant(s, evbuffer_get_length(bufferevent_get_output(s->bev)));
     }
+    if (!s->closed) want_write(s);
     return 0;
 }
 
