@@ -1,7 +1,7 @@
 /* tn-load: a SOCKS5 load and integrity client for specs and benchmarks.
  *
  *   tn-load -socks HOST:PORT -dest HOST:PORT [-n 200] [-c 200] [-max BYTES] [-seed S]
- *           [-halfclose 1] [-timeout SEC]
+ *           [-idle SEC]
  *
  * Runs n sessions, c at a time, against a `tn-dest -mode sha` destination through a SOCKS5
  * proxy. Each session pipelines the greeting, the CONNECT and its first bytes (as browsers do
@@ -9,7 +9,8 @@
  * half-closes, and reads the reply: a random number of bytes from the seed's stream, checked
  * byte for byte, then the SHA-256 the destination computed of what it received, checked
  * against the SHA-256 of what was sent. Prints one line per failure and a summary; exits 0 only
- * if every session verified. */
+ * if every session verified. A session fails on time only when no byte moved either way for
+ * -idle seconds (60): one whose download is done waits as long as its upload progresses. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -37,6 +38,7 @@ static unsigned dest_port;
 static long total = 200, conc = 200, started, finished, failed;
 static uint64_t maxsize = 8 << 20, bytes_up, bytes_down;
 static uint64_t seed0 = 1;
+static long idle_sec = 60;
 
 struct sess {
     long idx;
@@ -49,7 +51,17 @@ struct sess {
     uint8_t digest[32], tail[32];
     size_t tail_len;
     int replied, shut;
+    double last_move; /* the last time a byte moved either way */
 };
+
+static double
+now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static uint64_t
 rnd(uint64_t *s)
@@ -88,6 +100,7 @@ fill_up(struct sess *s)
     uint8_t buf[65536];
     size_t n;
 
+    s->last_move = now(); /* called as the output drains */
     while (s->up_left > 0 && evbuffer_get_length(out) < 256 * 1024) {
         n = s->up_left < sizeof(buf) ? (size_t)s->up_left : sizeof(buf);
         tn_rng_fill(&s->up_rng, buf, n);
@@ -135,6 +148,7 @@ read_cb(struct bufferevent *bev, void *arg)
     uint8_t rep[12], buf[65536];
     size_t n, k;
 
+    s->last_move = now();
     if (!s->replied) {
         if (evbuffer_get_length(in) < 12) return;
         evbuffer_remove(in, rep, 12);
@@ -193,7 +207,14 @@ event_cb(struct bufferevent *bev, short what, void *arg)
             finish(s, NULL);
         return;
     }
-    finish(s, (what & BEV_EVENT_TIMEOUT) ? "timeout" : "connection error");
+    if ((what & BEV_EVENT_TIMEOUT) && now() - s->last_move < (double)idle_sec) {
+        /* This direction idled, the other moved: go on (libevent turned it off). */
+        bufferevent_enable(s->bev, (what & BEV_EVENT_READING) ? EV_READ : EV_WRITE);
+        return;
+    }
+    finish(s, !(what & BEV_EVENT_TIMEOUT) ? "connection error"
+              : (what & BEV_EVENT_READING) ? "timeout: no byte either way, waiting to read"
+                                           : "timeout: no byte either way, waiting to write");
 }
 
 static void
@@ -203,9 +224,10 @@ start_one(void)
     uint8_t hdr[3 + 5 + 255 + 2 + 12];
     size_t n = 0, hl = strlen(dest_host);
     uint64_t r = seed0 * 1000003 + (uint64_t)started * 7919 + 1;
-    struct timeval tv = {60, 0};
+    struct timeval tv = {idle_sec, 0};
 
     s->idx = started++;
+    s->last_move = now();
     rnd(&r);
     s->up_left = maxsize ? rnd(&r) % (maxsize + 1) : 0;
     s->down_size = maxsize ? rnd(&r) % (maxsize + 1) : 0;
@@ -272,6 +294,8 @@ main(int argc, char **argv)
             maxsize = strtoull(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "-seed") == 0)
             seed0 = strtoull(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "-idle") == 0)
+            idle_sec = atol(argv[i + 1]);
         else {
             fprintf(stderr, "tn-load: %s: no such flag\n", argv[i]);
             return 2;
