@@ -423,6 +423,7 @@ main(int argc, char **argv)
         event_base_dispatch(base);
         printf("mode=hold n=%ld held=%ld failed=%ld open_sec=%.3f\n", n_total, held, n_total - held,
                t_end - t_start);
+        event_free(stop);
         return held == n_total ? 0 : 1;
     }
     if (verbose && lat != NULL)
@@ -440,5 +441,6 @@ main(int argc, char **argv)
         print_lat(mode == M_TTFB ? "mode=ttfb " : "mode=hol ");
         printf(" conc=%ld failed=%ld\n", conc, failed);
     }
+    event_free(stop); /* the sanitizer build reports what is left at exit */
     return failed == 0 ? 0 : 1;
 }
