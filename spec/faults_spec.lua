@@ -40,6 +40,32 @@ describe("faults", function()
     H.stop_tunnel(t)
   end)
 
+  it("a destination that never answers its SYN ends that session after -connect.sec; others go on", function()
+    local socket = require("socket")
+    local t = H.tunnel(dir, pki, { server = { ["connect.sec"] = 1 } })
+    -- A listener with a backlog of 0 that never accepts: once one connection waits in its queue
+    -- the kernel drops further SYNs, so a connect to it hangs as one to a dead host would.
+    local lis = assert(socket.bind("127.0.0.1", 0, 0))
+    local _, port = lis:getsockname()
+    local filler = socket.tcp()
+    filler:settimeout(2)
+    assert(filler:connect("127.0.0.1", port))
+    local c = H.connect(t.socks_port)
+    c:send(H.socks_connect("127.0.0.1", tonumber(port)) .. "hello")
+    -- EagerSocks answers at once; the close comes when the server gives up
+    assert.are.equal("\5\0\5\0\0\1\0\0\0\0\0\0", (H.recv(c, 12)))
+    H.assert_hello(t.socks_port, http, "while a connect hangs")
+    local _, how = H.recv_all(c, 10)
+    assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
+    c:close()
+    local pat = "%[sock%] %- 127%.0%.0%.1:" .. port .. " = %d+ "
+    assert.are.equal(1, H.count(t.slog, "%[warn%] " .. pat .. "timeout %(connect timeout%)"))
+    H.wait_for(function() return H.count(t.clog, pat .. "reset by peer: timeout") == 1 end, 5, "the client's log line")
+    filler:close()
+    lis:close()
+    H.stop_tunnel(t)
+  end)
+
   it("a TLS client that never finishes its handshake is dropped after -tls.handshake.sec", function()
     local t = H.tunnel(dir, pki, { server = { ["tls.handshake.sec"] = 1 } })
     local stalled = {}
