@@ -108,20 +108,31 @@ close_idle(struct pool *p, const struct luahost_conn *c)
         mux_close(m, LOG_INFO, c->idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
 }
 
+/* Asks the policy's idle() about each connection with no session: all of them (the tick), or
+ * only those new sessions do not go to (the sweep). */
+static void
+ask_idle(struct pool *p, int all)
+{
+    size_t i, k = fill_all(p);
+
+    for (i = k; i > 0; i--) {
+        const struct luahost_conn *c = &p->info[i - 1];
+        if (c->live > 0 || (!all && (c->id == p->last_pick || !c->ready))) continue;
+        if (luahost_pool_idle(p->lua, c, p->info, k)) close_idle(p, c);
+    }
+}
+
 /* Each second (and once at start): idle connections the policy closes, and the spare it wants
  * ready before any session asks (the start-up dial is this tick's first spare). */
 static void
 pool_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct pool *p = arg;
-    size_t i, k = fill_all(p);
+    size_t k;
 
     (void)fd;
     (void)what;
-    for (i = k; i > 0; i--) {
-        const struct luahost_conn *c = &p->info[i - 1];
-        if (c->live == 0 && luahost_pool_idle(p->lua, c, p->info, k)) close_idle(p, c);
-    }
+    ask_idle(p, 1);
     if (!p->single && p->down_until_us == 0 && !p->closing_all) {
         k = fill_all(p);
         if (luahost_pool_spare(p->lua, p->info, k)) {
@@ -261,20 +272,12 @@ pool_idle(struct mux *m, void *arg)
     if (mux_id(m) != p->last_pick) event_active(p->sweep, EV_TIMEOUT, 0);
 }
 
-/* Asks the policy about each empty connection that new sessions do not go to. */
 static void
 pool_sweep(evutil_socket_t fd, short what, void *arg)
 {
-    struct pool *p = arg;
-    size_t i, k = fill_all(p);
-
     (void)fd;
     (void)what;
-    for (i = k; i > 0; i--) {
-        const struct luahost_conn *c = &p->info[i - 1];
-        if (c->live > 0 || c->id == p->last_pick || !c->ready) continue;
-        if (luahost_pool_idle(p->lua, c, p->info, k)) close_idle(p, c);
-    }
+    ask_idle(arg, 0);
 }
 
 static int

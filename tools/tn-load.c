@@ -212,7 +212,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
         bufferevent_enable(s->bev, (what & BEV_EVENT_READING) ? EV_READ : EV_WRITE);
         return;
     }
-    finish(s, !(what & BEV_EVENT_TIMEOUT) ? "connection error"
+    finish(s, !(what & BEV_EVENT_TIMEOUT)  ? "connection error"
               : (what & BEV_EVENT_READING) ? "timeout: no byte either way, waiting to read"
                                            : "timeout: no byte either way, waiting to write");
 }
