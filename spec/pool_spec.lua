@@ -16,6 +16,16 @@ describe("ReMux pool", function()
     dir, pki, http = ...
   end)
 
+  -- A tunnel whose start-up connection is up, and tn-bench run through it (args after -dest).
+  local function bench_warm(args)
+    local t = H.tunnel(dir, pki)
+    H.wait_for(function() return H.count(t.clog, "%[conn%] ~ ") == 1 end, 5, "the start-up dial")
+    local out, code = H.sh(H.build .. "/tn-bench -socks 127.0.0.1:" .. t.socks_port ..
+      " -dest 127.0.0.1:" .. http .. " " .. args)
+    assert.are.equal(0, code, out)
+    return t, out
+  end
+
   it("dials a successor at 12 of 16 sessions, moves to it once up, closes the old one idle", function()
     local t = H.tunnel(dir, pki, { client = { ["remux.idle.max.sec"] = 1 } })
     for i = 1, 20 do
@@ -50,11 +60,7 @@ describe("ReMux pool", function()
   end)
 
   it("never makes a burst of sessions wait for a handshake: 40 at once on a warm pool", function()
-    local t = H.tunnel(dir, pki)
-    H.wait_for(function() return H.count(t.slog, "%[conn%] %+ ") == 1 end, 5, "the start-up dial")
-    local out, code = H.sh(H.build .. "/tn-bench -mode ttfb -socks 127.0.0.1:" .. t.socks_port ..
-      " -dest 127.0.0.1:" .. http .. " -n 40 -c 40")
-    assert.are.equal(0, code, out)
+    local t = bench_warm("-mode ttfb -n 40 -c 40")
     -- every session went on a connection that was up by then: the first (16 under its
     -- limits, the rest spilled while its successor was in its handshake) or the successor once
     -- its handshake was done
@@ -73,12 +79,8 @@ describe("ReMux pool", function()
   end)
 
   it("resumes TLS: every dial after the first is a resumed session, each on a ticket of its own", function()
-    local t = H.tunnel(dir, pki)
-    H.wait_for(function() return H.count(t.clog, "%[conn%] ~ ") == 1 end, 5, "the start-up dial")
     -- 40 sequential sessions: three rotations at the default 16 a connection
-    local out, code = H.sh(H.build .. "/tn-bench -mode ttfb -socks 127.0.0.1:" .. t.socks_port ..
-      " -dest 127.0.0.1:" .. http .. " -n 40 -c 1")
-    assert.are.equal(0, code, out)
+    local t = bench_warm("-mode ttfb -n 40 -c 1")
     local hs = ids(t.clog, "%[conn%] ~ %x+ TLS[^\n]*")
     assert.is_true(#hs >= 3, #hs .. " handshakes")
     assert.is_nil(hs[1]:find("resumed"), hs[1])
@@ -87,12 +89,8 @@ describe("ReMux pool", function()
   end)
 
   it("closes a retired connection when its last session ends: a stream of new sessions keeps few open", function()
-    local t = H.tunnel(dir, pki)
-    H.wait_for(function() return H.count(t.clog, "%[conn%] ~ ") == 1 end, 5, "the start-up dial")
     -- 50 at a time for 2 s: a rotation every 16 sessions, tens of connections retired
-    local out, code = H.sh(H.build .. "/tn-bench -mode rate -socks 127.0.0.1:" .. t.socks_port ..
-      " -dest 127.0.0.1:" .. http .. " -c 50 -sec 2")
-    assert.are.equal(0, code, out)
+    local t, out = bench_warm("-mode rate -c 50 -sec 2")
     assert.is_truthy(out:find("failed=0", 1, true), out)
     local most, dialled = 0, 0
     for n in H.read(t.clog):gmatch("%[conn%] %+ %x+ = (%d+)") do
