@@ -60,8 +60,18 @@ void mux_send_ctl(struct mux *m, const struct frame_ctl *c);
 
 /* 0 while the lower connection's output is over its bound: sessions stop reading. */
 int mux_writable(const struct mux *m);
-/* A session stopped reading because the mux was not writable: wake it when it is. */
-void mux_note_blocked(struct mux *m, uint16_t sid);
+
+/* Room on a full connection goes to sessions in turn. A session that found the mux full, or
+ * found others waiting, queues with mux_note_blocked (front: it was woken for a turn it could
+ * not use, so it keeps its place). When room comes, the mux wakes sessions in queue order
+ * (session_wake), about as many as the room holds at MUX_TURN_BYTES each; a woken session
+ * reads at most that much and passes the turn on (mux_pass_turn) while room is left. */
+#define MUX_TURN_BYTES (64 * 1024)
+void mux_note_blocked(struct mux *m, uint16_t sid, int front);
+/* 1 while sessions wait in line: one that is not on its turn must queue, not read. */
+int mux_has_waiters(const struct mux *m);
+/* Wakes the next session in line if the mux is writable. */
+void mux_pass_turn(struct mux *m);
 
 /* Client: session sid is about to send its first frame. Sessions below it that have not sent
  * theirs send their EagerSocks header alone first: ids must open on the wire in ascending

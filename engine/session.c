@@ -180,6 +180,7 @@ session_close(struct session *s, int level, const char *why, int reset, uint8_t 
             mux_send_ctl(s->mux, &c);
         }
         mux_detach(s->mux, s->sid);
+        if (s->woken) mux_pass_turn(s->mux); /* a turn it will not use: the line moves on */
         s->mux = NULL;
     }
     session_live--;
@@ -250,7 +251,9 @@ pump_up(struct session *s)
     if (!mux_writable(s->mux) && (len > 0 || !s->local_eof)) {
         if (!s->waiting) {
             s->waiting = 1;
-            mux_note_blocked(s->mux, s->sid);
+            mux_note_blocked(s->mux, s->sid,
+                             s->woken); /* a turn it could not use: keep its place */
+            s->woken = 0;
         }
         goto out;
     }
@@ -270,17 +273,33 @@ out:
 }
 
 /* The local socket is readable: frames of up to 64 KiB read straight into the mux's output,
- * up to 256 KiB a wakeup, within the peer's window. */
+ * up to 256 KiB a wakeup, within the peer's window. While sessions wait in line for room on
+ * the mux, a session reads only on its turn, and one turn's worth (mux.h). */
 static void
 session_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
+    struct mux *m = s->mux;
     size_t budget = 256 * 1024, max;
     ssize_t got;
     char why[160];
+    int turn = s->woken;
 
     (void)what;
-    if (s->closed || s->mux == NULL) return;
+    s->woken = 0;
+    if (s->closed || m == NULL) return;
+    if (mux_has_waiters(m)) {
+        if (!turn) {
+            if (!s->waiting) {
+                s->waiting = 1;
+                mux_note_blocked(m, s->sid, 0);
+            }
+            event_del(s->rev);
+            mux_pass_turn(m); /* room now: the line moves */
+            return;
+        }
+        budget = MUX_TURN_BYTES;
+    }
     while (budget > 0 && s->send_window > 0 && mux_writable(s->mux)) {
         max = FRAME_MAX_PAYLOAD - s->hdr_len;
         if ((int64_t)max > s->send_window) max = (size_t)s->send_window;
@@ -304,10 +323,12 @@ session_readable(evutil_socket_t fd, short what, void *arg)
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
         snprintf(why, sizeof(why), "read: %s", strerror(errno));
         session_close(s, LOG_INFO, why, 1, FRAME_RST_ABORTED, 1);
+        if (turn) mux_pass_turn(m); /* the mux outlives this pass */
         return;
     }
     pump_up(s);
     if (s->local_eof) kick(s);
+    if (turn) mux_pass_turn(m);
 }
 
 /* Bytes wait in the output: the bufferevent writes them once the socket takes them. A server
@@ -382,12 +403,16 @@ session_later_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (s->woken) {
-        /* Woken for room on the mux: read now, in the order the sessions blocked, not when
+        /* Its turn for room on the mux: read now, in the order the sessions blocked, not when
          * epoll reports the socket (its order let the same sessions win every time: with 200
-         * sessions on one connection some got no byte for 60 s). Last: it may free s. */
-        s->woken = 0;
-        if (s->rev != NULL && event_pending(s->rev, EV_READ, NULL))
+         * sessions on one connection some got no byte for 60 s). Last: it may free s. A
+         * session with nothing it may read now (no window) passes the turn on. */
+        if (s->rev != NULL && event_pending(s->rev, EV_READ, NULL)) {
             session_readable(event_get_fd(s->rev), EV_READ, s);
+        } else {
+            s->woken = 0;
+            if (s->mux != NULL) mux_pass_turn(s->mux);
+        }
     }
 }
 
@@ -622,6 +647,7 @@ session_mux_gone(struct session *s, const char *why)
      * every retired connection cut off), or while a slow local reader still drains. */
     if (!session_needs_mux(s)) {
         mux_detach(s->mux, s->sid);
+        s->woken = 0; /* the mux is closing: no line to move */
         s->mux = NULL;
         kick(s);
         return;

@@ -8,7 +8,8 @@
  * with a proxy that answers at once), sends a random number (0..max) of pseudo-random bytes,
  * half-closes, and reads the reply: a random number of bytes from the seed's stream, checked
  * byte for byte, then the SHA-256 the destination computed of what it received, checked
- * against the SHA-256 of what was sent. Prints one line per failure and a summary; exits 0 only
+ * against the SHA-256 of what was sent. Prints one line per failure and a summary (with
+ * max_stall_ms: the longest any session went with no byte moving either way); exits 0 only
  * if every session verified. A session fails on time only when no byte moved either way for
  * -idle seconds (60): one whose download is done waits as long as its upload progresses. */
 #include <arpa/inet.h>
@@ -39,6 +40,7 @@ static long total = 200, conc = 200, started, finished, failed;
 static uint64_t maxsize = 8 << 20, bytes_up, bytes_down;
 static uint64_t seed0 = 1;
 static long idle_sec = 60;
+static double max_stall; /* the longest any session went with no byte moving either way */
 
 struct sess {
     long idx;
@@ -93,6 +95,16 @@ finish(struct sess *s, const char *fail)
         event_base_loopexit(base, NULL);
 }
 
+/* A byte moved for s: the gap since the last one is a stall (unfair sharing shows here). */
+static void
+moved(struct sess *s)
+{
+    double t = now();
+
+    if (t - s->last_move > max_stall) max_stall = t - s->last_move;
+    s->last_move = t;
+}
+
 static void
 fill_up(struct sess *s)
 {
@@ -100,7 +112,7 @@ fill_up(struct sess *s)
     uint8_t buf[65536];
     size_t n;
 
-    s->last_move = now(); /* called as the output drains */
+    moved(s); /* called as the output drains */
     while (s->up_left > 0 && evbuffer_get_length(out) < 256 * 1024) {
         n = s->up_left < sizeof(buf) ? (size_t)s->up_left : sizeof(buf);
         tn_rng_fill(&s->up_rng, buf, n);
@@ -148,7 +160,7 @@ read_cb(struct bufferevent *bev, void *arg)
     uint8_t rep[12], buf[65536];
     size_t n, k;
 
-    s->last_move = now();
+    moved(s);
     if (!s->replied) {
         if (evbuffer_get_length(in) < 12) return;
         evbuffer_remove(in, rep, 12);
@@ -304,7 +316,8 @@ main(int argc, char **argv)
     socks_salen = sizeof(socks_sa);
     if (dest == NULL || (colon = strrchr(dest, ':')) == NULL ||
         evutil_parse_sockaddr_port(socks, (struct sockaddr *)&socks_sa, &socks_salen) == -1) {
-        fprintf(stderr, "usage: tn-load -socks HOST:PORT -dest HOST:PORT [-n N] [-c C] [-max B]\n");
+        fprintf(stderr, "usage: tn-load -socks HOST:PORT -dest HOST:PORT [-n N] [-c C] [-max B] "
+                        "[-seed S] [-idle SEC]\n");
         return 2;
     }
     snprintf(dest_host, sizeof(dest_host), "%.*s", (int)(colon - dest), dest);
@@ -317,8 +330,9 @@ main(int argc, char **argv)
     if (total > 0) event_base_dispatch(base);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    printf("tn-load: sessions=%ld ok=%ld failed=%ld up=%llu down=%llu secs=%.3f\n", total,
-           total - failed, failed, (unsigned long long)bytes_up, (unsigned long long)bytes_down,
-           secs);
+    printf("tn-load: sessions=%ld ok=%ld failed=%ld up=%llu down=%llu secs=%.3f "
+           "max_stall_ms=%.0f\n",
+           total, total - failed, failed, (unsigned long long)bytes_up,
+           (unsigned long long)bytes_down, secs, max_stall * 1000);
     return failed == 0 ? 0 : 1;
 }
