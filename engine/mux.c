@@ -384,7 +384,7 @@ mux_pass_turn(struct mux *m)
 
 /* Room came (the output fell to its low-water mark): as many turns as it holds. Waking the
  * whole line let the first few fill the output and sent everyone else to the back each time;
- * sessions reading on their own (epoll) took room ahead of the line as well (seen: 2-6 of 400
+ * sessions reading on their own (epoll) took room ahead of the line as well (seen: 2-7 of 400
  * sessions on two connections got no byte for 60 s). */
 static void
 wake_waiting(struct mux *m)

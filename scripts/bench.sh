@@ -245,6 +245,17 @@ keep() {
   fi
 }
 
+more_rounds() { # part, function: rounds 2..passes of the function for each system, in turn
+  local round s
+  for round in $(seq 2 $passes); do
+    for s in $systems; do
+      log "$1: $s, round $round of $passes"
+      start "$s" && "$2" "$s" $round
+      stop
+    done
+  done
+}
+
 # ---- part 1: loopback --------------------------------------------------------------------
 # Throughput, CPU per GB and sessions/s of system $1 (started), round $2. The machine's speed
 # drifts by a quarter within minutes, and each system is measured at a different time: every
@@ -377,13 +388,7 @@ for s in $systems; do
   log "loopback: $s"
   loopback $s
 done
-for round in $(seq 2 $passes); do
-  for s in $systems; do
-    log "loopback: $s, throughput round $round of $passes"
-    start "$s" && throughput "$s" $round
-    stop
-  done
-done
+more_rounds loopback throughput
 
 make_link || { log "cannot make the namespaces"; exit 1; }
 alloc; WHTTP=$port
@@ -395,13 +400,7 @@ for s in $systems; do
   log "50 ms RTT: $s"
   wan $s
 done
-for round in $(seq 2 $passes); do
-  for s in $systems; do
-    log "50 ms RTT: $s, bulk round $round of $passes"
-    start "$s" && wan_bulk "$s" $round
-    stop
-  done
-done
+more_rounds "50 ms RTT" wan_bulk
 
 # ---- the tables --------------------------------------------------------------------------
 get() { echo "${R[$1,$2]:--}"; }
