@@ -204,6 +204,17 @@ kick(struct session *s)
     event_active(s->later, 0, 0);
 }
 
+/* Waits in line for room on the mux (mux.h). Woken for a turn it could not use, it keeps its
+ * place at the front. */
+static void
+get_in_line(struct session *s)
+{
+    if (s->waiting) return;
+    s->waiting = 1;
+    mux_note_blocked(s->mux, s->sid, s->woken);
+    s->woken = 0;
+}
+
 /* Local -> mux, for bytes already in the bufferevent's input (what the app sent along with its
  * SOCKS request): send what the window and the mux allow; the FIN once everything has left; and
  * decide whether to watch the socket for more. */
@@ -249,12 +260,7 @@ pump_up(struct session *s)
      * the SOCKS request): such a session was not queued and stalled until something else woke
      * it (seen: 60 s under the sanitizers, 200 sessions on one connection). */
     if (!mux_writable(s->mux) && (len > 0 || !s->local_eof)) {
-        if (!s->waiting) {
-            s->waiting = 1;
-            mux_note_blocked(s->mux, s->sid,
-                             s->woken); /* a turn it could not use: keep its place */
-            s->woken = 0;
-        }
+        get_in_line(s);
         goto out;
     }
     if (s->local_eof) goto out;
@@ -290,10 +296,7 @@ session_readable(evutil_socket_t fd, short what, void *arg)
     if (s->closed || m == NULL) return;
     if (mux_has_waiters(m)) {
         if (!turn) {
-            if (!s->waiting) {
-                s->waiting = 1;
-                mux_note_blocked(m, s->sid, 0);
-            }
+            get_in_line(s);
             event_del(s->rev);
             mux_pass_turn(m); /* room now: the line moves */
             return;
@@ -647,7 +650,6 @@ session_mux_gone(struct session *s, const char *why)
      * every retired connection cut off), or while a slow local reader still drains. */
     if (!session_needs_mux(s)) {
         mux_detach(s->mux, s->sid);
-        s->woken = 0; /* the mux is closing: no line to move */
         s->mux = NULL;
         kick(s);
         return;

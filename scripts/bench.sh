@@ -235,14 +235,13 @@ bench() { # prefix args... -> the tool's last line
 
 declare -A R
 
+better() { awk -v a="$1" -v b="$2" -v d="$3" 'BEGIN {exit !(d == "higher" ? a > b : a < b)}'; }
+
 # keep KEY VALUE higher|lower: R[KEY] becomes VALUE if it is better (or unset)
 keep() {
   local cur=${R[$1]:-}
   [ -z "$2" ] || [ "$2" = - ] && return
-  if [ -z "$cur" ] || [ "$cur" = - ] ||
-    awk -v a="$2" -v b="$cur" -v d="$3" 'BEGIN {exit !(d == "higher" ? a > b : a < b)}'; then
-    R[$1]=$2
-  fi
+  if [ -z "$cur" ] || [ "$cur" = - ] || better "$2" "$cur" "$3"; then R[$1]=$2; fi
 }
 
 more_rounds() { # part, function: rounds 2..passes of the function for each system, in turn
@@ -372,7 +371,7 @@ wan() {
 
 wan_bulk() { # system (started), round: one session's download over the link, best kept
   local line
-  line=$(bench -mode bulk -socks $SOCKS -dest 10.77.0.2:$WHTTP -c 1 -bytes $([ "$quick" = 1 ] && echo 50000000 || echo 400000000))
+  line=$(bench -mode bulk -socks $SOCKS -dest $SIP:$WHTTP -c 1 -bytes $([ "$quick" = 1 ] && echo 50000000 || echo 400000000))
   rec "$1 wan bulk1 round=$2 $line"
   keep "$1,wbulk" "$(kv "$line" MBps)" higher
 }
@@ -409,7 +408,7 @@ best_peer() { # metric higher|lower [encrypting] -> the best peer's value
   for s in shadowsocks trojan v2ray stunnel; do
     v=${R[$s,$m]:-}
     [ -z "$v" ] || [ "$v" = - ] && continue
-    if [ -z "$best" ] || awk -v a="$v" -v b="$best" -v d="$dir" 'BEGIN {exit !(d == "higher" ? a > b : a < b)}'; then
+    if [ -z "$best" ] || better "$v" "$best" "$dir"; then
       best=$v
     fi
   done
