@@ -83,6 +83,19 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     evtimer_add(a->drain, &tv);
 }
 
+static struct event_base *
+new_base(void)
+{
+    struct event_config *ec = event_config_new();
+    struct event_base *b;
+
+    if (ec == NULL) return NULL;
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    b = event_base_new_with_config(ec);
+    event_config_free(ec);
+    return b;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -114,7 +127,7 @@ main(int argc, char **argv)
      * (brk, mmap) and fault it in again on the next read. Keep up to 8 MiB of freed heap. */
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
-    a.base = event_base_new();
+    a.base = new_base();
     if (a.base == NULL) {
         fprintf(stderr, "tunnels: cannot create the event loop\n");
         return 1;
