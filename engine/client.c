@@ -47,18 +47,39 @@ struct client {
 
 enum { HS_GREETING, HS_AUTH, HS_REQUEST, HS_CLOSING };
 
+/* The longest SOCKS message (a login: 1 + 1 + 255 + 1 + 255) with room for what follows it. */
+#define HS_BUF 1024
+
+/* The handshake reads the socket itself, not through the bufferevent: a bufferevent read asks
+ * the kernel how much is waiting (ioctl FIONREAD) before each read, two extra system calls per
+ * session for messages of a few bytes. The bufferevent is made at accept all the same (it costs
+ * no system call): refusals are written through it, and the session takes it over. */
 struct handshake {
     struct client *c;
     struct bufferevent *bev;
+    struct event *rev;
+    struct timeval deadline; /* -socks.handshake.sec after accept: for the whole handshake */
     int state;
+    size_t len, nout;
+    uint8_t buf[HS_BUF]; /* read, not yet parsed */
+    uint8_t out[4];      /* replies not yet written: they leave together with the next */
     char peer[64];
 };
+
+/* Frees h but not its bufferevent (a session or a direct relay has it now). Whoever takes the
+ * socket watches it before rev goes, so the descriptor stays in epoll across the hand-over. */
+static void
+hs_release(struct handshake *h)
+{
+    if (h->rev != NULL) event_free(h->rev);
+    free(h);
+}
 
 static void
 hs_free(struct handshake *h)
 {
     bufferevent_free(h->bev);
-    free(h);
+    hs_release(h);
 }
 
 static void
@@ -68,15 +89,33 @@ hs_flushed_cb(struct bufferevent *bev, void *arg)
     hs_free(arg);
 }
 
-/* Sends reply (n bytes) and closes once it has left. */
+static void
+hs_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct handshake *h = arg;
+
+    (void)bev;
+    if (what & BEV_EVENT_TIMEOUT)
+        log_msg(LOG_WARN, "[sock] ! %s reply not taken", h->peer);
+    else if (what & BEV_EVENT_ERROR)
+        log_msg(LOG_DEBUG, "[sock] ! %s handshake: %s", h->peer,
+                evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    hs_free(h);
+}
+
+/* Sends the replies not yet written and reply (n bytes), and closes once they have left. */
 static void
 hs_refuse_at(struct handshake *h, const uint8_t *reply, size_t n, int level, const char *why)
 {
+    struct timeval tv = {h->c->cfg->socks_handshake_sec, 0};
+
     log_msg(level, "[sock] ! %s %s", h->peer, why);
     h->state = HS_CLOSING;
-    bufferevent_disable(h->bev, EV_READ);
-    bufferevent_setcb(h->bev, NULL, hs_flushed_cb, NULL, h);
+    event_del(h->rev);
+    bufferevent_setcb(h->bev, NULL, hs_flushed_cb, hs_event_cb, h);
     bufferevent_setwatermark(h->bev, EV_WRITE, 0, 0);
+    bufferevent_set_timeouts(h->bev, NULL, &tv);
+    bufferevent_write(h->bev, h->out, h->nout);
     bufferevent_write(h->bev, reply, n);
 }
 
@@ -104,6 +143,22 @@ choose_pool(struct client *c, int want, const char *dest)
     return c->pools[want];
 }
 
+/* Appends a reply to those not yet written. */
+static void
+hs_reply(struct handshake *h, const uint8_t *reply, size_t n)
+{
+    memcpy(h->out + h->nout, reply, n);
+    h->nout += n;
+}
+
+/* Drops the first n bytes of the buffer: that message is parsed. */
+static void
+hs_consume(struct handshake *h, size_t n)
+{
+    memmove(h->buf, h->buf + n, h->len - n);
+    h->len -= n;
+}
+
 static void
 hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct socks_req *req)
 {
@@ -129,10 +184,27 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
         hs_refuse_at(h, reply, sizeof(reply), LOG_INFO, msg);
         return;
     }
+    /* Eager: the reply leaves before the far side is reached, with any reply not yet written
+     * (a greeting and its request that came together are answered in one write). */
     socks_encode_reply(reply, 0);
-    wthru_write(bev, reply, sizeof(reply)); /* eager: before the far side is reached */
-    bufferevent_set_timeouts(bev, NULL, NULL);
-    free(h);
+    if (h->nout > 0) {
+        uint8_t both[sizeof(h->out) + sizeof(reply)];
+        memcpy(both, h->out, h->nout);
+        memcpy(both + h->nout, reply, sizeof(reply));
+        wthru_write(bev, both, h->nout + sizeof(reply));
+    } else {
+        wthru_write(bev, reply, sizeof(reply));
+    }
+    /* Bytes the app sent after its request are the session's first; the bufferevent reads on
+     * from here until the session or relay watches the socket itself. Prepended: a socket
+     * bufferevent's input takes appends only from its own reads (its end is frozen). */
+    if (h->len > 0 && evbuffer_prepend(bufferevent_get_input(bev), h->buf, h->len) == -1) {
+        log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", dest, session_count());
+        hs_free(h);
+        return;
+    }
+    bufferevent_enable(bev, EV_READ);
+    hs_release(h);
     if (route == LUAHOST_DIRECT) {
         direct_open(c->dns, bev, req, c->cfg->connect_sec);
         return;
@@ -163,97 +235,109 @@ same_secret(const char *a, const char *b)
     return (CRYPTO_memcmp(pa, pb, sizeof(pa)) == 0) & (la == lb);
 }
 
-static void
-hs_read_cb(struct bufferevent *bev, void *arg)
+/* Parses the messages the buffer holds, in order. Returns 1 once h is gone (handed over, or
+ * refused and closing), 0 while more is needed. */
+static int
+hs_parse(struct handshake *h)
 {
-    struct handshake *h = arg;
     struct client *c = h->c;
-    struct evbuffer *in = bufferevent_get_input(bev);
     static const uint8_t no_method[2] = {5, 0xff}, ok[2] = {5, 0}, want_login[2] = {5, 2};
     static const uint8_t login_ok[2] = {1, 0}, login_bad[2] = {1, 1};
-    uint8_t reply[10], raw[SOCKS_REQ_MAX + 256];
+    uint8_t reply[10], raw[SOCKS_REQ_MAX];
     struct socks_req req;
     char user[256], pass[256];
     const char *err = "";
-    size_t n, used;
+    size_t used;
     int rc, methods, need_login = c->user[0] != 0;
     char why[160];
 
-    n = evbuffer_get_length(in);
-    if (n > sizeof(raw)) n = sizeof(raw);
-    evbuffer_copyout(in, raw, n);
     if (h->state == HS_GREETING) {
-        rc = socks_parse_greeting(raw, n, &used, &methods, &err);
-        if (rc == SOCKS_NEED) return;
+        rc = socks_parse_greeting(h->buf, h->len, &used, &methods, &err);
+        if (rc == SOCKS_NEED) return 0;
         if (rc == SOCKS_ERR) {
             snprintf(why, sizeof(why), "bad greeting: %s", err);
             hs_refuse(h, no_method, sizeof(no_method), why);
-            return;
+            return 1;
         }
         if (!(methods & (need_login ? SOCKS_METHOD_USERPASS : SOCKS_METHOD_NOAUTH))) {
             hs_refuse(h, no_method, sizeof(no_method),
                       need_login
                           ? "greeting offers no acceptable method (username/password required)"
                           : "greeting offers no acceptable method (no-auth)");
-            return;
+            return 1;
         }
-        evbuffer_drain(in, used);
-        /* Now, unless the request came along: then both replies leave in one write. */
-        if (evbuffer_get_length(in) == 0)
-            wthru_write(bev, need_login ? want_login : ok, 2);
-        else
-            bufferevent_write(bev, need_login ? want_login : ok, 2);
+        hs_consume(h, used);
+        hs_reply(h, need_login ? want_login : ok, 2);
         h->state = need_login ? HS_AUTH : HS_REQUEST;
-        hs_read_cb(bev, arg);
-        return;
     }
-    if (n == 0) return;
     if (h->state == HS_AUTH) {
-        rc = socks_parse_auth(raw, n, &used, user, pass, &err);
-        if (rc == SOCKS_NEED) return;
+        rc = socks_parse_auth(h->buf, h->len, &used, user, pass, &err);
+        if (rc == SOCKS_NEED) return 0;
         if (rc == SOCKS_ERR || !(same_secret(user, c->user) & same_secret(pass, c->pass))) {
             snprintf(why, sizeof(why), "login refused%s%s", rc == SOCKS_ERR ? ": " : "",
                      rc == SOCKS_ERR ? err : "");
             hs_refuse(h, login_bad, sizeof(login_bad), why);
-            return;
+            return 1;
         }
-        evbuffer_drain(in, used);
-        bufferevent_write(bev, login_ok, sizeof(login_ok));
+        hs_consume(h, used);
+        hs_reply(h, login_ok, sizeof(login_ok));
         h->state = HS_REQUEST;
-        hs_read_cb(bev, arg);
-        return;
     }
-    if (h->state != HS_REQUEST) return;
-    rc = socks_parse_request(raw, n, &used, &req, &err);
-    if (rc == SOCKS_NEED) return;
+    rc = socks_parse_request(h->buf, h->len, &used, &req, &err);
+    if (rc == SOCKS_NEED) return 0;
     if (rc == SOCKS_ERR) {
         snprintf(why, sizeof(why), "bad request: %s", err);
         socks_encode_reply(reply, strstr(err, "address type") != NULL ? 8 : 1);
         hs_refuse(h, reply, sizeof(reply), why);
-        return;
+        return 1;
     }
     if (req.cmd != SOCKS_CMD_CONNECT) {
         snprintf(why, sizeof(why), "command %u is not supported (only CONNECT)", req.cmd);
         socks_encode_reply(reply, 7);
         hs_refuse(h, reply, sizeof(reply), why);
-        return;
+        return 1;
     }
-    evbuffer_drain(in, used);
+    memcpy(raw, h->buf, used); /* the request's bytes are the session's header */
+    hs_consume(h, used);
     hs_connect(h, raw, used, &req);
+    return 1;
 }
 
 static void
-hs_event_cb(struct bufferevent *bev, short what, void *arg)
+hs_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct handshake *h = arg;
+    struct timeval now, left;
+    ssize_t got;
 
-    (void)bev;
-    if (what & BEV_EVENT_TIMEOUT)
+    if (what & EV_TIMEOUT) {
         log_msg(LOG_WARN, "[sock] ! %s handshake timeout", h->peer);
-    else if (what & BEV_EVENT_ERROR)
-        log_msg(LOG_DEBUG, "[sock] ! %s handshake: %s", h->peer,
-                evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    hs_free(h);
+        hs_free(h);
+        return;
+    }
+    got = recv(fd, h->buf + h->len, sizeof(h->buf) - h->len, 0);
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (got <= 0) {
+        if (got < 0) log_msg(LOG_DEBUG, "[sock] ! %s handshake: %s", h->peer, strerror(errno));
+        hs_free(h);
+        return;
+    }
+    h->len += (size_t)got;
+    if (hs_parse(h)) return;
+    if (h->nout > 0) {
+        wthru_write(h->bev, h->out, h->nout);
+        h->nout = 0;
+    }
+    /* A persistent event's timeout starts again at each read: put the handshake's own end back
+     * (a client sending a byte a second must not keep its slot for minutes). */
+    event_base_gettimeofday_cached(event_get_base(h->rev), &now);
+    if (evutil_timercmp(&h->deadline, &now, <=)) {
+        log_msg(LOG_WARN, "[sock] ! %s handshake timeout", h->peer);
+        hs_free(h);
+        return;
+    }
+    evutil_timersub(&h->deadline, &now, &left);
+    event_add(h->rev, &left);
 }
 
 /* TCP_NODELAY is set on the listener; Linux copies it to each accepted socket, which saves a
@@ -291,11 +375,17 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
         free(h);
         return;
     }
-    bufferevent_setcb(h->bev, hs_read_cb, NULL, hs_event_cb, h);
-    bufferevent_set_timeouts(h->bev, &tv, &tv);
-    /* EV_WRITE is on from creation; enabling it again would watch an empty output (two
-     * epoll_ctl and a wakeup per session). */
-    bufferevent_enable(h->bev, EV_READ);
+    h->rev = event_new(c->base, fd, EV_READ | EV_PERSIST, hs_readable, h);
+    if (h->rev == NULL) {
+        hs_free(h);
+        return;
+    }
+    /* The bufferevent's EV_WRITE is on from creation, its event added only when a reply does
+     * not leave at once; its read stays off until the hand-over. */
+    bufferevent_setcb(h->bev, NULL, NULL, hs_event_cb, h);
+    event_base_gettimeofday_cached(c->base, &h->deadline);
+    evutil_timeradd(&h->deadline, &tv, &h->deadline);
+    event_add(h->rev, &tv);
 }
 
 static void

@@ -253,6 +253,20 @@ describe("SOCKS5 login (RFC 1929, -socks.auth)", function()
     H.stop_tunnel(t)
   end)
 
+  it("answers a greeting, login, request and the app's first bytes sent in one write, in order", function()
+    H.write(dir .. "/login", "alice:pw\n")
+    local t = H.tunnel(dir, pki, { client = { ["socks.auth"] = dir .. "/login" } })
+    local c = H.connect(t.socks_port)
+    c:send("\5\1\2" .. "\1\5alice\2pw" .. header("localhost", http) .. "GET / HTTP/1.0\r\n\r\n")
+    -- method, login and CONNECT replies, then the destination's answer: nothing lost or reordered
+    assert.are.equal("\5\2" .. "\1\0" .. "\5\0\0\1\0\0\0\0\0\0", (H.recv(c, 14)))
+    local rest, how = H.recv_all(c, 10)
+    c:close()
+    assert.are.equal("closed", how)
+    assert.truthy(rest:find(H.HELLO, 1, true), rest)
+    H.stop_tunnel(t)
+  end)
+
   it("names a login file that is missing or malformed, exit 1", function()
     H.write(dir .. "/bad-login", "no colon here\n")
     for _, f in ipairs({ dir .. "/bad-login", dir .. "/absent" }) do
