@@ -162,6 +162,7 @@ main(int argc, char **argv)
     for (i = 0; sigs[i] != NULL; i++)
         event_free(sigs[i]);
     event_free(a.drain);
+    mux_free_all();
     tls_linger_free_all();
     event_base_free(a.base);
     return 0;

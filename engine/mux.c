@@ -57,7 +57,10 @@ struct mux {
     uint16_t waitq_head, waitq_n;
     int64_t born_us, idle_since_us, last_rx_us, min_rtt_us;
     unsigned rtt_samples;
+    struct mux *all_prev, *all_next; /* every mux not yet freed, for mux_free_all() */
 };
+
+static struct mux *all_muxes;
 
 static unsigned mux_open_count;
 
@@ -120,6 +123,9 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
         bufferevent_enable(bev, EV_WRITE);
     }
     evtimer_add(m->timer, &tv);
+    m->all_next = all_muxes;
+    if (all_muxes != NULL) all_muxes->all_prev = m;
+    all_muxes = m;
     mux_open_count++;
     log_msg(LOG_INFO, "[conn] + %08x = %u", m->id, mux_open_count);
     if (!tls && !client) mux_on_ready(m); /* an accepted TCP socket is up already */
@@ -142,6 +148,11 @@ mux_free_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (m->all_prev != NULL)
+        m->all_prev->all_next = m->all_next;
+    else
+        all_muxes = m->all_next;
+    if (m->all_next != NULL) m->all_next->all_prev = m->all_prev;
     sidmap_free(m->sessions);
     free(m->waitq);
     free(m);
@@ -777,4 +788,20 @@ SSL *
 mux_ssl(const struct mux *m)
 {
     return m->tls ? bufferevent_openssl_get_ssl(m->bev) : NULL;
+}
+
+void
+mux_free_all(void)
+{
+    static const struct mux_ops gone = {0};
+
+    while (all_muxes != NULL) {
+        struct mux *m = all_muxes;
+        if (!m->closing) {
+            m->ops = &gone; /* its owner is freed already */
+            mux_close(m, LOG_DEBUG, "exit");
+        }
+        mux_finish(m, 0);      /* no-op when done; else drops what could not leave */
+        mux_free_cb(-1, 0, m); /* the pass that would have freed it will not come */
+    }
 }

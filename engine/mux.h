@@ -88,6 +88,10 @@ double mux_age(const struct mux *m);       /* seconds */
 double mux_idle(const struct mux *m);      /* seconds since the last session ended, 0 if live */
 int mux_is_ready(const struct mux *m);
 int mux_is_closing(const struct mux *m);
+
+/* At exit, once the loop has stopped and the owners are freed: frees every mux still around (a
+ * close still flushing its last frames, one whose final free was due on the next pass). */
+void mux_free_all(void);
 int mux_goaway_received(const struct mux *m);
 int64_t mux_min_rtt_us(const struct mux *m); /* the least PING/PONG RTT seen, 0 before one */
 /* The path's RTT as its owner knows it from sibling connections: a connection dialled under

@@ -93,6 +93,30 @@ describe("SIGTERM", function()
     H.stop_tunnel(t)
   end)
 
+  -- The server is stopped and every buffer is full: the client still ends at -drain.sec, and
+  -- frees what could not leave (the sanitizer run checks for leaks at exit).
+  it("ends the client at -drain.sec while the server is stopped and every buffer is full", function()
+    local t = H.tunnel(dir, pki, { client = { ["drain.sec"] = 1 } })
+    local c = H.connect(t.socks_port)
+    c:send(H.socks_connect("localhost", echo) .. "x")
+    assert.are.equal(13, #(H.recv(c, 13)))
+    H.sh("kill -STOP " .. t.server_pid)
+    c:settimeout(2)
+    local chunk, sent = string.rep("z", 1024 * 1024), 0
+    for _ = 1, 64 do -- until the client's buffers and the kernel's are full
+      local n, err, part = c:send(chunk)
+      sent = sent + (n or part or 0)
+      if err then break end
+    end
+    assert.is_true(sent > 1024 * 1024, "only " .. sent .. " bytes went in")
+    H.sh("kill -TERM " .. t.client_pid)
+    H.wait_for(function() return not H.alive(t.client_pid) end, 10, "the client to exit")
+    assert.are.equal(1, H.count(t.clog, "%[main%] exit"))
+    c:close()
+    H.sh("kill -CONT " .. t.server_pid)
+    H.stop_tunnel(t)
+  end)
+
   it("stops the client's listener and exits 0 once its sessions end", function()
     local t = H.tunnel(dir, pki)
     local c = H.connect(t.socks_port)
