@@ -1,7 +1,7 @@
 /* tn-load: a SOCKS5 load and integrity client for specs and benchmarks.
  *
  *   tn-load -socks HOST:PORT -dest HOST:PORT [-n 200] [-c 200] [-max BYTES] [-seed S]
- *           [-idle SEC]
+ *           [-idle SEC] [-each BYTES]
  *
  * Runs n sessions, c at a time, against a `tn-dest -mode sha` destination through a SOCKS5
  * proxy. Each session pipelines the greeting, the CONNECT and its first bytes (as browsers do
@@ -11,7 +11,15 @@
  * against the SHA-256 of what was sent. Prints one line per failure and a summary (with
  * max_stall_ms: the longest any session went with no byte moving either way); exits 0 only
  * if every session verified. A session fails on time only when no byte moved either way for
- * -idle seconds (60): one whose download is done waits as long as its upload progresses. */
+ * -idle seconds (60): one whose download is done waits as long as its upload progresses.
+ *
+ * With -each, every session sends nothing and downloads exactly BYTES: a measure of how fairly
+ * sessions share the way down. Counted from the moment every session has its first byte (so
+ * that the time it takes to open them all does not count) to the first session's last byte,
+ * min_share is what the slowest session got in that span as a fraction of what the fastest got
+ * (1: all in step; 0: one got nothing), taken when a session finishes and the fastest has moved
+ * a quarter of its bytes in the span. A ratio within one run, not a time. -1: not measured (the
+ * sessions were done before all had started; give more bytes). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -40,7 +48,12 @@ static long total = 200, conc = 200, started, finished, failed;
 static uint64_t maxsize = 8 << 20, bytes_up, bytes_down;
 static uint64_t seed0 = 1;
 static long idle_sec = 60;
-static double max_stall; /* the longest any session went with no byte moving either way */
+static double max_stall;   /* the longest any session went with no byte moving either way */
+static uint64_t each;      /* -each: every session's download, nothing up; 0: random sizes */
+static struct sess **live; /* -each: running sessions by index, for min_share */
+static long flowing;       /* -each: sessions that have their first byte */
+static int span_open;      /* -each: all are flowing; each base below is set */
+static double min_share = -1;
 
 struct sess {
     long idx;
@@ -48,6 +61,7 @@ struct sess {
     EVP_MD_CTX *md;
     struct tn_rng up_rng, down_rng;
     uint64_t up_left, down_size, down_got;
+    uint64_t base; /* -each: down_got when every session was flowing */
     uint8_t expect[65536];
     size_t expect_len, expect_pos;
     uint8_t digest[32], tail[32];
@@ -76,9 +90,36 @@ rnd(uint64_t *s)
 
 static void start_one(void);
 
+/* -each: bytes moved for s. Opens the span once every session has its first byte; at the
+ * first session's last byte, closes it: the slowest's share of the fastest's, in the span. */
+static void
+note_progress(struct sess *s, uint64_t before)
+{
+    uint64_t d, lo = UINT64_MAX, hi = 0;
+    long i;
+
+    if (before == 0 && ++flowing == total) {
+        span_open = 1;
+        for (i = 0; i < total; i++)
+            if (live[i] != NULL) live[i]->base = live[i]->down_got;
+    }
+    if (s->down_got < s->down_size || !span_open || min_share >= 0) return;
+    for (i = 0; i < total; i++) {
+        if (live[i] == NULL || live[i]->base == live[i]->down_size) continue; /* done before */
+        d = live[i]->down_got - live[i]->base;
+        if (d < lo) lo = d;
+        if (d > hi) hi = d;
+    }
+    /* A span too short to say anything (the first to finish was nearly done when the last
+     * started): wait for the next session to finish. */
+    if (hi < s->down_size / 4) return;
+    min_share = (double)lo / (double)hi;
+}
+
 static void
 finish(struct sess *s, const char *fail)
 {
+    if (live != NULL) live[s->idx] = NULL;
     if (fail != NULL) {
         failed++;
         printf("FAIL session %ld: %s (sent %llu left, got %llu of %llu)\n", s->idx, fail,
@@ -158,6 +199,7 @@ read_cb(struct bufferevent *bev, void *arg)
     struct sess *s = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     uint8_t rep[12], buf[65536];
+    uint64_t before;
     size_t n, k;
 
     moved(s);
@@ -177,10 +219,12 @@ read_cb(struct bufferevent *bev, void *arg)
             if (k > s->down_size - s->down_got) k = (size_t)(s->down_size - s->down_got);
             evbuffer_remove(in, buf, k);
             bytes_down += k;
+            before = s->down_got;
             if (check_down(s, buf, k) == -1) {
                 finish(s, "received bytes differ from what the destination sent");
                 return;
             }
+            if (live != NULL) note_progress(s, before);
             continue;
         }
         k = n < 32 - s->tail_len ? n : 32 - s->tail_len;
@@ -243,6 +287,11 @@ start_one(void)
     rnd(&r);
     s->up_left = maxsize ? rnd(&r) % (maxsize + 1) : 0;
     s->down_size = maxsize ? rnd(&r) % (maxsize + 1) : 0;
+    if (each > 0) {
+        s->up_left = 0;
+        s->down_size = each;
+        live[s->idx] = s;
+    }
     tn_rng_seed(&s->up_rng, r);
     tn_rng_seed(&s->down_rng, (uint32_t)s->idx ^ 0x5eed);
     s->md = EVP_MD_CTX_new();
@@ -308,6 +357,8 @@ main(int argc, char **argv)
             seed0 = strtoull(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "-idle") == 0)
             idle_sec = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "-each") == 0)
+            each = strtoull(argv[i + 1], NULL, 10);
         else {
             fprintf(stderr, "tn-load: %s: no such flag\n", argv[i]);
             return 2;
@@ -317,11 +368,16 @@ main(int argc, char **argv)
     if (dest == NULL || (colon = strrchr(dest, ':')) == NULL ||
         evutil_parse_sockaddr_port(socks, (struct sockaddr *)&socks_sa, &socks_salen) == -1) {
         fprintf(stderr, "usage: tn-load -socks HOST:PORT -dest HOST:PORT [-n N] [-c C] [-max B] "
-                        "[-seed S] [-idle SEC]\n");
+                        "[-seed S] [-idle SEC] [-each BYTES]\n");
         return 2;
     }
     snprintf(dest_host, sizeof(dest_host), "%.*s", (int)(colon - dest), dest);
     dest_port = (unsigned)atoi(colon + 1);
+    if (each > 0 && conc < total) {
+        fprintf(stderr, "tn-load: -each measures sessions that all run at once: -c must be -n\n");
+        return 2;
+    }
+    if (each > 0 && (live = calloc((size_t)total, sizeof(*live))) == NULL) return 1;
     signal(SIGPIPE, SIG_IGN);
     base = event_base_new();
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -334,5 +390,7 @@ main(int argc, char **argv)
            "max_stall_ms=%.0f\n",
            total, total - failed, failed, (unsigned long long)bytes_up,
            (unsigned long long)bytes_down, secs, max_stall * 1000);
+    if (each > 0) printf("tn-load: min_share=%.3f\n", min_share);
+    free(live);
     return failed == 0 ? 0 : 1;
 }
