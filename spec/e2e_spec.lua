@@ -187,8 +187,8 @@ describe("sessions sharing one connection", function()
 
   -- A ratio within one run, not a time (tn-load -each): counted from the moment all have their
   -- first byte, a session left behind while others take the room (the wait line for a full
-  -- connection, mux.h) shows as a share near 0. All in step is 1; seen: 0.8-0.95, sanitizers
-  -- 0.6-0.8.
+  -- connection, mux.h) shows as a share near 0. All in step is 1; seen: 0.88-0.97, sanitizers
+  -- 0.63-0.79.
   it("move in step: over 100 equal 2 MiB downloads at once, the slowest gets at least a third of the fastest's bytes", function()
     local t = H.tunnel(dir, pki, { client = { ["remux.reuse.max.cnt"] = 65000 } })
     local out, code = H.sh(H.build .. "/tn-load -socks 127.0.0.1:" .. t.socks_port .. " -dest 127.0.0.1:" .. sha ..
