@@ -192,6 +192,9 @@ direct_open(struct evdns_base *dns, struct bufferevent *app, const struct socks_
     bufferevent_set_timeouts(d->dst, NULL, &tv); /* the connect; cleared once up */
     bufferevent_enable(d->app, EV_READ | EV_WRITE);
     bufferevent_enable(d->dst, EV_READ | EV_WRITE);
+    /* Bytes the app sent along with its request wait in its input: no read will come for them
+     * if the app now waits for an answer. Queued for the destination, they leave on connect. */
+    if (evbuffer_get_length(bufferevent_get_input(d->app)) > 0) read_cb(d->app, d);
     memset(&ss, 0, sizeof(ss));
     if (req->atyp == SOCKS_ATYP_DOMAIN) {
         rc = bufferevent_socket_connect_hostname(d->dst, dns, AF_UNSPEC, req->host, req->port);
