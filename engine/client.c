@@ -62,7 +62,7 @@ struct handshake {
     int state;
     size_t len, nout;
     uint8_t buf[HS_BUF]; /* read, not yet parsed */
-    uint8_t out[4];      /* replies not yet written: they leave together with the next */
+    uint8_t out[14];     /* replies not yet written (method, login, CONNECT): sent together */
     char peer[64];
 };
 
@@ -187,14 +187,8 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
     /* Eager: the reply leaves before the far side is reached, with any reply not yet written
      * (a greeting and its request that came together are answered in one write). */
     socks_encode_reply(reply, 0);
-    if (h->nout > 0) {
-        uint8_t both[sizeof(h->out) + sizeof(reply)];
-        memcpy(both, h->out, h->nout);
-        memcpy(both + h->nout, reply, sizeof(reply));
-        wthru_write(bev, both, h->nout + sizeof(reply));
-    } else {
-        wthru_write(bev, reply, sizeof(reply));
-    }
+    hs_reply(h, reply, sizeof(reply));
+    wthru_write(bev, h->out, h->nout);
     /* Bytes the app sent after its request are the session's first; the bufferevent reads on
      * from here until the session or relay watches the socket itself. Prepended: a socket
      * bufferevent's input takes appends only from its own reads (its end is frozen). */
