@@ -51,8 +51,7 @@ static long idle_sec = 60;
 static double max_stall;   /* the longest any session went with no byte moving either way */
 static uint64_t each;      /* -each: every session's download, nothing up; 0: random sizes */
 static struct sess **live; /* -each: running sessions by index, for min_share */
-static long flowing;       /* -each: sessions that have their first byte */
-static int span_open;      /* -each: all are flowing; each base below is set */
+static long flowing;       /* -each: sessions that have their first byte (all: the span opens) */
 static double min_share = -1;
 
 struct sess {
@@ -90,20 +89,19 @@ rnd(uint64_t *s)
 
 static void start_one(void);
 
-/* -each: bytes moved for s. Opens the span once every session has its first byte; at the
- * first session's last byte, closes it: the slowest's share of the fastest's, in the span. */
+/* -each: bytes moved for s (first: its first ones). Opens the span once every session has its
+ * first byte; when a session finishes in the span, closes it: the slowest's share of the
+ * fastest's. */
 static void
-note_progress(struct sess *s, uint64_t before)
+note_progress(struct sess *s, int first)
 {
     uint64_t d, lo = UINT64_MAX, hi = 0;
     long i;
 
-    if (before == 0 && ++flowing == total) {
-        span_open = 1;
+    if (first && ++flowing == total)
         for (i = 0; i < total; i++)
             if (live[i] != NULL) live[i]->base = live[i]->down_got;
-    }
-    if (s->down_got < s->down_size || !span_open || min_share >= 0) return;
+    if (s->down_got < s->down_size || flowing < total || min_share >= 0) return;
     for (i = 0; i < total; i++) {
         if (live[i] == NULL || live[i]->base == live[i]->down_size) continue; /* done before */
         d = live[i]->down_got - live[i]->base;
@@ -199,7 +197,6 @@ read_cb(struct bufferevent *bev, void *arg)
     struct sess *s = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     uint8_t rep[12], buf[65536];
-    uint64_t before;
     size_t n, k;
 
     moved(s);
@@ -219,12 +216,11 @@ read_cb(struct bufferevent *bev, void *arg)
             if (k > s->down_size - s->down_got) k = (size_t)(s->down_size - s->down_got);
             evbuffer_remove(in, buf, k);
             bytes_down += k;
-            before = s->down_got;
             if (check_down(s, buf, k) == -1) {
                 finish(s, "received bytes differ from what the destination sent");
                 return;
             }
-            if (live != NULL) note_progress(s, before);
+            if (live != NULL) note_progress(s, s->down_got == k);
             continue;
         }
         k = n < 32 - s->tail_len ? n : 32 - s->tail_len;
