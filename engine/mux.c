@@ -35,11 +35,16 @@
 #define MUX_MAX_SESSIONS 4096
 #define MUX_RTT_PROBES 4                /* PINGs sent back to back when the connection comes up */
 #define MUX_TLS_IN_MAX (4 * READER_MAX) /* undecrypted input the reader may queue ahead */
+#define MUX_BULK_AFTER (1 << 20)        /* bytes sent since quiet before TLS records grow */
+#define MUX_RECORD_SMALL 1200           /* plaintext of a small TLS record: one or two segments */
+#define MUX_QUIET_US 1000000            /* nothing sent for this long: the connection is quiet */
 
 struct mux {
     struct event_base *base;
     struct bufferevent *bev;
-    struct reader *rd; /* plain TCP: the read side (TLS reads through the bufferevent) */
+    struct evbuffer *stage; /* frames of this loop pass, for the bufferevent at its end */
+    struct event *flush;    /* the end of the pass: moves stage to the bufferevent */
+    struct reader *rd;      /* plain TCP: the read side (TLS reads through the bufferevent) */
     const struct config *cfg;
     const struct mux_ops *ops;
     void *arg;
@@ -56,6 +61,8 @@ struct mux {
     uint16_t *waitq; /* sids waiting for output room, oldest first (a ring) */
     uint16_t waitq_head, waitq_n;
     int64_t born_us, idle_since_us, last_rx_us, min_rtt_us;
+    int64_t last_flush_us;
+    uint64_t since_quiet; /* bytes sent since the connection was last quiet */
     unsigned rtt_samples;
     struct mux *all_prev, *all_next; /* every mux not yet freed, for mux_free_all() */
 };
@@ -82,6 +89,7 @@ static void mux_tls_in_cb(struct bufferevent *sock, void *arg);
 static void mux_tls_resume(struct mux *m);
 static void mux_sock_event_cb(struct bufferevent *sock, short what, void *arg);
 static void send_ping(struct mux *m);
+static void mux_flush_cb(evutil_socket_t fd, short what, void *arg);
 
 struct mux *
 mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
@@ -104,7 +112,9 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
     evutil_secure_rng_get_bytes(&m->id, sizeof(m->id));
     m->sessions = sidmap_new();
     m->timer = event_new(base, -1, 0, mux_timer_cb, m);
-    if (m->sessions == NULL || m->timer == NULL) goto err;
+    m->stage = evbuffer_new();
+    m->flush = event_new(base, -1, 0, mux_flush_cb, m);
+    if (m->sessions == NULL || m->timer == NULL || m->stage == NULL || m->flush == NULL) goto err;
     bufferevent_setcb(bev, mux_read_cb, mux_write_cb, mux_event_cb, m);
     if (!tls) bufferevent_set_max_single_read(bev, READER_MAX); /* TLS: tls.c sets it */
     bufferevent_set_max_single_write(bev, READER_MAX);
@@ -135,6 +145,8 @@ err:
         reader_free(m->rd);
         sidmap_free(m->sessions);
         if (m->timer != NULL) event_free(m->timer);
+        if (m->flush != NULL) event_free(m->flush);
+        if (m->stage != NULL) evbuffer_free(m->stage);
         free(m);
     }
     bufferevent_free(bev);
@@ -168,6 +180,10 @@ mux_finish(struct mux *m, int clean)
     m->freed_bev = 1;
     event_free(m->timer);
     m->timer = NULL;
+    event_free(m->flush);
+    m->flush = NULL;
+    evbuffer_free(m->stage); /* an abrupt close drops what it holds */
+    m->stage = NULL;
     reader_free(m->rd);
     m->rd = NULL;
     if (m->tls)
@@ -176,6 +192,66 @@ mux_finish(struct mux *m, int clean)
         bufferevent_free(m->bev);
     m->bev = NULL;
     event_base_once(m->base, -1, EV_TIMEOUT, mux_free_cb, m, &now);
+}
+
+/* Frames are staged for the length of a loop pass and handed to the bufferevent at its end
+ * (the flush event runs after the callbacks already due), so that the frames of every callback
+ * in the pass share TLS records: the filter encrypts each addition to its output at once, and a
+ * burst of 100 small answers left as 200 records, a third of its bytes in record overhead and
+ * more than a young connection's first congestion window. (libevent's deferred evbuffer
+ * callbacks would do the same inside the filter, but crash its finalisation under load.) */
+static struct evbuffer *
+mux_stage(struct mux *m)
+{
+    event_active(m->flush, EV_TIMEOUT, 0); /* once per pass: already active is a no-op */
+    return m->stage;
+}
+
+/* Output not yet taken by the socket: staged frames and the bufferevent's queue. */
+static size_t
+mux_queued(const struct mux *m)
+{
+    return evbuffer_get_length(m->stage) + evbuffer_get_length(bufferevent_get_output(m->bev));
+}
+
+/* Record size: a record is decrypted only once all of it has arrived, so 16 KiB records make
+ * the first of many small answers wait for the last when the connection paces or is held by
+ * its congestion window. Small records until MUX_BULK_AFTER bytes have left since the
+ * connection was last quiet, then 16 KiB ones: a bulk transfer pays for small records in its
+ * first MiB only. (Go's crypto/tls sizes records on the same reasoning.) The filter encrypts
+ * each addition to its output at once, one record per SSL_write of a buffer chain, so a small
+ * record is a small addition; SSL_set_max_send_fragment cannot be raised again once OpenSSL has
+ * sized its write buffer (seen: records stayed small, the client's CPU per GB doubled). */
+static void
+mux_flush(struct mux *m)
+{
+    struct evbuffer *out;
+    size_t n = m->stage != NULL ? evbuffer_get_length(m->stage) : 0;
+    int64_t now;
+
+    if (n == 0) return;
+    out = bufferevent_get_output(m->bev);
+    if (m->tls) {
+        now = mux_now_us();
+        if (now - m->last_flush_us >= MUX_QUIET_US) m->since_quiet = 0;
+        m->last_flush_us = now;
+        m->since_quiet += n;
+        /* While the socket takes what the filter writes, each addition leaves as its own
+         * record; past that, what waits is encrypted later in larger pieces, as before. */
+        if (m->since_quiet < MUX_BULK_AFTER)
+            while (evbuffer_get_length(m->stage) > MUX_RECORD_SMALL &&
+                   evbuffer_get_length(out) == 0)
+                evbuffer_remove_buffer(m->stage, out, MUX_RECORD_SMALL);
+    }
+    evbuffer_add_buffer(out, m->stage);
+}
+
+static void
+mux_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mux_flush(arg);
 }
 
 void
@@ -198,6 +274,7 @@ mux_close(struct mux *m, int level, const char *reason)
     bufferevent_disable(m->bev, EV_READ);
     if (m->rd != NULL) reader_disable(m->rd);
     /* An orderly close flushes what is queued (a RESET, a GOAWAY) before close_notify. */
+    if (level < LOG_ERROR) mux_flush(m);
     if (level < LOG_ERROR && evbuffer_get_length(bufferevent_get_output(m->bev)) > 0) {
         bufferevent_setwatermark(m->bev, EV_WRITE, 0, 0);
         event_del(m->timer);
@@ -253,10 +330,10 @@ mux_send(struct mux *m, uint16_t sid, const void *prefix, size_t plen, struct ev
     uint8_t *p;
 
     if (m->closing) return;
-    out = bufferevent_get_output(m->bev);
+    out = mux_stage(m);
     /* One copy into contiguous space: the TLS bufferevent calls SSL_write once per buffer
      * chain, so frames moved in as small chains would leave as small records (a 4-byte header
-     * alone costs a record and an AEAD pass). Contiguous frames fill 16 KiB records. */
+     * alone costs a record and an AEAD pass). Contiguous frames fill whole records. */
     if (evbuffer_reserve_space(out, (ev_ssize_t)(FRAME_HDR_LEN + plen + n), &v, 1) != 1) {
         mux_close(m, LOG_ERROR, "out of memory");
         return;
@@ -282,7 +359,7 @@ mux_send_from_fd(struct mux *m, uint16_t sid, const void *prefix, size_t plen, i
         errno = EPIPE;
         return -1;
     }
-    out = bufferevent_get_output(m->bev);
+    out = mux_stage(m);
     if (evbuffer_reserve_space(out, (ev_ssize_t)(FRAME_HDR_LEN + plen + max), &v, 1) != 1) {
         errno = ENOMEM;
         return -1;
@@ -309,7 +386,7 @@ mux_send_ctl(struct mux *m, const struct frame_ctl *c)
     size_t n;
 
     if (m->closing) return;
-    if (evbuffer_get_length(bufferevent_get_output(m->bev)) > MUX_OUT_MAX) {
+    if (mux_queued(m) > MUX_OUT_MAX) {
         /* Data stops at MUX_OUT_HIGH; only replies (PONG, WINDOW) to a peer that sends but
          * never reads can pile up this far. Drop them and close on the timer's next pass: a
          * session's callback may be on the stack here. */
@@ -320,13 +397,13 @@ mux_send_ctl(struct mux *m, const struct frame_ctl *c)
         return;
     }
     n = frame_encode_ctl(buf, c);
-    bufferevent_write(m->bev, buf, n);
+    evbuffer_add(mux_stage(m), buf, n);
 }
 
 int
 mux_writable(const struct mux *m)
 {
-    return !m->closing && evbuffer_get_length(bufferevent_get_output(m->bev)) < MUX_OUT_HIGH;
+    return !m->closing && mux_queued(m) < MUX_OUT_HIGH;
 }
 
 void
@@ -401,7 +478,7 @@ static void
 wake_waiting(struct mux *m)
 {
     void *live[MUX_MAX_SESSIONS];
-    size_t out = evbuffer_get_length(bufferevent_get_output(m->bev)), k, i;
+    size_t out = mux_queued(m), k, i;
     size_t turns = (out < MUX_OUT_HIGH ? MUX_OUT_HIGH - out : 0) / MUX_TURN_BYTES + 1;
 
     if (m->wake_all) {

@@ -202,3 +202,111 @@ describe("sessions sharing one connection", function()
     H.stop_tunnel(t)
   end)
 end)
+
+-- What the server sends, seen on the wire: a relay between client and server reads the TLS
+-- record headers (5 bytes in the clear: type, version, length) of each connection.
+describe("TLS records on the wire", function()
+  local socket = require("socket")
+  local dir, pki, http
+
+  H.fixture({ "http" }, function(...)
+    dir, pki, http = ...
+  end)
+
+  -- Relays every connection from listener to 127.0.0.1:port while running() is true (at most
+  -- timeout s), and counts the records the server sends: stats.records, stats.max (the largest
+  -- length field).
+  local function relay(listener, port, stats, running, timeout)
+    local pairs_, peer, parse = {}, {}, {}
+    local deadline = H.now() + timeout
+    listener:settimeout(0)
+    while running() and H.now() < deadline do
+      local watch = { listener }
+      for _, s in ipairs(pairs_) do watch[#watch + 1] = s end
+      local ready = socket.select(watch, nil, 0.05)
+      for _, s in ipairs(ready) do
+        if s == listener then
+          local c = listener:accept()
+          if c then
+            local up = assert(socket.tcp())
+            assert(up:connect("127.0.0.1", port))
+            c:settimeout(0); up:settimeout(0)
+            peer[c], peer[up] = up, c
+            parse[up] = ""
+            pairs_[#pairs_ + 1], pairs_[#pairs_ + 2] = c, up
+          end
+        elseif peer[s] then
+          local data, err, partial = s:receive(65536)
+          data = data or partial
+          if data and #data > 0 then
+            local out = peer[s]
+            out:settimeout(5)
+            assert(out:send(data))
+            out:settimeout(0)
+            if parse[s] then -- server to client: walk the record headers
+              local buf = parse[s] .. data
+              while #buf >= 5 do
+                local len = buf:byte(4) * 256 + buf:byte(5)
+                if #buf < 5 + len then break end
+                if buf:byte(1) == 23 then
+                  stats.records = stats.records + 1
+                  if len > stats.max then stats.max = len end
+                end
+                buf = buf:sub(6 + len)
+              end
+              parse[s] = buf
+            end
+          end
+          if err == "closed" then
+            local other = peer[s]
+            s:close(); other:close()
+            peer[s], peer[other] = nil, nil
+            for i = #pairs_, 1, -1 do
+              if pairs_[i] == s or pairs_[i] == other then table.remove(pairs_, i) end
+            end
+          end
+        end
+      end
+    end
+    for _, s in ipairs(pairs_) do s:close() end
+  end
+
+  -- Runs tn-bench with args while relaying; returns its output and the records counted.
+  local function bench_through(t, listener, args)
+    local status = dir .. "/bench" .. H.free_port() .. ".status"
+    local log = status .. ".log"
+    local stats = { records = 0, max = 0 }
+    local pid = H.spawn_with_status("tn-bench", { H.build .. "/tn-bench", "-socks", "127.0.0.1:" .. t.socks_port,
+      "-dest", "127.0.0.1:" .. http, unpack(args) }, log, status)
+    relay(listener, t.server_port, stats, function() return H.read(status) == "" end, 60)
+    assert.are.equal("0\n", H.read(status), "tn-bench " .. table.concat(args, " ") .. ": " .. H.read(log))
+    assert(pid)
+    return H.read(log), stats
+  end
+
+  -- A burst of small answers shares records: the server's filter encrypts each addition to
+  -- its output at once, and before the mux staged a loop pass's frames, every answer and every
+  -- end-of-session frame was a record of its own (22 bytes and an AEAD pass each; 100 answers
+  -- took 208 records). Records stay small (about a segment) while the connection has sent
+  -- little: a record is decrypted only once all of it has arrived. A bulk transfer gets full
+  -- 16 KiB records after its first MiB.
+  it("carry many small answers per record, small records first and full ones for bulk", function()
+    local listener = assert(socket.bind("127.0.0.1", 0))
+    local _, relay_port = listener:getsockname()
+    local t = H.tunnel(dir, pki, { client = { ["server.addr"] = "127.0.0.1:" .. relay_port,
+      ["remux.reuse.max.cnt"] = 65000 } })
+    local out, burst = bench_through(t, listener, { "-mode", "ttfb", "-n", "50", "-c", "50" })
+    assert.matches("failed=0", out)
+    -- 50 answers and 50 ends of session, plus the handshake's few records.
+    assert.is_true(burst.records < 50, "records for 50 small sessions: " .. burst.records)
+    -- Answers in records of 1200 bytes (+ type and tag); the handshake's records (the
+    -- certificate) may be larger, but nowhere near 50 answers in one record.
+    assert.is_true(burst.max <= 1200 + 17 + 2048, "largest record while the connection is young: " .. burst.max)
+    local out2, bulk = bench_through(t, listener, { "-mode", "bulk", "-c", "1", "-bytes", "4194304" })
+    assert.matches("failed=0", out2)
+    assert.are.equal(16384 + 17, bulk.max, "bulk records reach 16 KiB")
+    assert.is_true(bulk.records < 4194304 / 1200, "records for 4 MiB: " .. bulk.records)
+    H.stop_tunnel(t)
+    listener:close()
+  end)
+end)
