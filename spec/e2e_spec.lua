@@ -217,12 +217,12 @@ describe("TLS records on the wire", function()
   -- timeout s), and counts the records the server sends: stats.records, stats.max (the largest
   -- length field).
   local function relay(listener, port, stats, running, timeout)
-    local pairs_, peer, parse = {}, {}, {}
+    local conns, peer, parse = {}, {}, {}
     local deadline = H.now() + timeout
     listener:settimeout(0)
     while running() and H.now() < deadline do
       local watch = { listener }
-      for _, s in ipairs(pairs_) do watch[#watch + 1] = s end
+      for _, s in ipairs(conns) do watch[#watch + 1] = s end
       local ready = socket.select(watch, nil, 0.05)
       for _, s in ipairs(ready) do
         if s == listener then
@@ -233,7 +233,7 @@ describe("TLS records on the wire", function()
             c:settimeout(0); up:settimeout(0)
             peer[c], peer[up] = up, c
             parse[up] = ""
-            pairs_[#pairs_ + 1], pairs_[#pairs_ + 2] = c, up
+            conns[#conns + 1], conns[#conns + 2] = c, up
           end
         elseif peer[s] then
           local data, err, partial = s:receive(65536)
@@ -261,14 +261,14 @@ describe("TLS records on the wire", function()
             local other = peer[s]
             s:close(); other:close()
             peer[s], peer[other] = nil, nil
-            for i = #pairs_, 1, -1 do
-              if pairs_[i] == s or pairs_[i] == other then table.remove(pairs_, i) end
+            for i = #conns, 1, -1 do
+              if conns[i] == s or conns[i] == other then table.remove(conns, i) end
             end
           end
         end
       end
     end
-    for _, s in ipairs(pairs_) do s:close() end
+    for _, s in ipairs(conns) do s:close() end
   end
 
   -- Runs tn-bench with args while relaying; returns its output and the records counted.
@@ -276,11 +276,10 @@ describe("TLS records on the wire", function()
     local status = dir .. "/bench" .. H.free_port() .. ".status"
     local log = status .. ".log"
     local stats = { records = 0, max = 0 }
-    local pid = H.spawn_with_status("tn-bench", { H.build .. "/tn-bench", "-socks", "127.0.0.1:" .. t.socks_port,
+    H.spawn_with_status("tn-bench", { H.build .. "/tn-bench", "-socks", "127.0.0.1:" .. t.socks_port,
       "-dest", "127.0.0.1:" .. http, unpack(args) }, log, status)
     relay(listener, t.server_port, stats, function() return H.read(status) == "" end, 60)
     assert.are.equal("0\n", H.read(status), "tn-bench " .. table.concat(args, " ") .. ": " .. H.read(log))
-    assert(pid)
     return H.read(log), stats
   end
 
