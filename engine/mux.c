@@ -226,7 +226,7 @@ static void
 mux_flush(struct mux *m)
 {
     struct evbuffer *out;
-    size_t n = m->stage != NULL ? evbuffer_get_length(m->stage) : 0;
+    size_t n = evbuffer_get_length(m->stage); /* freed with the flush event, after any close */
     int64_t now;
 
     if (n == 0) return;
