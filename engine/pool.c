@@ -346,6 +346,7 @@ dial(struct pool *p)
     }
     m = mux_new(p->base, bev, p->ctx != NULL, 1, p->cfg, &pool_ops, p);
     if (m == NULL) return NULL;
+    if (p->ctx != NULL) tls_fastopen_send(bev); /* mux_new queued the ClientHello */
     for (i = 0; i < p->n; i++)
         learn_rtt(p, p->conns[i]);
     mux_rtt_hint(m, p->path_rtt_us);

@@ -380,6 +380,7 @@ server_new(struct event_base *base, const struct config *cfg, struct luahost *lu
     socklen_t sslen;
     char why[256];
     int tls = strcmp(cfg->remux_net, "tcp") != 0 && strcmp(cfg->eagersocks_net, "tcp") != 0;
+    int fastopen;
 
     if (srv == NULL) return NULL;
     srv->base = base;
@@ -415,9 +416,13 @@ server_new(struct event_base *base, const struct config *cfg, struct luahost *lu
         goto err;
     }
     evconnlistener_set_error_cb(srv->lis, accept_error_cb);
-    log_msg(LOG_INFO, "[main] server: listening on %s (%s%s)", cfg->server_addr,
+    /* Plain TCP stays without Fast Open: a SYN's data can be replayed, and there it would be
+     * frames that open sessions; a ClientHello replayed is harmless. */
+    fastopen = tls && tls_fastopen_listen(evconnlistener_get_fd(srv->lis));
+    log_msg(LOG_INFO, "[main] server: listening on %s (%s%s%s)", cfg->server_addr,
             tls ? "tls" : "tcp",
-            cfg->tls_server_ca[0] != 0 && tls ? ", client certificates required" : ", open");
+            cfg->tls_server_ca[0] != 0 && tls ? ", client certificates required" : ", open",
+            fastopen ? ", TCP Fast Open" : "");
     return srv;
 err:
     server_free(srv);

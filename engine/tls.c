@@ -4,6 +4,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,6 +220,13 @@ tls_bufferevent_new(struct event_base *base, int fd, SSL *ssl, int connecting,
     /* The filter stops encrypting once TLS_IO_BATCH bytes wait for the socket and goes on when
      * half of them have left: ciphertext stays bounded, and the socket never runs dry. */
     bufferevent_setwatermark(sock, EV_WRITE, TLS_IO_BATCH / 2, TLS_IO_BATCH);
+    /* TCP Fast Open: connect() returns at once and the SYN leaves with the first write, the
+     * ClientHello, which tls_fastopen_send makes. Best effort: a kernel without it connects as
+     * before. */
+    if (sa != NULL) {
+        int on = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &on, sizeof(on));
+    }
     if (sa != NULL && bufferevent_socket_connect(sock, sa, salen) == -1) {
         bufferevent_free(sock);
         SSL_free(ssl);
@@ -332,4 +341,43 @@ tls_linger_free_all(void)
 {
     while (lingering != NULL)
         linger_free(lingering);
+}
+
+/* A deferred connect (TCP_FASTOPEN_CONNECT) sends its SYN on the first write. With a cookie
+ * for the server, the SYN carries the ClientHello and the server answers with its whole first
+ * flight one round trip after the dial began, instead of two. Without one, write() sends a
+ * plain SYN that asks for a cookie and fails with EINPROGRESS, taking nothing: libevent would
+ * count that as a write error, so this first write is ours, and libevent writes the queue once
+ * the connection is up, as for any connect. Only the ClientHello is early, and TLS makes a
+ * replayed one harmless (a SYN's data can be replayed; the server's answer goes nowhere). */
+void
+tls_fastopen_send(struct bufferevent *bev)
+{
+    struct bufferevent *sock = bufferevent_get_underlying(bev);
+    struct evbuffer *out;
+    int fd;
+
+    if (sock == NULL || (fd = bufferevent_getfd(sock)) < 0) return;
+    out = bufferevent_get_output(sock);
+    if (evbuffer_get_length(out) == 0) return;
+    /* A socket bufferevent freezes its output's front outside its own writes. */
+    evbuffer_unfreeze(out, 1);
+    (void)evbuffer_write(out, fd); /* EINPROGRESS, EAGAIN: libevent writes it later */
+    evbuffer_freeze(out, 1);
+}
+
+int
+tls_fastopen_listen(int fd)
+{
+    int qlen = 256, mode = 0; /* qlen: handshakes in flight whose SYN carried data */
+    FILE *f;
+
+    if (setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN, &qlen, sizeof(qlen)) != 0) return 0;
+    /* The host decides: bit 2 of the sysctl lets listeners take data in a SYN. */
+    f = fopen("/proc/sys/net/ipv4/tcp_fastopen", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%d", &mode) != 1) mode = 0;
+        fclose(f);
+    }
+    return (mode & 2) != 0;
 }

@@ -35,6 +35,15 @@ int tls_peer_fingerprint(SSL *ssl, unsigned char out[32]);
 struct bufferevent *tls_bufferevent_new(struct event_base *base, int fd, SSL *ssl, int connecting,
                                         const struct sockaddr *sa, int salen, int opts);
 
+/* TCP Fast Open for a dial of tls_bufferevent_new (called with the ClientHello queued, i.e. once
+ * the bufferevent is enabled): writes the ClientHello itself, so that it rides in the SYN when
+ * the kernel holds a cookie for the server. See tls.c. */
+void tls_fastopen_send(struct bufferevent *bev);
+
+/* TCP Fast Open on the server's listening socket: takes a SYN's data when the host allows it.
+ * Returns 1 when it is on (the host's net.ipv4.tcp_fastopen has bit 2), else 0. */
+int tls_fastopen_listen(int fd);
+
 /* Frees a bufferevent of tls_bufferevent_new; with notify, close_notify goes out first. What
  * the socket has not taken yet (records, the alert) leaves from a lingering socket for up to
  * TLS_LINGER_SEC: the encrypted queue would otherwise die with the filter. */

@@ -151,7 +151,16 @@ local function flags(argv, t)
   return argv
 end
 
--- A tunnel pair on loopback. opts.server / opts.client: extra flags; opts.tcp: plain TCP.
+-- argv run inside network namespace ns (ip netns exec keeps the PID: it execs the program).
+local function in_netns(ns, argv)
+  if not ns then return argv end
+  local out = { "ip", "netns", "exec", ns }
+  for _, a in ipairs(argv) do out[#out + 1] = a end
+  return out
+end
+
+-- A tunnel pair on loopback. opts.server / opts.client: extra flags; opts.tcp: plain TCP;
+-- opts.netns: both run in that network namespace (its loopback).
 -- Returns {server_pid, client_pid, socks_port, server_port, slog, clog}.
 function H.tunnel(dir, pki, opts)
   opts = opts or {}
@@ -179,12 +188,18 @@ function H.tunnel(dir, pki, opts)
   for k, v in pairs(opts.server or {}) do sflags[k] = v end
   for k, v in pairs(opts.client or {}) do cflags[k] = v end
   if not opts.no_server then
-    t.server_pid = H.spawn("server", flags({ H.bin, "-role=server" }, sflags), t.slog .. ".out", opts.env)
+    t.server_pid = H.spawn("server", in_netns(opts.netns, flags({ H.bin, "-role=server" }, sflags)),
+      t.slog .. ".out", opts.env)
     -- Readiness from the log, not a probe connection the server would count.
     H.wait_for(function() return H.count(t.slog, "%[main%] server: listening") > 0 end, 10, "the server to listen")
   end
   if opts.no_client then return t end
-  t.client_pid = H.spawn("client", flags({ H.bin, "-role=client" }, cflags), t.clog .. ".out", opts.env)
+  t.client_pid = H.spawn("client", in_netns(opts.netns, flags({ H.bin, "-role=client" }, cflags)),
+    t.clog .. ".out", opts.env)
+  if opts.netns then
+    H.wait_for(function() return H.count(t.clog, "%[main%] client: SOCKS5 on") > 0 end, 10, "the client to listen")
+    return t
+  end
   -- A probe on the SOCKS port costs nothing (no log line above debug, no session).
   H.wait_for(function() return H.connectable(t.socks_port) end, 10, "the client to listen")
   return t
@@ -195,12 +210,18 @@ function H.stop_tunnel(t)
   if t.server_pid then H.stop(t.server_pid) end
 end
 
--- A tn-dest destination in mode (http, sha, echo). Returns port, pid.
-function H.dest(dir, mode)
+-- A tn-dest destination in mode (http, sha, echo), in network namespace netns if given.
+-- Returns port, pid.
+function H.dest(dir, mode, netns)
   local port = H.free_port()
-  local pid = H.spawn("tn-dest-" .. mode, { H.build .. "/tn-dest", "-addr", "127.0.0.1:" .. port, "-mode", mode },
+  local pid = H.spawn("tn-dest-" .. mode,
+    in_netns(netns, { H.build .. "/tn-dest", "-addr", "127.0.0.1:" .. port, "-mode", mode }),
     dir .. "/dest" .. port .. ".log")
-  H.wait_for(function() return H.connectable(port) end, 10, "tn-dest to listen")
+  H.wait_for(function()
+    if not netns then return H.connectable(port) end
+    local _, code = H.sh("ip netns exec " .. netns .. " bash -c '</dev/tcp/127.0.0.1/" .. port .. "'")
+    return code == 0
+  end, 10, "tn-dest to listen")
   return port, pid
 end
 
