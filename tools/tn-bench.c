@@ -17,6 +17,9 @@
  *       with -stall, first opens one download of BYTES and never reads it; then N sequential
  *       requests on other sessions: latency percentiles.
  *
+ * -wait S: the proxy may still be starting; wait up to S seconds for it to listen first (a
+ * session that comes as the proxy starts).
+ *
  * Output: one line of key=value pairs (last line), for scripts/bench.sh to parse. Exit 1 if
  * any session failed. Every wait is bounded by -timeout (30 s). */
 #include <arpa/inet.h>
@@ -48,7 +51,7 @@ static char dest_host[256];
 static unsigned dest_port;
 static long n_total = 100, conc = 1, started, finished, failed, held, stall_bytes;
 static long long want_bytes = 1 << 20;
-static double run_sec = 5, timeout_sec = 30, t_start, t_first_done = -1;
+static double run_sec = 5, timeout_sec = 30, wait_sec, t_start, t_first_done = -1;
 static double *lat; /* per-session latency (ms), in start order */
 static long nlat;
 static uint64_t bytes_total;
@@ -334,6 +337,25 @@ print_lat(const char *prefix)
     free(v);
 }
 
+/* -wait: a blocking connect() every millisecond until the proxy listens, or sec have passed.
+ * The probe closes at once: the proxy sees a connection that says nothing, not a session. */
+static int
+wait_listen(double sec)
+{
+    double end = now() + sec;
+    int fd, up;
+
+    for (;;) {
+        fd = socket(proxy_sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd == -1) return -1;
+        up = connect(fd, (struct sockaddr *)&proxy_sa, proxy_salen) == 0;
+        close(fd);
+        if (up) return 0;
+        if (now() > end) return -1;
+        usleep(1000);
+    }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -364,6 +386,8 @@ main(int argc, char **argv)
             stall_bytes = atol(v);
         else if (strcmp(k, "-timeout") == 0)
             timeout_sec = atof(v);
+        else if (strcmp(k, "-wait") == 0)
+            wait_sec = atof(v);
         else if (strcmp(k, "-v") == 0)
             verbose = atoi(v);
         else {
@@ -385,6 +409,10 @@ main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (!direct && wait_sec > 0 && wait_listen(wait_sec) == -1) {
+        fprintf(stderr, "tn-bench: nothing listens on %s after %.1f s\n", proxy, wait_sec);
+        return 1;
+    }
     getrlimit(RLIMIT_NOFILE, &rl);
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
