@@ -405,7 +405,7 @@ main(int argc, char **argv)
         (!direct && parse_addr(proxy, &proxy_sa, &proxy_salen, NULL, NULL) == -1) ||
         parse_addr(dest, &dest_sa, &dest_salen, dest_host, &dest_port) == -1) {
         fprintf(stderr, "usage: tn-bench -mode bulk|rate|ttfb|hold|hol -socks H:P|direct "
-                        "-dest H:P [-n N] [-c C] [-bytes B] [-sec S] [-stall B]\n");
+                        "-dest H:P [-n N] [-c C] [-bytes B] [-sec S] [-stall B] [-wait S]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
