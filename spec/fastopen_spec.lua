@@ -67,6 +67,21 @@ describe("TCP Fast Open", function()
     H.stop_tunnel(t)
   end)
 
+  it("reports a dial to a server that is down as refused, and dials again once it is back", function()
+    local t = H.tunnel(dir, pki, { netns = ns, client = { ["remux.reuse.max.cnt"] = 1 } })
+    assert.are.equal(H.HELLO, (get(t)))
+    -- The kernel holds a cookie for the server's address now: the next dial's SYN carries its
+    -- ClientHello, and the refusal comes back for a connect the client saw succeed at once.
+    assert.is_true(H.stop(t.server_pid))
+    local body = get(t)
+    assert.are_not.equal(H.HELLO, body)
+    H.wait_for(function() return H.count(t.clog, "%[conn%] %- %x+ = %d+ Connection refused") >= 1 end,
+      10, "the refused dial in the client's log")
+    H.tunnel(dir, pki, { netns = ns, server_port = t.server_port, no_client = true })
+    H.wait_for(function() return get(t) == H.HELLO end, 20, "a request through the server started again")
+    H.stop_tunnel(t)
+  end)
+
   it("leaves plain TCP connections without it: a SYN's data could be replayed", function()
     local before = tcpext(ns)
     local t = H.tunnel(dir, pki, { netns = ns, tcp = true, client = { ["remux.reuse.max.cnt"] = 1 } })
