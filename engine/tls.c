@@ -220,17 +220,18 @@ tls_bufferevent_new(struct event_base *base, int fd, SSL *ssl, int connecting,
     /* The filter stops encrypting once TLS_IO_BATCH bytes wait for the socket and goes on when
      * half of them have left: ciphertext stays bounded, and the socket never runs dry. */
     bufferevent_setwatermark(sock, EV_WRITE, TLS_IO_BATCH / 2, TLS_IO_BATCH);
-    /* TCP Fast Open: connect() returns at once and the SYN leaves with the first write, the
-     * ClientHello, which tls_fastopen_send makes. Best effort: a kernel without it connects as
-     * before. */
     if (sa != NULL) {
+        /* TCP Fast Open: connect() returns at once and the SYN leaves with the first write,
+         * the ClientHello, which tls_fastopen_send makes. Best effort: a kernel without it
+         * connects as before. */
         int on = 1;
+
         (void)setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &on, sizeof(on));
-    }
-    if (sa != NULL && bufferevent_socket_connect(sock, sa, salen) == -1) {
-        bufferevent_free(sock);
-        SSL_free(ssl);
-        return NULL;
+        if (bufferevent_socket_connect(sock, sa, salen) == -1) {
+            bufferevent_free(sock);
+            SSL_free(ssl);
+            return NULL;
+        }
     }
     bev = bufferevent_openssl_filter_new(
         base, sock, ssl, connecting ? BUFFEREVENT_SSL_CONNECTING : BUFFEREVENT_SSL_ACCEPTING,

@@ -412,7 +412,7 @@ client_start() {
     kill $CPID 2>/dev/null
     wait $CPID 2>/dev/null
     alloc; cp=$port
-    $CX build/tn-bench -mode ttfb -socks 127.0.0.1:$cp -dest 10.77.0.2:$WHTTP -n 1 -c 1 -wait 10 \
+    $CX build/tn-bench -mode ttfb -socks 127.0.0.1:$cp -dest $SIP:$WHTTP -n 1 -c 1 -wait 10 \
       >$work/start.out 2>>$work/tn-bench.err &
     bp=$!
     sleep 0.2 # the load tool is up and polling before the client starts

@@ -72,7 +72,13 @@ function H.free_port()
   error("no fresh free port in 100 tries")
 end
 
-function H.connectable(port, host)
+-- Whether something listens on host:port; inside network namespace netns when given.
+function H.connectable(port, host, netns)
+  if netns then
+    local _, code = H.sh("ip netns exec " .. netns .. " bash -c '</dev/tcp/" .. (host or "127.0.0.1") ..
+      "/" .. port .. "'")
+    return code == 0
+  end
   local c = socket.tcp()
   c:settimeout(0.5)
   local ok = c:connect(host or "127.0.0.1", port)
@@ -196,12 +202,8 @@ function H.tunnel(dir, pki, opts)
   if opts.no_client then return t end
   t.client_pid = H.spawn("client", in_netns(opts.netns, flags({ H.bin, "-role=client" }, cflags)),
     t.clog .. ".out", opts.env)
-  if opts.netns then
-    H.wait_for(function() return H.count(t.clog, "%[main%] client: SOCKS5 on") > 0 end, 10, "the client to listen")
-    return t
-  end
   -- A probe on the SOCKS port costs nothing (no log line above debug, no session).
-  H.wait_for(function() return H.connectable(t.socks_port) end, 10, "the client to listen")
+  H.wait_for(function() return H.connectable(t.socks_port, nil, opts.netns) end, 10, "the client to listen")
   return t
 end
 
@@ -217,11 +219,7 @@ function H.dest(dir, mode, netns)
   local pid = H.spawn("tn-dest-" .. mode,
     in_netns(netns, { H.build .. "/tn-dest", "-addr", "127.0.0.1:" .. port, "-mode", mode }),
     dir .. "/dest" .. port .. ".log")
-  H.wait_for(function()
-    if not netns then return H.connectable(port) end
-    local _, code = H.sh("ip netns exec " .. netns .. " bash -c '</dev/tcp/127.0.0.1/" .. port .. "'")
-    return code == 0
-  end, 10, "tn-dest to listen")
+  H.wait_for(function() return H.connectable(port, nil, netns) end, 10, "tn-dest to listen")
   return port, pid
 end
 
