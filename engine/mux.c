@@ -28,6 +28,7 @@
 #include "session.h"
 #include "sidmap.h"
 #include "tls.h"
+#include "wthru.h"
 
 #define MUX_OUT_HIGH (1024 * 1024)      /* past this much queued output, sessions stop reading */
 #define MUX_OUT_MAX (16 * MUX_OUT_HIGH) /* only replies to a peer that never reads get here */
@@ -249,9 +250,15 @@ mux_flush(struct mux *m)
 static void
 mux_flush_cb(evutil_socket_t fd, short what, void *arg)
 {
+    struct mux *m = arg;
+
     (void)fd;
     (void)what;
-    mux_flush(arg);
+    mux_flush(m);
+    /* The pass's records go to the socket now (wthru.h): waiting for EV_WRITE cost two
+     * epoll_ctl and a loop pass per flush, twice per request on each end. Only on a connection
+     * that is up, and not closing: the write callback that follows may finish a closing mux. */
+    if (m->ready && !m->closing) wthru_flush(m->tls ? bufferevent_get_underlying(m->bev) : m->bev);
 }
 
 void

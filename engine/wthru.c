@@ -6,6 +6,8 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h> /* ev_write, see wthru_flush */
+#include <event2/event.h>
 
 static int
 writable_now(struct bufferevent *bev)
@@ -60,4 +62,26 @@ wthru_move(struct bufferevent *bev, struct evbuffer *src, size_t n)
     }
     if ((size_t)w < n) queue_copy(bufferevent_get_output(bev), src, n - (size_t)w);
     return (size_t)w;
+}
+
+int
+wthru_flush(struct bufferevent *sock)
+{
+    struct evbuffer *out = bufferevent_get_output(sock);
+    int fd = bufferevent_getfd(sock), w;
+
+    if (fd < 0 || evbuffer_get_length(out) == 0) return 0;
+    /* A socket bufferevent freezes its output's front outside its own writes. */
+    evbuffer_unfreeze(out, 1);
+    w = evbuffer_write(out, fd);
+    evbuffer_freeze(out, 1);
+    if (w <= 0) return 0; /* EAGAIN, or an error the bufferevent's own write reports */
+    /* Emptied: the EV_WRITE that adding the bytes armed has nothing left to write. Deleted in
+     * the pass that armed it, it never reaches epoll (the base's changelist, main.c). No
+     * function of libevent's does this without re-arming it, hence the struct's field. */
+    if (evbuffer_get_length(out) == 0) event_del(&sock->ev_write);
+    /* Then what libevent's own write does: the write callback, if the output is below its low
+     * watermark (above a TLS filter: encrypt what waits for room). */
+    bufferevent_trigger(sock, EV_WRITE, 0);
+    return w;
 }

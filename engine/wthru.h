@@ -18,4 +18,9 @@ size_t wthru_write(struct bufferevent *bev, const void *data, size_t n);
 /* The same for n bytes drained from src; what is queued is copied (see wthru.c why). */
 size_t wthru_move(struct bufferevent *bev, struct evbuffer *src, size_t n);
 
+/* Writes what sock's output already holds now instead of on its next EV_WRITE, as libevent's
+ * own write would (the write callback follows); an output it empties leaves no EV_WRITE armed.
+ * For a socket bufferevent that is connected. Returns the bytes written (0: none taken). */
+int wthru_flush(struct bufferevent *sock);
+
 #endif

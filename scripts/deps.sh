@@ -3,7 +3,7 @@
 # Used by `make`, `make test` and scripts/demo.sh, so a fresh machine needs nothing by hand.
 set -eu
 pkgs="build-essential pkg-config libluajit-5.1-dev luajit libevent-dev libssl-dev openssl
-      lua-busted lua-socket curl iproute2 procps"
+      lua-busted lua-socket curl iproute2 procps strace"
 # `deps.sh fuzz`: also clang with libFuzzer (only `make fuzz` needs it).
 [ "${1:-}" = fuzz ] && pkgs="$pkgs clang libclang-rt-14-dev"
 # `deps.sh bench`: the peers `make bench` measures against, ping, and gnuplot for the chart.

@@ -363,3 +363,51 @@ describe("TLS records on the wire", function()
     listener:close()
   end)
 end)
+
+-- System calls, counted by strace on the running ends: a count, not a time. A request through
+-- a connection that is up costs each end a flush of the TLS connection one way; a flush writes
+-- its records at once (wthru_flush) instead of arming EV_WRITE, which cost an epoll_ctl to
+-- watch, a loop pass, and one to stop, twice per request on each end.
+describe("system calls per request", function()
+  local dir, pki, http
+
+  H.fixture({ "http" }, function(...)
+    dir, pki, http = ...
+  end)
+
+  -- Counts pid's epoll_ctl calls while fn runs.
+  local function epoll_ctls(pid, fn)
+    local out = dir .. "/strace" .. H.free_port()
+    local spid = H.spawn("strace", { "strace", "-f", "-c", "-e", "trace=epoll_ctl", "-o", out, "-p", tostring(pid) },
+      out .. ".log")
+    H.wait_for(function() return H.read(out .. ".log"):find("attached") end, 10, "strace to attach")
+    fn()
+    H.stop(spid, "INT", 10)
+    -- strace -c's line: % time, seconds, usecs/call, calls, [errors,] syscall
+    local line = H.read(out):match("[^\n]*epoll_ctl\n")
+    local fields = {}
+    for f in (line or ""):gmatch("%S+") do fields[#fields + 1] = f end
+    assert(fields[4], "strace -c: " .. H.read(out) .. H.read(out .. ".log"))
+    return tonumber(fields[4])
+  end
+
+  it("stay under 4 epoll_ctl per sequential request on each end (6 when flushes waited for EV_WRITE)", function()
+    local t = H.tunnel(dir, pki, { client = { ["remux.reuse.max.cnt"] = 65000 } })
+    local bench = H.build .. "/tn-bench -mode ttfb -socks 127.0.0.1:" .. t.socks_port .. " -dest 127.0.0.1:" .. http
+    local out, code = H.sh(bench .. " -n 5 -c 1") -- the connection is up and warm
+    assert.are.equal(0, code, out)
+    local n, server = 200, nil
+    local client = epoll_ctls(t.client_pid, function()
+      server = epoll_ctls(t.server_pid, function()
+        out, code = H.sh(bench .. " -n " .. n .. " -c 1")
+        assert.are.equal(0, code, out)
+        assert.matches("failed=0", out)
+      end)
+    end)
+    -- now 2 (the socket's ADD, and a DEL for the closed socket) and 3 (connect's watch, its
+    -- change to reading, DEL)
+    assert.is_true(client / n < 4, "client: " .. client .. " epoll_ctl for " .. n .. " requests")
+    assert.is_true(server / n < 4, "server: " .. server .. " epoll_ctl for " .. n .. " requests")
+    H.stop_tunnel(t)
+  end)
+end)
