@@ -64,18 +64,18 @@ wthru_move(struct bufferevent *bev, struct evbuffer *src, size_t n)
     return (size_t)w;
 }
 
-int
+void
 wthru_flush(struct bufferevent *sock)
 {
     struct evbuffer *out = bufferevent_get_output(sock);
     int fd = bufferevent_getfd(sock), w;
 
-    if (fd < 0 || evbuffer_get_length(out) == 0) return 0;
+    if (fd < 0 || evbuffer_get_length(out) == 0) return;
     /* A socket bufferevent freezes its output's front outside its own writes. */
     evbuffer_unfreeze(out, 1);
     w = evbuffer_write(out, fd);
     evbuffer_freeze(out, 1);
-    if (w <= 0) return 0; /* EAGAIN, or an error the bufferevent's own write reports */
+    if (w <= 0) return; /* EAGAIN, or an error the bufferevent's own write reports */
     /* Emptied: the EV_WRITE that adding the bytes armed has nothing left to write. Deleted in
      * the pass that armed it, it never reaches epoll (the base's changelist, main.c). No
      * function of libevent's does this without re-arming it, hence the struct's field. */
@@ -83,5 +83,4 @@ wthru_flush(struct bufferevent *sock)
     /* Then what libevent's own write does: the write callback, if the output is below its low
      * watermark (above a TLS filter: encrypt what waits for room). */
     bufferevent_trigger(sock, EV_WRITE, 0);
-    return w;
 }

@@ -20,7 +20,7 @@ size_t wthru_move(struct bufferevent *bev, struct evbuffer *src, size_t n);
 
 /* Writes what sock's output already holds now instead of on its next EV_WRITE, as libevent's
  * own write would (the write callback follows); an output it empties leaves no EV_WRITE armed.
- * For a socket bufferevent that is connected. Returns the bytes written (0: none taken). */
-int wthru_flush(struct bufferevent *sock);
+ * For a socket bufferevent that is connected. */
+void wthru_flush(struct bufferevent *sock);
 
 #endif
