@@ -18,6 +18,8 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "wthru.h"
+
 #define TLS_RECORD_MAX 16384  /* plaintext bytes in one TLS record */
 #define TLS_SERVER_CACHE 1024 /* resumable sessions the server keeps */
 #define TLS12_AEAD "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
@@ -355,16 +357,9 @@ void
 tls_fastopen_send(struct bufferevent *bev)
 {
     struct bufferevent *sock = bufferevent_get_underlying(bev);
-    struct evbuffer *out;
-    int fd;
 
-    if (sock == NULL || (fd = bufferevent_getfd(sock)) < 0) return;
-    out = bufferevent_get_output(sock);
-    if (evbuffer_get_length(out) == 0) return;
-    /* A socket bufferevent freezes its output's front outside its own writes. */
-    evbuffer_unfreeze(out, 1);
-    (void)evbuffer_write(out, fd); /* EINPROGRESS, EAGAIN: libevent writes it later */
-    evbuffer_freeze(out, 1);
+    if (sock != NULL)
+        (void)wthru_send_queued(sock); /* EINPROGRESS, EAGAIN: libevent writes it later */
 }
 
 int

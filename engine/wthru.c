@@ -64,18 +64,26 @@ wthru_move(struct bufferevent *bev, struct evbuffer *src, size_t n)
     return (size_t)w;
 }
 
-void
-wthru_flush(struct bufferevent *sock)
+int
+wthru_send_queued(struct bufferevent *sock)
 {
     struct evbuffer *out = bufferevent_get_output(sock);
     int fd = bufferevent_getfd(sock), w;
 
-    if (fd < 0 || evbuffer_get_length(out) == 0) return;
+    if (fd < 0 || evbuffer_get_length(out) == 0) return 0;
     /* A socket bufferevent freezes its output's front outside its own writes. */
     evbuffer_unfreeze(out, 1);
     w = evbuffer_write(out, fd);
     evbuffer_freeze(out, 1);
-    if (w <= 0) return; /* EAGAIN, or an error the bufferevent's own write reports */
+    return w;
+}
+
+void
+wthru_flush(struct bufferevent *sock)
+{
+    struct evbuffer *out = bufferevent_get_output(sock);
+
+    if (wthru_send_queued(sock) <= 0) return; /* EAGAIN, or an error its own write reports */
     /* Emptied: the EV_WRITE that adding the bytes armed has nothing left to write. Deleted in
      * the pass that armed it, it never reaches epoll (the base's changelist, main.c). No
      * function of libevent's does this without re-arming it, hence the struct's field. */

@@ -18,6 +18,10 @@ size_t wthru_write(struct bufferevent *bev, const void *data, size_t n);
 /* The same for n bytes drained from src; what is queued is copied (see wthru.c why). */
 size_t wthru_move(struct bufferevent *bev, struct evbuffer *src, size_t n);
 
+/* Writes what sock's output holds, as far as the socket takes it, now; sock's events are left
+ * as they are. Returns evbuffer_write's result (-1 with errno: EAGAIN, EINPROGRESS, an error). */
+int wthru_send_queued(struct bufferevent *sock);
+
 /* Writes what sock's output already holds now instead of on its next EV_WRITE, as libevent's
  * own write would (the write callback follows); an output it empties leaves no EV_WRITE armed.
  * For a socket bufferevent that is connected. */

@@ -285,7 +285,7 @@ describe("TLS records on the wire", function()
     local l = assert(socket.bind("127.0.0.1", 0))
     l:settimeout(0)
     local _, port = l:getsockname()
-    local d, conns, got, waiting = { port = port }, {}, {}, {}
+    local d, conns, got, asked, waiting = { port = port }, {}, {}, {}, {}
     local answer = "HTTP/1.1 200 OK\r\nContent-Length: 19\r\nConnection: close\r\n\r\nhello from tn-dest\n"
     function d.sockets()
       local list = { l }
@@ -303,8 +303,8 @@ describe("TLS records on the wire", function()
       got[s] = got[s] .. (data or partial or "")
       if err == "closed" then
         s:close(); conns[s] = nil
-      elseif got[s]:find("\r\n\r\n", 1, true) and not waiting[s] then
-        waiting[s] = true
+      elseif got[s]:find("\r\n\r\n", 1, true) and not asked[s] then
+        asked[s] = true
         waiting[#waiting + 1] = s
       end
       if #waiting < hold then return end
