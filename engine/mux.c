@@ -61,6 +61,8 @@ struct mux {
     unsigned carried;
     uint16_t *waitq; /* sids waiting for output room, oldest first (a ring) */
     uint16_t waitq_head, waitq_n;
+    uint16_t *outq; /* sids whose local socket output waits for the end of the pass */
+    uint16_t outq_n;
     int64_t born_us, idle_since_us, last_rx_us, min_rtt_us;
     int64_t last_flush_us;
     uint64_t since_quiet; /* bytes sent since the connection was last quiet */
@@ -168,6 +170,7 @@ mux_free_cb(evutil_socket_t fd, short what, void *arg)
     if (m->all_next != NULL) m->all_next->all_prev = m->all_prev;
     sidmap_free(m->sessions);
     free(m->waitq);
+    free(m->outq);
     free(m);
 }
 
@@ -247,13 +250,33 @@ mux_flush(struct mux *m)
     evbuffer_add_buffer(out, m->stage);
 }
 
+int
+mux_defer_out(struct mux *m, uint16_t sid)
+{
+    if (m->closing || m->freed_bev) return -1;
+    if (m->outq == NULL) m->outq = malloc(MUX_MAX_SESSIONS * sizeof(*m->outq));
+    /* Each session is queued once a pass (it says so itself), and at most MUX_MAX_SESSIONS
+     * live on the connection. */
+    if (m->outq == NULL || m->outq_n == MUX_MAX_SESSIONS) return -1;
+    m->outq[m->outq_n++] = sid;
+    event_active(m->flush, EV_TIMEOUT, 0);
+    return 0;
+}
+
 static void
 mux_flush_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct mux *m = arg;
+    struct session *s;
+    uint16_t i;
 
     (void)fd;
     (void)what;
+    /* Sessions' local sockets first: the WINDOW credit their writes return joins this flush.
+     * A session gone since it queued is no longer in the map (ids are not reused). */
+    for (i = 0; i < m->outq_n; i++)
+        if ((s = sidmap_get(m->sessions, m->outq[i])) != NULL) session_flush_out(s);
+    m->outq_n = 0;
     mux_flush(m);
     /* The pass's records go to the socket now (wthru.h): waiting for EV_WRITE cost two
      * epoll_ctl and a loop pass per flush, twice per request on each end. Only on a connection

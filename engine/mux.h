@@ -79,6 +79,12 @@ void mux_pass_turn(struct mux *m);
  * session already closed (and drops it). */
 void mux_before_open(struct mux *m, uint16_t sid);
 
+/* Session sid has put bytes for its local socket in the socket's output: the mux writes them
+ * (session_flush_out) at the end of the loop pass, with what the rest of the pass's frames add,
+ * in one system call instead of one per frame. Returns 0, or -1 (closing, out of memory): the
+ * session writes now itself. */
+int mux_defer_out(struct mux *m, uint16_t sid);
+
 uint32_t mux_id(const struct mux *m);
 struct event_base *mux_base(const struct mux *m);
 const struct config *mux_config(const struct mux *m);

@@ -53,6 +53,7 @@ struct session {
     int64_t bdp_start_us;
     unsigned connected : 1, local_eof : 1, sent_fin : 1, got_fin : 1, shut_wr : 1;
     unsigned hold_done : 1, closed : 1, bev_reads : 1, waiting : 1, woken : 1;
+    unsigned out_deferred : 1; /* the output waits for the mux's end of the pass */
 };
 
 static unsigned session_live;
@@ -169,6 +170,8 @@ session_close(struct session *s, int level, const char *why, int reset, uint8_t 
 
     if (s->closed) return;
     s->closed = 1;
+    /* What arrived before the end (a RESET, a failure) in the same pass still goes out first. */
+    if (s->out_deferred) (void)wthru_send_queued(s->bev);
     if (s->cancel != NULL) s->cancel(s->cancel_arg);
     s->cancel = NULL;
     if (s->mux != NULL) {
@@ -574,6 +577,7 @@ session_fail(struct session *s, uint8_t reason, const char *why)
 int
 session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **err)
 {
+    struct evbuffer *out;
     size_t direct;
 
     if (s->got_fin) {
@@ -589,6 +593,18 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
         evbuffer_remove_buffer(src, bufferevent_get_output(s->bev), n);
         return 0;
     }
+    /* The frames of one loop pass go to the socket in one write at its end (mux_defer_out):
+     * a frame is at most 64 KiB, a pass of a bulk transfer decrypts several, and each write to
+     * a loopback socket runs the receiver's whole TCP path in this process. The bytes move
+     * (their buffer chains, not a copy) into an output that is empty or already waits; what the
+     * app leaves queued is copied from then on (wthru_move), as before. */
+    out = bufferevent_get_output(s->bev);
+    if (s->out_deferred || (evbuffer_get_length(out) == 0 && mux_defer_out(s->mux, s->sid) == 0)) {
+        s->out_deferred = 1;
+        evbuffer_remove_buffer(src, out, n);
+        want_write(s); /* armed and, once the write empties the output, dropped in this pass */
+        return 0;
+    }
     /* Bytes the socket took at once never pass the output buffer and its drain callback:
      * they are credit now. */
     direct = wthru_move(s->bev, src, n);
@@ -598,6 +614,14 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
     }
     if (!s->closed) want_write(s);
     return 0;
+}
+
+void
+session_flush_out(struct session *s)
+{
+    if (!s->out_deferred) return;
+    s->out_deferred = 0;
+    wthru_flush(s->bev); /* credit for what it writes: session_out_cb */
 }
 
 int

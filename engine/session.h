@@ -37,6 +37,9 @@ void session_on_close(struct session *s, void (*cancel)(void *arg), void *arg);
 /* Frames from the mux. Each returns 0, or -1 with *err for a protocol error. */
 int session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **err);
 int session_on_fin(struct session *s, const char **err);
+/* Writes what session_on_data left in the local socket's output for the end of the pass
+ * (mux_defer_out). */
+void session_flush_out(struct session *s);
 int session_on_window(struct session *s, uint32_t inc, const char **err);
 void session_on_reset(struct session *s, uint8_t reason);
 

@@ -410,4 +410,37 @@ describe("system calls per request", function()
     assert.is_true(server / n < 4, "server: " .. server .. " epoll_ctl for " .. n .. " requests")
     H.stop_tunnel(t)
   end)
+
+  -- A read of the connection brings up to 256 KiB, several frames of at most 64 KiB for one
+  -- session; their bytes leave for the app in one write at the end of the pass (mux_defer_out),
+  -- not one per frame. Each call is logged: the app's writes are the large ones (the client's
+  -- other writes carry WINDOW frames to the server), the reads of the connection the readv's.
+  it("write a bulk download to the app once per read of the connection, not once per frame", function()
+    local t = H.tunnel(dir, pki, {})
+    local bench = H.build .. "/tn-bench -mode bulk -c 1 -socks 127.0.0.1:" .. t.socks_port .. " -dest 127.0.0.1:" .. http
+    local out, code = H.sh(bench .. " -bytes 65536") -- the connection is up
+    assert.are.equal(0, code, out)
+    local log = dir .. "/strace" .. H.free_port()
+    local spid = H.spawn("strace", { "strace", "-f", "-s", "0", "-e", "trace=readv,writev", "-o", log,
+      "-p", tostring(t.client_pid) }, log .. ".log")
+    H.wait_for(function() return H.read(log .. ".log"):find("attached") end, 10, "strace to attach")
+    out, code = H.sh(bench .. " -bytes 67108864")
+    H.stop(spid, "INT", 10)
+    assert.are.equal(0, code, out)
+    assert.matches("failed=0", out)
+    local reads, app_writes, app_bytes = 0, 0, 0
+    for call, ret in H.read(log):gmatch("(%a+)%([^\n]-%)%s*= (%d+)\n") do
+      local n = tonumber(ret)
+      if call == "readv" and n > 0 then reads = reads + 1 end
+      if call == "writev" and n > 4096 then
+        app_writes = app_writes + 1
+        app_bytes = app_bytes + n
+      end
+    end
+    assert.is_true(app_bytes > 60 * 1048576, "bytes seen written to the app: " .. app_bytes)
+    -- now at most one per read, and a few more when the app's socket is full for a moment;
+    -- one per frame was ~3 per read
+    assert.is_true(app_writes <= 1.5 * reads + 5, app_writes .. " writes to the app for " .. reads .. " reads")
+    H.stop_tunnel(t)
+  end)
 end)
