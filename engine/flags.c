@@ -55,7 +55,7 @@ static const struct flag flags[] = {
     {"remux.net", S(remux_net), "tls", 0, 0, "ReMux's lower connection: tls or tcp"},
     {"remux.window.kib", I(window_kib), "256", 16, 1 << 20,
      "flow-control window per session and direction at the start (KiB)"},
-    {"remux.window.max.kib", I(window_max_kib), "16384", 16, 1 << 20,
+    {"remux.window.max.kib", I(window_max_kib), "65536", 16, 1 << 20,
      "the auto-tuned window never grows past this (KiB)"},
     {"remux.sessions.max", I(sessions_max), "1024", 1, 4096,
      "server: a connection with this many open sessions gets new ones refused (RESET, policy)"},

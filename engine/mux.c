@@ -9,6 +9,8 @@
 #include "mux.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,7 @@
 #define MUX_BULK_AFTER (1 << 20)        /* bytes sent since quiet before TLS records grow */
 #define MUX_RECORD_SMALL 1200           /* plaintext of a small TLS record: one or two segments */
 #define MUX_QUIET_US 1000000            /* nothing sent for this long: the connection is quiet */
+#define MUX_TCP_RTT_EVERY_US 10000      /* the kernel's smoothed RTT is asked at most this often */
 
 struct mux {
     struct event_base *base;
@@ -64,6 +67,7 @@ struct mux {
     uint16_t *outq; /* sids whose local socket output waits for the end of the pass */
     uint16_t outq_n;
     int64_t born_us, idle_since_us, last_rx_us, min_rtt_us;
+    int64_t tcp_rtt_us, tcp_rtt_at_us; /* the kernel's smoothed RTT, and when it was asked */
     int64_t last_flush_us;
     uint64_t since_quiet; /* bytes sent since the connection was last quiet */
     unsigned rtt_samples;
@@ -883,6 +887,25 @@ int64_t
 mux_min_rtt_us(const struct mux *m)
 {
     return m->min_rtt_us;
+}
+
+int64_t
+mux_credit_rtt_us(struct mux *m)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    struct bufferevent *sock;
+    int64_t now = mux_now_us();
+    evutil_socket_t fd;
+
+    if (m->bev != NULL && now - m->tcp_rtt_at_us >= MUX_TCP_RTT_EVERY_US) {
+        m->tcp_rtt_at_us = now;
+        sock = m->tls ? bufferevent_get_underlying(m->bev) : m->bev;
+        fd = sock != NULL ? bufferevent_getfd(sock) : -1;
+        if (fd >= 0 && getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0)
+            m->tcp_rtt_us = ti.tcpi_rtt;
+    }
+    return m->tcp_rtt_us > m->min_rtt_us ? m->tcp_rtt_us : m->min_rtt_us;
 }
 
 void

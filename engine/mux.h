@@ -100,6 +100,10 @@ int mux_is_closing(const struct mux *m);
 void mux_free_all(void);
 int mux_goaway_received(const struct mux *m);
 int64_t mux_min_rtt_us(const struct mux *m); /* the least PING/PONG RTT seen, 0 before one */
+/* The round trip a WINDOW's credit takes now: the kernel's smoothed RTT of the connection (it
+ * holds the queue a congestion control such as BBR keeps in flight, up to about one more path
+ * RTT), never below the least PING RTT; 0 before either is known. */
+int64_t mux_credit_rtt_us(struct mux *m);
 /* The path's RTT as its owner knows it from sibling connections: a connection dialled under
  * load samples only queueing (seen: 16 ms on loopback, so windows grew to megabytes). */
 void mux_rtt_hint(struct mux *m, int64_t us);

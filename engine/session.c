@@ -6,7 +6,8 @@
  * (the output buffer's drain callback) the bytes become credit, returned to the peer in WINDOW
  * frames, so a stalled reader holds at most one window of memory.
  * Window tuning: when the bytes drained per RTT (BDP) approach the window and the reader keeps
- * up, the window doubles, up to -remux.window.max.kib (gRPC's BDP estimator, simplified).
+ * up, the window doubles, up to -remux.window.max.kib (gRPC's BDP estimator, simplified). The RTT
+ * is the one credit sees, queue included (mux_credit_rtt_us; docs/PROTOCOL.md why).
  * Half-close: local EOF -> a length-0 frame once everything before it left; a length-0 frame
  * -> shutdown(SHUT_WR) once the output is flushed. Both done: the session closes. */
 #include "session.h"
@@ -484,7 +485,7 @@ grant(struct session *s, size_t pending)
 
     if (s->mux == NULL || s->got_fin || s->credit < (uint64_t)s->recv_window / 4) return;
     now = mux_now_us();
-    rtt = mux_min_rtt_us(s->mux);
+    rtt = mux_credit_rtt_us(s->mux);
     s->bdp_bytes += s->credit;
     if (rtt > 0 && now - s->bdp_start_us >= rtt) {
         bdp = (double)s->bdp_bytes * (double)rtt / (double)(now - s->bdp_start_us);
@@ -493,6 +494,8 @@ grant(struct session *s, size_t pending)
             grow = s->recv_window;
             if (s->recv_window + grow > s->window_max) grow = s->window_max - s->recv_window;
             s->recv_window += grow;
+            log_msg(LOG_DEBUG, "[sess] ~ %08x:%u window %lld KiB", s->mux_id, s->sid,
+                    (long long)(s->recv_window / 1024));
         }
         s->bdp_start_us = now;
         s->bdp_bytes = 0;

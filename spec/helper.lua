@@ -166,20 +166,24 @@ local function in_netns(ns, argv)
 end
 
 -- A tunnel pair on loopback. opts.server / opts.client: extra flags; opts.tcp: plain TCP;
--- opts.netns: both run in that network namespace (its loopback).
+-- opts.netns: both run in that network namespace (its loopback); opts.server_netns and
+-- opts.client_netns: each end in its own, the server on opts.server_host (the client checks
+-- the certificate's name, localhost).
 -- Returns {server_pid, client_pid, socks_port, server_port, slog, clog}.
 function H.tunnel(dir, pki, opts)
   opts = opts or {}
   local t = { server_port = opts.server_port or H.free_port(), socks_port = H.free_port() }
+  local shost = opts.server_host or "127.0.0.1"
+  local sns, cns = opts.server_netns or opts.netns, opts.client_netns or opts.netns
   t.slog, t.clog = dir .. "/server" .. t.server_port .. ".log", dir .. "/client" .. t.socks_port .. ".log"
   local sflags = {
-    ["server.addr"] = "127.0.0.1:" .. t.server_port, ["sla.log.path"] = t.slog,
+    ["server.addr"] = shost .. ":" .. t.server_port, ["sla.log.path"] = t.slog,
     ["sla.log.level"] = "debug",
     -- The specs' destinations are on loopback, which the server's default ACL denies.
     ["server.allow.local"] = "true",
   }
   local cflags = {
-    ["server.addr"] = "127.0.0.1:" .. t.server_port, ["client.addr"] = "127.0.0.1:" .. t.socks_port,
+    ["server.addr"] = shost .. ":" .. t.server_port, ["client.addr"] = "127.0.0.1:" .. t.socks_port,
     ["sla.log.path"] = t.clog, ["sla.log.level"] = "debug",
   }
   if opts.tcp then
@@ -190,20 +194,21 @@ function H.tunnel(dir, pki, opts)
     sflags["tls.server.ca"] = pki.ca
     cflags["tls.client.ca"] = pki.ca
     cflags["tls.client.cert"], cflags["tls.client.key"] = pki.client_cert, pki.client_key
+    if shost ~= "127.0.0.1" then cflags["tls.client.name"] = "localhost" end
   end
   for k, v in pairs(opts.server or {}) do sflags[k] = v end
   for k, v in pairs(opts.client or {}) do cflags[k] = v end
   if not opts.no_server then
-    t.server_pid = H.spawn("server", in_netns(opts.netns, flags({ H.bin, "-role=server" }, sflags)),
+    t.server_pid = H.spawn("server", in_netns(sns, flags({ H.bin, "-role=server" }, sflags)),
       t.slog .. ".out", opts.env)
     -- Readiness from the log, not a probe connection the server would count.
     H.wait_for(function() return H.count(t.slog, "%[main%] server: listening") > 0 end, 10, "the server to listen")
   end
   if opts.no_client then return t end
-  t.client_pid = H.spawn("client", in_netns(opts.netns, flags({ H.bin, "-role=client" }, cflags)),
+  t.client_pid = H.spawn("client", in_netns(cns, flags({ H.bin, "-role=client" }, cflags)),
     t.clog .. ".out", opts.env)
   -- A probe on the SOCKS port costs nothing (no log line above debug, no session).
-  H.wait_for(function() return H.connectable(t.socks_port, nil, opts.netns) end, 10, "the client to listen")
+  H.wait_for(function() return H.connectable(t.socks_port, nil, cns) end, 10, "the client to listen")
   return t
 end
 
