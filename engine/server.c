@@ -88,6 +88,26 @@ lookup_cancel(void *arg)
     if (l->req != NULL) evdns_getaddrinfo_cancel(l->req);
 }
 
+/* A name's address: the route hook is asked again on it (a name may point anywhere, the
+ * server's own loopback included), then the session connects or fails. */
+static void
+connect_name(struct server *srv, struct session *s, const char *host, unsigned port,
+             const char *src, const struct sockaddr *sa, socklen_t len)
+{
+    char addr[INET6_ADDRSTRLEN], why[160], msg[200];
+    const void *ip = sa->sa_family == AF_INET6
+                         ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                         : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+
+    inet_ntop(sa->sa_family, ip, addr, sizeof(addr));
+    if (allowed(srv, host, port, "domain", addr, src, why, sizeof(why))) {
+        connect_to(s, sa, len);
+    } else {
+        snprintf(msg, sizeof(msg), "denied: %s", why[0] ? why : "by the route hook");
+        session_fail(s, FRAME_RST_POLICY, msg);
+    }
+}
+
 static void
 lookup_cb(int result, struct evutil_addrinfo *res, void *arg)
 {
@@ -97,24 +117,12 @@ lookup_cb(int result, struct evutil_addrinfo *res, void *arg)
     l->req = NULL;
     if (s != NULL) {
         session_on_close(s, NULL, NULL);
-        char addr[INET6_ADDRSTRLEN], why[160], msg[200];
-        if (result != 0 || res == NULL) {
+        if (result != 0 || res == NULL)
             session_fail(s, FRAME_RST_DNS,
                          evutil_gai_strerror(result != 0 ? result : EVUTIL_EAI_FAIL));
-        } else {
-            /* Asked again on the address: a name may point anywhere, the server's own
-             * loopback included. */
-            const void *ip = res->ai_family == AF_INET6
-                                 ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
-                                 : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
-            inet_ntop(res->ai_family, ip, addr, sizeof(addr));
-            if (allowed(l->srv, l->host, l->port, "domain", addr, l->src, why, sizeof(why))) {
-                connect_to(s, res->ai_addr, (socklen_t)res->ai_addrlen);
-            } else {
-                snprintf(msg, sizeof(msg), "denied: %s", why[0] ? why : "by the route hook");
-                session_fail(s, FRAME_RST_POLICY, msg);
-            }
-        }
+        else
+            connect_name(l->srv, s, l->host, l->port, l->src, res->ai_addr,
+                         (socklen_t)res->ai_addrlen);
     }
     if (res != NULL) evutil_freeaddrinfo(res);
     if (l->in_call)
@@ -127,10 +135,30 @@ static void
 resolve(struct server *srv, struct session *s, const struct socks_req *req, const char *src)
 {
     struct evutil_addrinfo hints;
-    struct lookup *l = calloc(1, sizeof(*l));
+    struct lookup *l;
     struct evdns_getaddrinfo_request *r;
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
     char port[8];
 
+    /* A name that is an address literal (curl --socks5-hostname with http://10.0.0.1/) needs no
+     * resolver: the same route check and connect, without evdns's lookup, its allocations and
+     * its own parse of the literal (sscanf: 1 % of the server at 9,000 sessions/s). */
+    memset(&sin, 0, sizeof(sin));
+    memset(&sin6, 0, sizeof(sin6));
+    if (inet_pton(AF_INET, req->host, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons(req->port);
+        connect_name(srv, s, req->host, req->port, src, (struct sockaddr *)&sin, sizeof(sin));
+        return;
+    }
+    if (inet_pton(AF_INET6, req->host, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons(req->port);
+        connect_name(srv, s, req->host, req->port, src, (struct sockaddr *)&sin6, sizeof(sin6));
+        return;
+    }
+    l = calloc(1, sizeof(*l));
     if (l == NULL) {
         session_fail(s, FRAME_RST_ABORTED, "out of memory");
         return;
