@@ -328,7 +328,8 @@ loopback() {
       $CX build/tn-bench -mode hold -socks $SOCKS -dest $DIP:$ECHO -n $n -sec 3 -timeout 60 \
         >$work/hold.out 2>>$work/tn-bench.err &
       local hp=$! i
-      for i in $(seq 1 600); do
+      # longer than the load tool's own 60 s (+5): it prints "held N" when it gives up, too
+      for i in $(seq 1 700); do
         grep -q '^held' $work/hold.out 2>/dev/null && break
         sleep 0.1
       done
