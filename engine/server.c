@@ -64,6 +64,27 @@ allowed(struct server *srv, const char *host, unsigned port, const char *atyp, c
     return luahost_route(srv->lua, &r, &server, why, whylen) == LUAHOST_ALLOW;
 }
 
+/* The socket address of a binary IPv4 (family AF_INET) or IPv6 address and a port; returns its
+ * length. */
+static socklen_t
+sockaddr_of(int family, const void *ip, unsigned port, struct sockaddr_storage *ss)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+    memset(ss, 0, sizeof(*ss));
+    if (family == AF_INET) {
+        sin->sin_family = AF_INET;
+        memcpy(&sin->sin_addr, ip, 4);
+        sin->sin_port = htons(port);
+        return sizeof(*sin);
+    }
+    sin6->sin6_family = AF_INET6;
+    memcpy(&sin6->sin6_addr, ip, 16);
+    sin6->sin6_port = htons(port);
+    return sizeof(*sin6);
+}
+
 static void
 connect_to(struct session *s, const struct sockaddr *sa, socklen_t len)
 {
@@ -137,25 +158,21 @@ resolve(struct server *srv, struct session *s, const struct socks_req *req, cons
     struct evutil_addrinfo hints;
     struct lookup *l;
     struct evdns_getaddrinfo_request *r;
-    struct sockaddr_in sin;
-    struct sockaddr_in6 sin6;
+    struct sockaddr_storage ss;
+    uint8_t ip[16];
+    int family = 0;
     char port[8];
 
     /* A name that is an address literal (curl --socks5-hostname with http://10.0.0.1/) needs no
      * resolver: the same route check and connect, without evdns's lookup, its allocations and
      * its own parse of the literal (sscanf: 1 % of the server at 9,000 sessions/s). */
-    memset(&sin, 0, sizeof(sin));
-    memset(&sin6, 0, sizeof(sin6));
-    if (inet_pton(AF_INET, req->host, &sin.sin_addr) == 1) {
-        sin.sin_family = AF_INET;
-        sin.sin_port = htons(req->port);
-        connect_name(srv, s, req->host, req->port, src, (struct sockaddr *)&sin, sizeof(sin));
-        return;
-    }
-    if (inet_pton(AF_INET6, req->host, &sin6.sin6_addr) == 1) {
-        sin6.sin6_family = AF_INET6;
-        sin6.sin6_port = htons(req->port);
-        connect_name(srv, s, req->host, req->port, src, (struct sockaddr *)&sin6, sizeof(sin6));
+    if (inet_pton(AF_INET, req->host, ip) == 1)
+        family = AF_INET;
+    else if (inet_pton(AF_INET6, req->host, ip) == 1)
+        family = AF_INET6;
+    if (family != 0) {
+        connect_name(srv, s, req->host, req->port, src, (struct sockaddr *)&ss,
+                     sockaddr_of(family, ip, req->port, &ss));
         return;
     }
     l = calloc(1, sizeof(*l));
@@ -245,19 +262,10 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
         return 0;
     }
     if (len > 0 && session_on_data(s, in, len, err) == -1) return -1;
-    memset(&ss, 0, sizeof(ss));
-    if (req.atyp == SOCKS_ATYP_IPV4) {
-        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-        sin->sin_family = AF_INET;
-        memcpy(&sin->sin_addr, req.addr, 4);
-        sin->sin_port = htons(req.port);
-        connect_to(s, (struct sockaddr *)sin, sizeof(*sin));
-    } else if (req.atyp == SOCKS_ATYP_IPV6) {
-        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-        sin6->sin6_family = AF_INET6;
-        memcpy(&sin6->sin6_addr, req.addr, 16);
-        sin6->sin6_port = htons(req.port);
-        connect_to(s, (struct sockaddr *)sin6, sizeof(*sin6));
+    if (req.atyp != SOCKS_ATYP_DOMAIN) {
+        connect_to(
+            s, (struct sockaddr *)&ss,
+            sockaddr_of(req.atyp == SOCKS_ATYP_IPV4 ? AF_INET : AF_INET6, req.addr, req.port, &ss));
     } else {
         resolve(srv, s, &req, src);
     }
