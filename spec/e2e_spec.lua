@@ -375,14 +375,21 @@ describe("system calls per request", function()
     dir, pki, http = ...
   end)
 
-  -- Counts pid's epoll_ctl calls while fn runs.
-  local function epoll_ctls(pid, fn)
+  -- strace with args attached to pid while fn runs; returns strace's output file.
+  local function traced(pid, args, fn)
     local out = dir .. "/strace" .. H.free_port()
-    local spid = H.spawn("strace", { "strace", "-f", "-c", "-e", "trace=epoll_ctl", "-o", out, "-p", tostring(pid) },
-      out .. ".log")
+    local argv = { "strace", "-f", "-o", out, "-p", tostring(pid) }
+    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    local spid = H.spawn("strace", argv, out .. ".log")
     H.wait_for(function() return H.read(out .. ".log"):find("attached") end, 10, "strace to attach")
     fn()
     H.stop(spid, "INT", 10)
+    return out
+  end
+
+  -- Counts pid's epoll_ctl calls while fn runs.
+  local function epoll_ctls(pid, fn)
+    local out = traced(pid, { "-c", "-e", "trace=epoll_ctl" }, fn)
     -- strace -c's line: % time, seconds, usecs/call, calls, [errors,] syscall
     local line = H.read(out):match("[^\n]*epoll_ctl\n")
     local fields = {}
@@ -420,12 +427,9 @@ describe("system calls per request", function()
     local bench = H.build .. "/tn-bench -mode bulk -c 1 -socks 127.0.0.1:" .. t.socks_port .. " -dest 127.0.0.1:" .. http
     local out, code = H.sh(bench .. " -bytes 65536") -- the connection is up
     assert.are.equal(0, code, out)
-    local log = dir .. "/strace" .. H.free_port()
-    local spid = H.spawn("strace", { "strace", "-f", "-s", "0", "-e", "trace=readv,writev", "-o", log,
-      "-p", tostring(t.client_pid) }, log .. ".log")
-    H.wait_for(function() return H.read(log .. ".log"):find("attached") end, 10, "strace to attach")
-    out, code = H.sh(bench .. " -bytes 67108864")
-    H.stop(spid, "INT", 10)
+    local log = traced(t.client_pid, { "-s", "0", "-e", "trace=readv,writev" }, function()
+      out, code = H.sh(bench .. " -bytes 67108864")
+    end)
     assert.are.equal(0, code, out)
     assert.matches("failed=0", out)
     local reads, app_writes, app_bytes = 0, 0, 0

@@ -7,7 +7,7 @@
 local H = require("spec.helper")
 
 describe("one session over a 50 ms link", function()
-  local dir, pki, nsa, nsb, delay_pid, http
+  local dir, pki, nsa, nsb, http
 
   setup(function()
     dir = H.tmpdir()
@@ -17,7 +17,7 @@ describe("one session over a 50 ms link", function()
     local ta, tb = "tnla" .. tag:sub(1, 6), "tnlb" .. tag:sub(1, 6)
     local out, code = H.sh("ip netns add " .. nsa .. " && ip netns add " .. nsb)
     assert(code == 0, "cannot make network namespaces (needs root): " .. out)
-    delay_pid = H.spawn("tn-delay", { H.build .. "/tn-delay", "-a", ta, "-b", tb, "-delay-ms", "25",
+    H.spawn("tn-delay", { H.build .. "/tn-delay", "-a", ta, "-b", tb, "-delay-ms", "25",
       "-rate-mbit", "200" }, dir .. "/delay.log")
     H.wait_for(function() return H.read(dir .. "/delay.log"):find("ready") end, 10, "tn-delay")
     out, code = H.sh(table.concat({
@@ -35,8 +35,7 @@ describe("one session over a 50 ms link", function()
   end)
 
   teardown(function()
-    H.stop_all()
-    if delay_pid then H.stop(delay_pid) end
+    H.stop_all() -- tn-delay too: its tun devices go with it
     H.sh("ip netns del " .. nsa .. "; ip netns del " .. nsb)
     H.sh("rm -rf " .. dir)
   end)
