@@ -110,6 +110,60 @@ describe("ReMux pool", function()
     H.stop_tunnel(t)
   end)
 
+  it("hands every hook the fields docs/LUA.md lists, on the client and on the server", function()
+    -- Each hook logs what it got, then answers as the default does.
+    local function script(name, text)
+      H.write(dir .. "/" .. name, text)
+      return dir .. "/" .. name
+    end
+    local conn_text = [[
+      local function conn(c)
+        return string.format("id=%x age=%s idle=%s sessions=%s live=%s goaway=%s ready=%s",
+          c.id, type(c.age), type(c.idle), tostring(c.sessions), tostring(c.live),
+          tostring(c.goaway), tostring(c.ready))
+      end
+      local function route(req, cfg)
+        tunnels.log("info", string.format("seen route host=%s port=%s atyp=%s src=%s addr=%s",
+          req.host, tostring(req.port), req.atyp, tostring(req.src), tostring(req.addr)))
+        return tunnels.default.route(req, cfg)
+      end
+    ]]
+    local t = H.tunnel(dir, pki, {
+      client = { ["lua.script"] = script("seen-client.lua", conn_text .. [[
+        return {
+          route = route,
+          pick = function(conns, cfg)
+            tunnels.log("info", "seen pick n=" .. #conns .. " " .. conn(conns[#conns]))
+            return tunnels.default.pick(conns, cfg)
+          end,
+          idle = function(c, cfg, conns)
+            tunnels.log("info", "seen idle n=" .. #conns .. " " .. conn(c))
+            return tunnels.default.idle(c, cfg, conns)
+          end,
+        }
+      ]]) },
+      server = { ["lua.script"] = script("seen-server.lua", conn_text .. "return { route = route }\n") },
+    })
+    H.wait_for(function() return H.count(t.clog, "%[conn%] ~ ") == 1 end, 5, "the start-up dial")
+    H.assert_hello(t.socks_port, http)
+    local id = H.read(t.clog):match("%[conn%] %+ (%x+) =")
+    local pick = "seen pick n=1 id=" .. id .. " age=number idle=number sessions=0 live=0 goaway=false ready=true"
+    assert.are.equal(1, H.count(t.clog, pick), pick)
+    assert.are.equal(1, H.count(t.clog, "seen route host=localhost port=" .. http ..
+      " atyp=domain src=127%.0%.0%.1:%d+ addr=nil"))
+    -- the server asks by name, then by the address the name resolved to; src is the connection
+    local conn = H.read(t.slog):match("%[conn%] %+ (%x+) =")
+    for _, addr in ipairs({ "nil", "127%.0%.0%.1" }) do
+      assert.are.equal(1, H.count(t.slog, "seen route host=localhost port=" .. http ..
+        " atyp=domain src=" .. conn .. " addr=" .. addr), addr)
+    end
+    -- idle() is asked each second about a connection with no session
+    H.wait_for(function() return H.count(t.clog, "seen idle n=1 id=" .. id) > 0 end, 5, "idle()")
+    assert.is_true(H.count(t.clog, "seen idle n=1 id=" .. id ..
+      " age=number idle=number sessions=1 live=0 goaway=false ready=true") > 0)
+    H.stop_tunnel(t)
+  end)
+
   it("follows a script's own reusable() through the default pick (2 sessions a connection)", function()
     local script = dir .. "/two.lua"
     H.write(script, "return { reusable = function(c, cfg) return c.sessions < 2 end }\n")
