@@ -15,7 +15,8 @@ BUILD ?= build
 ENGINE := addr client dingmsg dingtalk direct flags frame log luahost main mux pool reader server session sidmap sla socks tls wthru
 PURE := frame socks flags log sidmap dingmsg
 OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o $(BUILD)/rules_lua.o
-TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook $(BUILD)/tn-bench $(BUILD)/tn-delay
+TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook $(BUILD)/tn-bench $(BUILD)/tn-delay \
+	$(BUILD)/tn-tlscost
 
 # Fuzz targets (fuzz/fuzz_*.c) and the pure sources each one needs.
 FUZZ := frame socks flags
@@ -51,6 +52,10 @@ $(BUILD)/libtunnels_pure.so: $(PURE:%=engine/%.c) engine/*.h | $(BUILD)
 
 $(BUILD)/tn-%: tools/tn-%.c | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(shell pkg-config --libs libevent openssl)
+
+# The TLS cost of a pool rotation, with the engine's own contexts (all of it but main.o).
+$(BUILD)/tn-tlscost: tools/tn-tlscost.c $(filter-out $(BUILD)/main.o,$(OBJS))
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # The corpus replayer: each target with a plain main(), built by the normal compiler.
 $(BUILD)/replay-%: fuzz/fuzz_%.c fuzz/replay.c engine/*.c engine/*.h | $(BUILD)
