@@ -88,6 +88,20 @@ describe("ReMux pool", function()
     H.stop_tunnel(t)
   end)
 
+  it("prices a rotation's TLS: tn-tlscost resumes every handshake with the engine's contexts", function()
+    -- the bench's figure for what each rotation costs; a tool that stopped resuming would
+    -- report the price of full handshakes instead, so it fails rather than print one
+    local out, code = H.sh(H.build .. "/tn-tlscost -dir " .. dir .. " -n 20")
+    assert.are.equal(0, code, out)
+    local rc, rs = out:match("resumed_client_us=(%d+) resumed_server_us=(%d+) n=20 ")
+    assert.is_truthy(rc, out)
+    assert.is_true(tonumber(rc) > 0 and tonumber(rs) > 0, out)
+    assert.is_truthy(out:match("full_client_us=%d+ full_server_us=%d+ "), out)
+    local bad, bcode = H.sh(H.build .. "/tn-tlscost -dir " .. dir .. "/nowhere -n 2")
+    assert.are_not.equal(0, bcode)
+    assert.is_truthy(bad:find("nowhere"), bad)
+  end)
+
   it("closes a retired connection when its last session ends: a stream of new sessions keeps few open", function()
     -- 50 at a time for 2 s: a rotation every 16 sessions, tens of connections retired
     local t, out = bench_warm("-mode rate -c 50 -sec 2")
