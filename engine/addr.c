@@ -117,6 +117,16 @@ addr_tune_socket(int fd)
     return 0;
 }
 
+int
+addr_tcp_established(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1) return 0;
+    return ti.tcpi_state == TCP_ESTABLISHED;
+}
+
 struct evdns_base *
 addr_dns_new(struct event_base *base)
 {

@@ -23,6 +23,9 @@ int addr_is_loopback(const struct sockaddr *sa);
  * evconnlistener accepts with it): two fcntl calls per session saved. */
 int addr_tune_socket(int fd);
 
+/* 1 when the TCP socket fd is established (TCP_INFO), 0 when not or unknown. */
+int addr_tcp_established(int fd);
+
 struct event_base;
 struct evdns_base;
 

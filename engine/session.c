@@ -22,6 +22,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "addr.h"
 #include "frame.h"
 #include "log.h"
 #include "mux.h"
@@ -562,6 +563,15 @@ session_connect_fd(struct session *s, int fd, const struct sockaddr *sa, socklen
     if (errno != EINPROGRESS) {
         snprintf(why, sizeof(why), "connect: %s", strerror(errno));
         session_fail(s, errno_reason(errno), why);
+        return;
+    }
+    /* To an address of this host the whole TCP handshake runs inside connect(): the SYN, the
+     * SYN-ACK and the ACK are processed before it returns, which still says EINPROGRESS.
+     * Asking the socket saves the loop pass, the two epoll_ctl and the getsockopt of waiting
+     * for EV_WRITE (a tunnel server in front of services on its own host). Elsewhere the SYN
+     * has not even left: no question asked. */
+    if (addr_is_loopback(sa) && addr_tcp_established(fd)) {
+        session_connected(s);
         return;
     }
     event_add(s->rev, NULL);
