@@ -567,9 +567,9 @@ session_connect_fd(struct session *s, int fd, const struct sockaddr *sa, socklen
     }
     /* To an address of this host the whole TCP handshake runs inside connect(): the SYN, the
      * SYN-ACK and the ACK are processed before it returns, which still says EINPROGRESS.
-     * Asking the socket saves the loop pass, the two epoll_ctl and the getsockopt of waiting
-     * for EV_WRITE (a tunnel server in front of services on its own host). Elsewhere the SYN
-     * has not even left: no question asked. */
+     * Asking the socket (one getsockopt, as SO_ERROR was after the wait) saves the loop pass
+     * and the two epoll_ctl of waiting for EV_WRITE: a tunnel server in front of services on
+     * its own host. Elsewhere the SYN has not even left: no question asked. */
     if (addr_is_loopback(sa) && addr_tcp_established(fd)) {
         session_connected(s);
         return;
