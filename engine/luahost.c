@@ -610,11 +610,10 @@ try_route(struct luahost *h, int ref, const struct luahost_req *r, int *server, 
           size_t whylen)
 {
     lua_State *L = h->L;
-    int client = strcmp(h->cfg->role, "client") == 0, d = -1, k;
+    int client = strcmp(h->cfg->role, "client") == 0, d = -1, k, keys;
     const char *a, *detail;
 
-    int keys = push_keys(h);
-
+    keys = push_keys(h);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
     push_req(L, keys, r);
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_cfg);

@@ -75,14 +75,15 @@ close_free(SSL *ssl)
 }
 
 /* One connection: both ends in turn until both are done, then the server's first byte read
- * by the client (the tickets come with it). Returns 1 if resumed, 0 if full, -1 on failure. */
+ * by the client (the tickets come with it). Returns 1 if resumed, 0 if full, -1 on failure;
+ * both ends are freed either way (one close path). */
 static int
 one(SSL_CTX *cctx, SSL_CTX *sctx, double *cc, double *sc)
 {
     double t = cpu_us();
-    SSL *c = tls_client_ssl(cctx, "localhost"), *s;
+    SSL *c = tls_client_ssl(cctx, "localhost"), *s = NULL;
     BIO *cb, *sb;
-    int i, cdone = 0, sdone = 0, resumed;
+    int i, cdone = 0, sdone = 0, r = -1;
 
     if (c == NULL) return -1;
     if (ticket != NULL) {
@@ -94,10 +95,10 @@ one(SSL_CTX *cctx, SSL_CTX *sctx, double *cc, double *sc)
     *cc += cpu_us() - t;
     t = cpu_us();
     s = SSL_new(sctx);
-    if (s == NULL) return -1;
+    if (s == NULL) goto out;
     SSL_set_accept_state(s);
     *sc += cpu_us() - t;
-    if (BIO_new_bio_pair(&cb, 0, &sb, 0) != 1) return -1;
+    if (BIO_new_bio_pair(&cb, 0, &sb, 0) != 1) goto out;
     SSL_set_bio(c, cb, cb);
     SSL_set_bio(s, sb, sb);
     for (i = 0; i < 20 && !(cdone && sdone); i++) {
@@ -106,13 +107,14 @@ one(SSL_CTX *cctx, SSL_CTX *sctx, double *cc, double *sc)
     }
     if (!cdone || !sdone) {
         ERR_print_errors_fp(stderr);
-        return -1;
+        goto out;
     }
-    if (timed(send_byte, s, sc) != 1 || timed(drain, c, cc) != 1) return -1;
-    resumed = SSL_session_reused(c);
+    if (timed(send_byte, s, sc) != 1 || timed(drain, c, cc) != 1) goto out;
+    r = SSL_session_reused(c);
+out:
     timed(close_free, c, cc);
-    timed(close_free, s, sc);
-    return resumed;
+    if (s != NULL) timed(close_free, s, sc);
+    return r;
 }
 
 static int
