@@ -102,9 +102,11 @@ function H.spawn(name, argv, log, env)
   return pid
 end
 
+-- Whether pid still runs. A zombie does not: it has closed its sockets, which is what a restart
+-- on the same port waits for (kill -0 would count it until it is reaped).
 function H.alive(pid)
-  local _, code = H.sh("kill -0 " .. pid)
-  return code == 0
+  local state = H.read("/proc/" .. pid .. "/stat"):match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
 end
 
 -- Sends sig to pid (one we started) and waits for it to exit. Returns true if it did.
