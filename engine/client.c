@@ -96,9 +96,9 @@ hs_event_cb(struct bufferevent *bev, short what, void *arg)
 
     (void)bev;
     if (what & BEV_EVENT_TIMEOUT)
-        log_msg(LOG_WARN, "[sock] ! %s reply not taken", h->peer);
+        log_msg(LOG_WARN, "[socks] %s: reply not taken", h->peer);
     else if (what & BEV_EVENT_ERROR)
-        log_msg(LOG_DEBUG, "[sock] ! %s handshake: %s", h->peer,
+        log_msg(LOG_DEBUG, "[socks] %s: handshake: %s", h->peer,
                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     hs_free(h);
 }
@@ -109,7 +109,7 @@ hs_refuse_at(struct handshake *h, const uint8_t *reply, size_t n, int level, con
 {
     struct timeval tv = {h->c->cfg->socks_handshake_sec, 0};
 
-    log_msg(level, "[sock] ! %s %s", h->peer, why);
+    log_msg(level, "[socks] %s: %s", h->peer, why);
     h->state = HS_CLOSING;
     event_del(h->rev);
     bufferevent_setcb(h->bev, NULL, hs_flushed_cb, hs_event_cb, h);
@@ -135,7 +135,7 @@ choose_pool(struct client *c, int want, const char *dest)
         struct pool *p = c->pools[(want + i) % c->npools];
         if (!pool_is_down(p)) {
             if (i > 0)
-                log_msg(LOG_DEBUG, "[sock] ~ %s via %s: %s is down", dest, pool_label(p),
+                log_msg(LOG_DEBUG, "[route] %s via %s: %s is down", dest, pool_label(p),
                         pool_label(c->pools[want]));
             return p;
         }
@@ -285,6 +285,12 @@ hs_parse(struct handshake *h)
         hs_refuse(h, reply, sizeof(reply), why);
         return 1;
     }
+    if (req.atyp == SOCKS_ATYP_DOMAIN && socks_check_name(req.host, &err) == -1) {
+        snprintf(why, sizeof(why), "bad request: invalid destination: %s", err);
+        socks_encode_reply(reply, 4); /* host unreachable: no such name can be reached */
+        hs_refuse(h, reply, sizeof(reply), why);
+        return 1;
+    }
     if (req.cmd != SOCKS_CMD_CONNECT) {
         snprintf(why, sizeof(why), "command %u is not supported (only CONNECT)", req.cmd);
         socks_encode_reply(reply, 7);
@@ -305,14 +311,14 @@ hs_readable(evutil_socket_t fd, short what, void *arg)
     ssize_t got;
 
     if (what & EV_TIMEOUT) {
-        log_msg(LOG_WARN, "[sock] ! %s handshake timeout", h->peer);
+        log_msg(LOG_WARN, "[socks] %s: handshake timeout", h->peer);
         hs_free(h);
         return;
     }
     got = recv(fd, h->buf + h->len, sizeof(h->buf) - h->len, 0);
     if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
     if (got <= 0) {
-        if (got < 0) log_msg(LOG_DEBUG, "[sock] ! %s handshake: %s", h->peer, strerror(errno));
+        if (got < 0) log_msg(LOG_DEBUG, "[socks] %s: handshake: %s", h->peer, strerror(errno));
         hs_free(h);
         return;
     }
@@ -326,7 +332,7 @@ hs_readable(evutil_socket_t fd, short what, void *arg)
      * (a client sending a byte a second must not keep its slot for minutes). */
     event_base_gettimeofday_cached(event_get_base(h->rev), &now);
     if (evutil_timercmp(&h->deadline, &now, <=)) {
-        log_msg(LOG_WARN, "[sock] ! %s handshake timeout", h->peer);
+        log_msg(LOG_WARN, "[socks] %s: handshake timeout", h->peer);
         hs_free(h);
         return;
     }
@@ -400,7 +406,7 @@ accept_error_cb(struct evconnlistener *lis, void *arg)
     int e = EVUTIL_SOCKET_ERROR();
 
     /* Out of descriptors: pause accepting for a moment rather than spin on the listener. */
-    log_msg(LOG_WARN, "[sock] accept: %s; pausing 200 ms", evutil_socket_error_to_string(e));
+    log_msg(LOG_WARN, "[listen] accept: %s; pausing 200 ms", evutil_socket_error_to_string(e));
     evconnlistener_disable(lis);
     evtimer_add(c->resume, &tv);
 }

@@ -52,7 +52,7 @@ direct_close(struct direct *d, int level, const char *why, int abortive)
         directs = d->next;
     if (d->next != NULL) d->next->prev = d->prev;
     ndirect--;
-    log_msg(level, "[sock] - %s direct%s%s", d->dest, *why ? " " : "", why);
+    log_msg(level, "[sock] - %s = %u direct%s%s", d->dest, ndirect, *why ? " " : "", why);
     bufferevent_free(d->app);
     bufferevent_free(d->dst);
     free(d);
@@ -127,7 +127,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
         d->connected = 1;
         bufferevent_set_timeouts(d->dst, NULL, NULL);
         addr_tune_socket(bufferevent_getfd(d->dst));
-        log_msg(LOG_DEBUG, "[sock] ~ %s direct connected", d->dest);
+        log_msg(LOG_DEBUG, "[dest] %s direct connected", d->dest);
         maybe_shut(d);
         return;
     }
@@ -177,7 +177,7 @@ direct_open(struct evdns_base *dns, struct bufferevent *app, const struct socks_
     d->dst = bufferevent_socket_new(bufferevent_get_base(app), -1,
                                     BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     if (d->dst == NULL) {
-        log_msg(LOG_ERROR, "[sock] - %s direct out of memory", d->dest);
+        log_msg(LOG_ERROR, "[sock] - %s = %u direct out of memory", d->dest, ndirect);
         bufferevent_free(app);
         free(d);
         return;
@@ -186,7 +186,7 @@ direct_open(struct evdns_base *dns, struct bufferevent *app, const struct socks_
     if (directs != NULL) directs->prev = d;
     directs = d;
     ndirect++;
-    log_msg(LOG_INFO, "[sock] + %s direct", d->dest);
+    log_msg(LOG_INFO, "[sock] + %s = %u direct", d->dest, ndirect);
     bufferevent_setcb(d->app, read_cb, write_cb, event_cb, d);
     bufferevent_setcb(d->dst, read_cb, write_cb, event_cb, d);
     bufferevent_set_timeouts(d->dst, NULL, &tv); /* the connect; cleared once up */

@@ -97,10 +97,40 @@ level_tag(int level)
     return "debg";
 }
 
+/* Copies src into dst (room for cap bytes, cap > 0) with every byte that could break the line
+ * or the terminal escaped: control bytes and DEL as \xNN, a backslash as \\. Text from the
+ * network (a destination name, a peer's certificate, a script's error) then cannot end a line
+ * or forge one. Returns the length written. */
+static size_t
+escape_into(char *dst, size_t cap, const char *src, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, n = 0;
+
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)src[i];
+        if (c >= 0x20 && c != 0x7f && c != '\\') {
+            if (n + 1 > cap) break;
+            dst[n++] = (char)c;
+        } else if (c == '\\') {
+            if (n + 2 > cap) break;
+            dst[n++] = '\\';
+            dst[n++] = '\\';
+        } else {
+            if (n + 4 > cap) break;
+            dst[n++] = '\\';
+            dst[n++] = 'x';
+            dst[n++] = hex[c >> 4];
+            dst[n++] = hex[c & 15];
+        }
+    }
+    return n;
+}
+
 void
 log_msg(int level, const char *fmt, ...)
 {
-    char line[2048];
+    char line[2048], msg[2048];
     struct timeval tv;
     struct tm tm;
     size_t n, head;
@@ -114,11 +144,11 @@ log_msg(int level, const char *fmt, ...)
     n += (size_t)snprintf(line + n, sizeof(line) - n, " [%s] ", level_tag(level));
     head = n;
     va_start(ap, fmt);
-    k = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+    k = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (k < 0) k = 0;
-    n += (size_t)k;
-    if (n > sizeof(line) - 2) n = sizeof(line) - 2;
+    if ((size_t)k >= sizeof(msg)) k = sizeof(msg) - 1;
+    n += escape_into(line + n, sizeof(line) - n - 2, msg, (size_t)k);
     if (sink) {
         line[n] = 0;
         log_sink(level, line, line + head, log_sink_arg);

@@ -578,7 +578,7 @@ handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
 
         m->goaway_rcvd = 1;
         m->goaway_last = c.sid;
-        log_msg(LOG_INFO, "[conn] ~ %08x goaway (last session %u)", m->id, c.sid);
+        log_msg(LOG_INFO, "[ctrl] %08x goaway (last session %u)", m->id, c.sid);
         /* Sessions above the last id were never taken by the peer. */
         n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
         for (i = 0; i < n; i++)
@@ -722,7 +722,7 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         ssl = m->tls ? bufferevent_openssl_get_ssl(bev) : NULL;
         if (ssl != NULL)
-            log_msg(LOG_DEBUG, "[conn] ~ %08x %s %s%s", m->id, SSL_get_version(ssl),
+            log_msg(LOG_DEBUG, "[tls] ~ %08x %s %s%s", m->id, SSL_get_version(ssl),
                     SSL_get_cipher_name(ssl), SSL_session_reused(ssl) ? " resumed" : "");
         mux_on_ready(m);
         return;

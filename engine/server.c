@@ -214,7 +214,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     struct sockaddr_storage ss;
     size_t n = len < sizeof(hdr) ? len : sizeof(hdr), used;
     char dest[SOCKS_DEST_MAX], host[INET6_ADDRSTRLEN], src[16], why[160];
-    const char *name;
+    const char *name, *bad_name;
     int rc;
 
     evbuffer_copyout(in, hdr, n);
@@ -227,6 +227,15 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     }
     evbuffer_drain(in, used);
     len -= used;
+    if (req.atyp == SOCKS_ATYP_DOMAIN && socks_check_name(req.host, &bad_name) == -1) {
+        /* One session's bad name is that session's error, not the connection's. */
+        struct frame_ctl bad = {.type = FRAME_CTL_RESET, .sid = sid, .reason = FRAME_RST_PROTOCOL};
+        log_msg(LOG_WARN, "[sock] - ?:%u = %u refused: invalid destination on %08x: %s",
+                (unsigned)req.port, session_count(), mux_id(m), bad_name);
+        evbuffer_drain(in, len);
+        mux_send_ctl(m, &bad);
+        return 0;
+    }
     socks_format_dest(&req, dest, sizeof(dest));
     if (mux_live(m) >= (unsigned)srv->cfg->sessions_max) {
         log_msg(LOG_WARN, "[sock] - %s = %u refused: %08x has -remux.sessions.max=%ld open", dest,
@@ -343,7 +352,7 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
     addr_tune_socket(fd);
     if (srv->ctx != NULL && srv->pending >= (size_t)srv->cfg->handshake_max) {
         addr_format(sa, peer, sizeof(peer));
-        log_msg(LOG_WARN, "[conn] ! %s closed: -tls.handshake.max=%ld handshakes pending", peer,
+        log_msg(LOG_WARN, "[tls] %s closed: -tls.handshake.max=%ld handshakes pending", peer,
                 srv->cfg->handshake_max);
         evutil_closesocket(fd);
         return;
@@ -382,7 +391,7 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
     }
     srv->conns[srv->n++] = m;
     addr_format(sa, peer, sizeof(peer));
-    log_msg(LOG_DEBUG, "[conn] ~ %08x from %s", mux_id(m), peer);
+    log_msg(LOG_DEBUG, "[accept] %08x from %s", mux_id(m), peer);
 }
 
 static void
@@ -401,7 +410,7 @@ accept_error_cb(struct evconnlistener *lis, void *arg)
     struct server *srv = arg;
     struct timeval tv = {0, 200000};
 
-    log_msg(LOG_WARN, "[conn] accept: %s; pausing 200 ms",
+    log_msg(LOG_WARN, "[listen] accept: %s; pausing 200 ms",
             evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     evconnlistener_disable(lis);
     evtimer_add(srv->resume, &tv);

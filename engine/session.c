@@ -378,7 +378,7 @@ session_connected(struct session *s)
     s->connected = 1;
     event_del(s->timer);
     s->cancel = NULL;
-    log_msg(LOG_DEBUG, "[sock] ~ %s connected", s->dest);
+    log_msg(LOG_DEBUG, "[dest] %s connected", s->dest);
     if (start_reading(s) == -1) {
         session_fail(s, FRAME_RST_ABORTED, "out of memory");
         return;
@@ -495,7 +495,7 @@ grant(struct session *s, size_t pending)
             grow = s->recv_window;
             if (s->recv_window + grow > s->window_max) grow = s->window_max - s->recv_window;
             s->recv_window += grow;
-            log_msg(LOG_DEBUG, "[sess] ~ %08x:%u window %lld KiB", s->mux_id, s->sid,
+            log_msg(LOG_DEBUG, "[flow] %08x:%u window %lld KiB", s->mux_id, s->sid,
                     (long long)(s->recv_window / 1024));
         }
         s->bdp_start_us = now;

@@ -87,6 +87,43 @@ socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *
 }
 
 int
+socks_check_name(char *host, const char **err)
+{
+    size_t n = strlen(host), i, label = 0;
+
+    if (n > 0 && host[n - 1] == '.') host[--n] = 0;
+    if (n == 0 || n > 253) {
+        *err = n == 0 ? "empty name" : "name longer than 253 bytes";
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        char c = host[i];
+        if (c >= 'A' && c <= 'Z') host[i] = c = (char)(c - 'A' + 'a');
+        if (c == '.') {
+            if (label == 0) {
+                *err = "empty label in name";
+                return -1;
+            }
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
+            *err = "name holds a byte other than a letter, digit, '-', '_' or '.'";
+            return -1;
+        }
+        if (++label > 63) {
+            *err = "label longer than 63 bytes in name";
+            return -1;
+        }
+    }
+    if (label == 0) {
+        *err = "empty label in name"; /* it ended in two dots */
+        return -1;
+    }
+    return 0;
+}
+
+int
 socks_parse_auth(const uint8_t *b, size_t n, size_t *used, char *user, char *pass, const char **err)
 {
     size_t ulen, plen;

@@ -44,6 +44,12 @@ int socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *methods,
 int socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *r,
                         const char **err);
 
+/* Normalises a destination name in place (ASCII lower case, one trailing dot removed) and
+ * checks it: letters, digits, '-' and '_' in dot-separated labels of 1 to 63 bytes, 253 bytes
+ * in all. Both ends call it on every ATYP 3 name before a rule, the resolver or a log sees it,
+ * so `Evil.Example.` and `evil.example` are one name to the rules. Returns 0, or -1 with *err. */
+int socks_check_name(char *host, const char **err);
+
 /* Parses a username/password request (RFC 1929) `01 ULEN UNAME PLEN PASSWD`. Returns SOCKS_OK
  * with *used and the NUL-terminated user and pass (each 256 bytes), SOCKS_NEED, or SOCKS_ERR
  * with *err (not version 1, an empty user). */

@@ -58,7 +58,7 @@ describe("TCP Fast Open", function()
       assert.are.equal(H.HELLO, body, "request " .. i .. " (curl exit " .. code .. ")")
     end
     -- The start-up dial and three successors, all up.
-    H.wait_for(function() return H.count(t.clog, "%[conn%] ~ %x+ TLS") >= 4 end, 10, "four connections up")
+    H.wait_for(function() return H.count(t.clog, "%[tls%] ~ %x+ TLS") >= 4 end, 10, "four connections up")
     local after = tcpext(ns)
     assert.is_true(delta(before, after, "TCPFastOpenCookieReqd") >= 1, "the first dial asks for a cookie")
     assert.is_true(delta(before, after, "TCPFastOpenActive") >= 3, "dials with data in the SYN")

@@ -92,7 +92,7 @@ describe("faults", function()
     c:close()
     assert.are.equal("closed", how)
     assert.is_true(H.now() - t0 < 3)
-    H.wait_for(function() return H.count(t.clog, "%[warn%] %[sock%] ! 127%.0%.0%.1:%d+ handshake timeout") == 1 end, 5, "warn line")
+    H.wait_for(function() return H.count(t.clog, "%[warn%] %[socks%] 127%.0%.0%.1:%d+: handshake timeout") == 1 end, 5, "warn line")
     H.assert_hello(t.socks_port, http, "after the slow client")
     H.stop_tunnel(t)
   end)
@@ -124,7 +124,7 @@ describe("limits", function()
       c:settimeout(1)
       if c:connect("127.0.0.1", port) then held[#held + 1] = c else c:close() end
     end
-    H.wait_for(function() return H.count(log, "%[warn%] %[sock%] accept: Too many open files; pausing") >= 1 end, 10, "the pause")
+    H.wait_for(function() return H.count(log, "%[warn%] %[listen%] accept: Too many open files; pausing") >= 1 end, 10, "the pause")
     assert.is_true(H.alive(pid))
     for _, c in ipairs(held) do c:close() end
     -- once the load is gone, service is back
@@ -152,7 +152,7 @@ describe("limits", function()
       c:setoption("keepalive", false)
       conns[i] = c -- and never read from
     end
-    H.wait_for(function() return H.count(t.slog, "%[sock%] ~ localhost:%d+ connected") >= 100 end, 20, "100 sessions")
+    H.wait_for(function() return H.count(t.slog, "%[dest%] localhost:%d+ connected") >= 100 end, 20, "100 sessions")
     -- let every window fill: memory must stop growing (two samples 1 s apart within 1 MiB)
     local c1, s1 = rss_kib(t.client_pid), rss_kib(t.server_pid)
     local c2, s2, stable

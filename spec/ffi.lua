@@ -1,4 +1,4 @@
--- ffi.lua: the engine's pure modules (frame, socks, sidmap, dingmsg) through LuaJIT's FFI, from the
+-- ffi.lua: the engine's pure modules (frame, socks, sidmap, dingmsg, log) through LuaJIT's FFI, from the
 -- shared library `make` builds (build/libtunnels_pure.so). The declarations mirror the headers.
 local ffi = require("ffi")
 
@@ -18,6 +18,10 @@ int socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_r
 size_t socks_encode_request(uint8_t *out, const struct socks_req *r);
 void socks_encode_reply(uint8_t *out, uint8_t rep);
 void socks_format_dest(const struct socks_req *r, char *buf, size_t len);
+int socks_check_name(char *host, const char **err);
+
+int log_open(const char *path, int level, const char **err);
+void log_msg(int level, const char *fmt, ...);
 
 struct sidmap;
 struct sidmap *sidmap_new(void);

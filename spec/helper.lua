@@ -214,9 +214,45 @@ function H.tunnel(dir, pki, opts)
   return t
 end
 
+-- The seed's log line: `2020.09.01 17:15:07 [info] [conn] + 8f7ed46a = 2[ reason]`. Lines
+-- tagged [conn], [sess] and [sock] have exactly that shape; every other line has the date, the
+-- level and a tag, then free text. Returns nil, or why the line is not in shape.
+local LEVELS = { debg = true, info = true, warn = true, erro = true, fata = true }
+local IDS = {
+  conn = "^%x%x%x%x%x%x%x%x$",
+  sess = "^%x%x%x%x%x%x%x%x:%d+$",
+  sock = "^%S+$",
+}
+function H.log_shape(line)
+  local level, tag, rest = line:match("^%d%d%d%d%.%d%d%.%d%d %d%d:%d%d:%d%d %[(%a+)%] %[(%a+)%] (.*)$")
+  if not level then return "not DATE TIME [level] [tag] text" end
+  if not LEVELS[level] then return "level " .. level end
+  if rest:find("[%c]") then return "a control character" end
+  local id_pattern = IDS[tag]
+  if not id_pattern then return nil end
+  local id, count, reason = rest:match("^[+-] (%S+) = (%d+)(.*)$")
+  if not id then return "[" .. tag .. "] not `+|- id = count[ reason]`" end
+  if not id:find(id_pattern) then return "[" .. tag .. "] id " .. id end
+  if reason ~= "" and not reason:find("^ %S") then return "[" .. tag .. "] reason not after one space" end
+  return nil
+end
+
+-- Every line of a log (a tunnel's, at debug in the specs) in shape; asserts, naming the lines.
+function H.assert_log_shape(path)
+  local bad = {}
+  for line in H.read(path):gmatch("[^\n]+") do
+    local why = H.log_shape(line)
+    if why and #bad < 10 then bad[#bad + 1] = why .. ": " .. line end
+  end
+  assert(#bad == 0, path .. ": lines out of the log format:\n" .. table.concat(bad, "\n"))
+end
+
+-- Stops both ends, then checks that every line they logged is in the log format.
 function H.stop_tunnel(t)
   if t.client_pid then H.stop(t.client_pid) end
   if t.server_pid then H.stop(t.server_pid) end
+  if t.client_pid then H.assert_log_shape(t.clog) end
+  if t.server_pid then H.assert_log_shape(t.slog) end
 end
 
 -- A tn-dest destination in mode (http, sha, echo), in network namespace netns if given.

@@ -48,9 +48,9 @@ describe("one session over a 50 ms link", function()
     assert.are.equal(0, code, out)
     assert.matches("bytes=" .. bytes .. " ", out)
     assert.matches("failed=0", out)
-    -- the client grants the server's window for the download: "[sess] ~ conn:sid window N KiB"
+    -- the client grants the server's window for the download: "[flow] conn:sid window N KiB"
     local largest = 0
-    for kib in H.read(t.clog):gmatch("%[debg%] %[sess%] ~ %x+:%d+ window (%d+) KiB") do
+    for kib in H.read(t.clog):gmatch("%[debg%] %[flow%] %x+:%d+ window (%d+) KiB") do
       largest = math.max(largest, tonumber(kib))
     end
     -- 200 Mbit/s for 50 ms is 1.2 MiB in flight before any queue: the window must pass it.

@@ -29,7 +29,7 @@ describe("routing", function()
     ]]) } })
     -- direct: the client connects itself; the server never hears of it
     H.assert_hello(t.socks_port, http, "direct")
-    assert.are.equal(1, H.count(t.clog, "%[sock%] %+ localhost:" .. http .. " direct"))
+    assert.are.equal(1, H.count(t.clog, "%[sock%] %+ localhost:" .. http .. " = %d+ direct"))
     assert.are.equal(0, H.count(t.slog, "localhost:" .. http))
     -- tunnelled, by address
     local body, code = H.curl(t.socks_port, "http://127.0.0.1:" .. http .. "/")
@@ -76,7 +76,7 @@ describe("routing", function()
     local dead = H.free_port()
     local _, code = H.curl(t.socks_port, "http://127.0.0.1:" .. dead .. "/")
     assert.are_not.equal(0, code)
-    H.wait_for(function() return H.count(t.clog, "127%.0%.0%.1:" .. dead .. " direct connect: Connection refused") == 1 end,
+    H.wait_for(function() return H.count(t.clog, "%[sock%] %- 127%.0%.0%.1:" .. dead .. " = %d+ direct connect: Connection refused$") == 1 end,
       5, "the refusal in the client's log")
     H.assert_hello(t.socks_port, http, "next direct session")
     H.stop_tunnel(t)

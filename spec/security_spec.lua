@@ -244,7 +244,7 @@ describe("SOCKS5 login (RFC 1929, -socks.auth)", function()
     assert.are_not.equal(0, code, body)
     body, code = H.sh("curl -sS --max-time 10 --proxy socks5h://mallory:s3cret:with:colons@127.0.0.1:" .. t.socks_port .. " " .. url)
     assert.are_not.equal(0, code, body)
-    assert.are.equal(2, H.count(t.clog, "%[warn%] %[sock%] ! 127%.0%.0%.1:%d+ login refused"))
+    assert.are.equal(2, H.count(t.clog, "%[warn%] %[socks%] 127%.0%.0%.1:%d+: login refused"))
     -- a client offering only no-auth is told no method is acceptable
     local c = H.connect(t.socks_port)
     c:send("\5\1\0")
@@ -310,10 +310,10 @@ describe("limits", function()
     local t = H.tunnel(dir, pki, { server = { ["tls.handshake.max"] = 5, ["tls.handshake.sec"] = 3 } })
     -- the client's start-up dial is a handshake too: done before the 8 arrive (under the
     -- sanitizers it was still pending, and 4 were refused)
-    H.wait_for(function() return H.count(t.slog, "%[conn%] ~ %x+ TLS") == 1 end, 10, "the start-up dial")
+    H.wait_for(function() return H.count(t.slog, "%[tls%] ~ %x+ TLS") == 1 end, 10, "the start-up dial")
     local held = {}
     for i = 1, 8 do held[i] = H.connect(t.server_port) end
-    H.wait_for(function() return H.count(t.slog, "%[warn%] %[conn%] ! 127%.0%.0%.1:%d+ closed: %-tls%.handshake%.max=5") == 3 end, 5, "3 refusals")
+    H.wait_for(function() return H.count(t.slog, "%[warn%] %[tls%] 127%.0%.0%.1:%d+ closed: %-tls%.handshake%.max=5") == 3 end, 5, "3 refusals")
     local closed = 0
     for i = 1, 8 do
       local _, how = H.recv_all(held[i], 0.2)

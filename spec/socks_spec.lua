@@ -174,3 +174,35 @@ describe("SOCKS5 request", function()
     end
   end)
 end)
+
+describe("destination names", function()
+  local function check(name)
+    local buf = ffi.new("char[256]")
+    ffi.copy(buf, name)
+    local err = ffi.new("const char *[1]")
+    if lib.socks_check_name(buf, err) == -1 then return nil, ffi.string(err[0]) end
+    return ffi.string(buf)
+  end
+
+  it("are normalised: lower case, one trailing dot dropped", function()
+    assert.are.equal("db.internal.corp", check("db.internal.corp."))
+    assert.are.equal("evil.example", check("Evil.EXAMPLE."))
+    assert.are.equal("_sip._tcp.example-1.org", check("_sip._tcp.Example-1.org"))
+    assert.are.equal("localhost", check("localhost"))
+    assert.are.equal(string.rep("a", 63) .. ".b", check(string.rep("a", 63) .. ".b"))
+  end)
+
+  it("are refused with a reason when they hold anything but a host name", function()
+    for _, bad in ipairs({ "", ".", "a..b", ".a", "a.b..", "a b", "a\rb", "a\nb", "a\27b", "a/b",
+        "a:b", "a%b", "a\\b", "caf\195\169", string.rep("a", 64) .. ".b",
+        string.rep("abcdefghi.", 25) .. "abcd" }) do
+      local ok, err = check(bad)
+      assert.is_nil(ok, bad)
+      assert.is_truthy(err:find("name"), err)
+    end
+    -- 253 bytes is the most; a trailing dot does not count
+    local long = string.rep("abcdefghi.", 25) .. "abc"
+    assert.are.equal(253, #long)
+    assert.are.equal(long, check(long .. "."))
+  end)
+end)
