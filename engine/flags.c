@@ -45,13 +45,15 @@ static const struct flag flags[] = {
      "client: allow the SOCKS5 listener on a non-loopback address (whoever reaches it uses the "
      "tunnel)"},
     {"remux.reuse.max.sec", I(reuse_max_sec), "60", 0, 86400 * 365,
-     "a connection this old (seconds) takes no new sessions"},
+     "a connection in use this long (seconds) takes no new session, ever; the default policy "
+     "never overruns it"},
     {"remux.reuse.max.cnt", I(reuse_max_cnt), "16", 1, 65000,
-     "a connection that has carried this many sessions takes no new ones"},
+     "a connection that has carried this many sessions takes no new one, ever: each is used up "
+     "to it before the next takes over, and the default policy never overruns it"},
     {"remux.idle.max.sec", I(idle_max_sec), "10", 0, 86400 * 365,
      "a connection with no session for this long (seconds) is closed"},
     {"remux.conn.max.cnt", I(conn_max_cnt), "1024", 1, 1 << 20,
-     "never more connections than this at once"},
+     "never more connections than this at once; a session none can take is refused"},
     {"remux.net", S(remux_net), "tls", 0, 0, "ReMux's lower connection: tls or tcp"},
     {"remux.window.kib", I(window_kib), "256", 16, 1 << 20,
      "flow-control window per session and direction at the start (KiB)"},

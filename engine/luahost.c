@@ -54,10 +54,13 @@ enum {
     K_ATYP,
     K_ADDR,
     K_SRC,
+    K_RATE,
+    K_HANDSHAKE,
     K_N
 };
-static const char *key_names[K_N] = {NULL,    "id",   "age",  "idle", "sessions", "live", "goaway",
-                                     "ready", "host", "port", "atyp", "addr",     "src"};
+static const char *key_names[K_N] = {NULL,   "id",   "age",  "idle", "sessions", "live",
+                                     "goaway", "ready", "host", "port", "atyp",    "addr",
+                                     "src",  "rate", "handshake"};
 
 struct luahost {
     lua_State *L;
@@ -353,7 +356,7 @@ build(struct luahost *h, char *err, size_t errlen)
         }
         fclose(f);
         if (load_script(h, NULL, 0, cfg->lua_script, err, errlen) == -1) return -1;
-        /* Hooks (and helpers like ending) the script leaves out come from the default. */
+        /* Hooks (and helpers like headroom) the script leaves out come from the default. */
         lua_pushnil(L);
         while (lua_next(L, def) != 0) {
             lua_pushvalue(L, -2); /* key */
@@ -498,8 +501,33 @@ push_conns(lua_State *L, int keys, const struct luahost_conn *conns, size_t n)
     }
 }
 
+static void
+push_load(lua_State *L, int keys, const struct luahost_load *load)
+{
+    lua_createtable(L, 0, 2);
+    key_num(L, keys, K_RATE, load->rate);
+    key_num(L, keys, K_HANDSHAKE, load->handshake);
+}
+
+/* The default pick's first answer in C: the oldest usable connection that is up, else the
+ * oldest usable one in its handshake, else 0 (dial). */
+static uint32_t
+builtin_pick(const struct config *cfg, const struct luahost_conn *conns, size_t n)
+{
+    uint32_t pending = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (!builtin_reusable(cfg, &conns[i])) continue;
+        if (conns[i].ready) return conns[i].id;
+        if (pending == 0) pending = conns[i].id;
+    }
+    return pending;
+}
+
 uint32_t
-luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n, int *dial)
+luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n,
+                  const struct luahost_load *load, int *dial)
 {
     lua_State *L = h->L;
     uint32_t id;
@@ -512,8 +540,9 @@ luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n,
         lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref[H_PICK]);
         push_conns(L, keys, conns, n);
         lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_cfg);
+        push_load(L, keys, load);
         lua_remove(L, keys);
-        if (gate(h, "pick", 2, 2, (double)h->budget_ms) == 0) {
+        if (gate(h, "pick", 3, 2, (double)h->budget_ms) == 0) {
             int nil = lua_isnil(L, -2) || lua_isboolean(L, -2);
             id = nil ? 0 : (uint32_t)lua_tonumber(L, -2);
             *dial = lua_toboolean(L, -1);
@@ -528,9 +557,7 @@ luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n,
             *dial = 0;
         }
     }
-    for (i = n; i > 0; i--)
-        if (builtin_reusable(h->cfg, &conns[i - 1])) return conns[i - 1].id;
-    return 0;
+    return builtin_pick(h->cfg, conns, n);
 }
 
 int
@@ -559,7 +586,8 @@ luahost_pool_idle(struct luahost *h, const struct luahost_conn *c, const struct 
 }
 
 int
-luahost_pool_spare(struct luahost *h, const struct luahost_conn *conns, size_t n)
+luahost_pool_spare(struct luahost *h, const struct luahost_conn *conns, size_t n,
+                   const struct luahost_load *load)
 {
     lua_State *L = h->L;
     int r, keys;
@@ -569,8 +597,9 @@ luahost_pool_spare(struct luahost *h, const struct luahost_conn *conns, size_t n
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref[H_SPARE]);
     push_conns(L, keys, conns, n);
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref_cfg);
+    push_load(L, keys, load);
     lua_remove(L, keys);
-    if (gate(h, "spare", 2, 1, (double)h->budget_ms) == -1) return 0;
+    if (gate(h, "spare", 3, 1, (double)h->budget_ms) == -1) return 0;
     r = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return r;

@@ -22,6 +22,14 @@ struct luahost_conn {
     int ready;
 };
 
+/* How busy the pool is, for pick and spare: new sessions a second (the last second's count or
+ * the current second's so far, whichever is more) and the seconds a recent dial took to be
+ * ready (0 before the first). */
+struct luahost_load {
+    double rate;
+    double handshake;
+};
+
 /* A destination for the route hook. */
 struct luahost_req {
     const char *host; /* the name, or the address as text */
@@ -72,11 +80,12 @@ int luahost_alert_level(const struct luahost *h, const char *tag);
 int luahost_alert_min_level(const struct luahost *h);
 
 /* The id of the connection (of conns, oldest first) that takes a new session, 0 to dial a new
- * one for it. *dial: also dial a spare now, in the background (the script sees the chosen one
- * nearing its limits). Falls back to the seed's rule when the hook fails or answers an id not
- * in conns. */
+ * one for it. *dial: also dial a spare now, in the background (the script finds the headroom
+ * left too small for load). The answer is honoured even past a connection's limits: a script
+ * may overrun them, the default never does. Falls back to the default's first answer in C (the
+ * oldest usable connection, no spare) when the hook fails or answers an id not in conns. */
 uint32_t luahost_pool_pick(struct luahost *h, const struct luahost_conn *conns, size_t n,
-                           int *dial);
+                           const struct luahost_load *load, int *dial);
 
 /* 1 when the connection c (with no session open) should close now; conns is the whole pool. */
 int luahost_pool_idle(struct luahost *h, const struct luahost_conn *c,
@@ -84,6 +93,7 @@ int luahost_pool_idle(struct luahost *h, const struct luahost_conn *c,
 
 /* 1 when a connection should be dialled now with no session waiting (the warm spare; asked at
  * start and every second). */
-int luahost_pool_spare(struct luahost *h, const struct luahost_conn *conns, size_t n);
+int luahost_pool_spare(struct luahost *h, const struct luahost_conn *conns, size_t n,
+                       const struct luahost_load *load);
 
 #endif

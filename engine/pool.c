@@ -46,6 +46,10 @@ struct pool {
     SSL_SESSION *tickets[POOL_TICKETS];
     size_t ntickets;
     int64_t path_rtt_us; /* the least RTT any connection to this server has seen */
+    unsigned taken_now;  /* sessions taken since the last tick */
+    unsigned taken_last; /* sessions taken between the last two ticks */
+    double handshake;    /* seconds from dial to ready, smoothed; 0 before the first */
+    int started;         /* the start-up pass has run */
 };
 
 static void pool_closed(struct mux *m, void *arg);
@@ -63,6 +67,18 @@ learn_rtt(struct pool *p, const struct mux *m)
     int64_t r = mux_min_rtt_us(m);
 
     if (r > 0 && (p->path_rtt_us == 0 || r < p->path_rtt_us)) p->path_rtt_us = r;
+}
+
+/* What pick and spare weigh the headroom against: the session rate (the last tick's count, or
+ * this one's so far when that is more, so a burst counts at once) and the handshake time. */
+static struct luahost_load
+current_load(const struct pool *p)
+{
+    struct luahost_load load;
+
+    load.rate = p->taken_now > p->taken_last ? p->taken_now : p->taken_last;
+    load.handshake = p->handshake;
+    return load;
 }
 
 static void
@@ -132,17 +148,25 @@ pool_tick(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    /* The start-up run is an extra pass, not a tick: the rate's window is one tick long. */
+    if (what & EV_TIMEOUT && p->started) {
+        p->taken_last = p->taken_now;
+        p->taken_now = 0;
+    }
+    p->started = 1;
     ask_idle(p, 1);
-    if (!p->single && p->down_until_us == 0 && !p->closing_all) {
+    if (!p->single && p->down_until_us == 0 && !p->closing_all &&
+        p->n < (size_t)p->cfg->conn_max_cnt) {
+        struct luahost_load load = current_load(p);
         k = fill_all(p);
-        if (luahost_pool_spare(p->lua, p->info, k)) {
-            log_msg(LOG_DEBUG, "[conn] dialling a spare for %s", p->label);
+        if (luahost_pool_spare(p->lua, p->info, k, &load)) {
+            log_msg(LOG_DEBUG, "[pool] dialling a spare for %s", p->label);
             dial(p);
         }
     }
     /* A server marked down is probed once its time is up; sessions go elsewhere meanwhile. */
     if (p->down_until_us != 0 && mux_now_us() >= p->down_until_us && p->n == 0) {
-        log_msg(LOG_INFO, "[conn] probing server %s (%s), down since %u failed dials", p->label,
+        log_msg(LOG_INFO, "[pool] probing server %s (%s), down since %u failed dials", p->label,
                 p->addr, p->fails);
         p->down_until_us = mux_now_us() + (int64_t)3600 * 1000000; /* until the probe ends */
         dial(p);
@@ -165,10 +189,12 @@ static void
 pool_ready(struct mux *m, void *arg)
 {
     struct pool *p = arg;
+    double took = mux_age(m);
 
-    (void)m;
+    /* Smoothed over a few dials: one slow handshake does not double the spares kept. */
+    p->handshake = p->handshake == 0 ? took : 0.75 * p->handshake + 0.25 * took;
     if (p->down_until_us != 0)
-        log_msg(LOG_WARN, "[conn] server %s (%s) is up again", p->label, p->addr);
+        log_msg(LOG_WARN, "[pool] server %s (%s) is up again", p->label, p->addr);
     p->down_until_us = 0;
     p->fails = 0;
 }
@@ -242,7 +268,7 @@ pool_closed(struct mux *m, void *arg)
         if (backoff > 30000000) backoff = 30000000;
         p->fails++;
         p->down_until_us = mux_now_us() + backoff;
-        log_msg(LOG_WARN, "[conn] server %s (%s) marked down for %lld s: %u failed dials in a row",
+        log_msg(LOG_WARN, "[pool] server %s (%s) marked down for %lld s: %u failed dials in a row",
                 p->label, p->addr, (long long)(backoff / 1000000), p->fails);
     }
     for (i = 0; i < p->n; i++) {
@@ -307,7 +333,7 @@ dial(struct pool *p)
 
     fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd == -1) {
-        log_msg(LOG_ERROR, "[conn] cannot dial %s: socket: %s", p->addr, strerror(errno));
+        log_msg(LOG_ERROR, "[pool] cannot dial %s: socket: %s", p->addr, strerror(errno));
         return NULL;
     }
     addr_tune_socket(fd);
@@ -315,7 +341,7 @@ dial(struct pool *p)
         ssl = tls_client_ssl(p->ctx, p->name);
         if (ssl == NULL) {
             close(fd);
-            log_msg(LOG_ERROR, "[conn] cannot dial %s: SSL_new failed", p->addr);
+            log_msg(LOG_ERROR, "[pool] cannot dial %s: SSL_new failed", p->addr);
             return NULL;
         }
         SSL_set_app_data(ssl, p);
@@ -328,19 +354,19 @@ dial(struct pool *p)
         bev = tls_bufferevent_new(p->base, fd, ssl, 1, (struct sockaddr *)&p->sa, (int)p->salen,
                                   opts);
         if (bev == NULL) {
-            log_msg(LOG_ERROR, "[conn] cannot dial %s: %s", p->addr, strerror(errno));
+            log_msg(LOG_ERROR, "[pool] cannot dial %s: %s", p->addr, strerror(errno));
             return NULL;
         }
     } else {
         bev = bufferevent_socket_new(p->base, fd, opts);
     }
     if (bev == NULL) {
-        log_msg(LOG_ERROR, "[conn] cannot dial %s: out of memory", p->addr);
+        log_msg(LOG_ERROR, "[pool] cannot dial %s: out of memory", p->addr);
         return NULL;
     }
     if (p->ctx == NULL &&
         bufferevent_socket_connect(bev, (struct sockaddr *)&p->sa, (int)p->salen) == -1) {
-        log_msg(LOG_ERROR, "[conn] cannot dial %s: %s", p->addr, strerror(errno));
+        log_msg(LOG_ERROR, "[pool] cannot dial %s: %s", p->addr, strerror(errno));
         bufferevent_free(bev);
         return NULL;
     }
@@ -378,27 +404,26 @@ pool_take(struct pool *p, uint16_t *sid)
 {
     struct mux *m = NULL;
     uint32_t id;
-    size_t i, k;
+    size_t k;
     int spare = 0;
 
+    p->taken_now++;
     if (!p->single) {
+        struct luahost_load load = current_load(p);
         k = fill_all(p);
-        id = luahost_pool_pick(p->lua, p->info, k, &spare);
+        id = luahost_pool_pick(p->lua, p->info, k, &load, &spare);
         if (id != 0) m = find(p, id);
-        if (m == NULL && p->n >= (size_t)p->cfg->conn_max_cnt) {
-            /* At the limit: the newest connection takes it even past its reuse limits. */
-            for (i = p->n; i > 0 && m == NULL; i--)
-                if (!mux_is_closing(p->conns[i - 1]) && !mux_goaway_received(p->conns[i - 1]))
-                    m = p->conns[i - 1];
-            if (m == NULL) {
-                log_msg(LOG_ERROR, "[conn] -remux.conn.max.cnt=%ld reached, none usable",
-                        p->cfg->conn_max_cnt);
-                return NULL;
-            }
-        }
     }
     if (m != NULL) *sid = mux_next_sid(m);
     if (m == NULL || *sid == 0) {
+        /* No connection may take it: it gets one of its own, unless that would pass the limit
+         * on connections. It is refused then, not put on a connection past its limits. */
+        if (p->n >= (size_t)p->cfg->conn_max_cnt) {
+            log_msg(LOG_ERROR, "[pool] %s: -remux.conn.max.cnt=%ld connections open, none may take "
+                               "a new session",
+                    p->label, p->cfg->conn_max_cnt);
+            return NULL;
+        }
         m = dial(p);
         if (m == NULL) return NULL;
         *sid = mux_next_sid(m);

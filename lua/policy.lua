@@ -12,66 +12,70 @@ local rules = require("tunnels.rules")
 
 local policy = {}
 
--- May connection c take one more session?
+-- May connection c take one more session? The limits are hard: a connection that has carried
+-- reuse_max_cnt sessions, has been in use for reuse_max_sec, or was told to go away takes no
+-- new session, ever. The default never overruns them; a script may, by answering its own pick.
 function policy.reusable(c, cfg)
   return not c.goaway and c.age < cfg.reuse_max_sec and c.sessions < cfg.reuse_max_cnt
 end
 
--- Is c near the end of its reuse? Then its successor is dialled now, while c still serves, so
--- that no session ever waits for a TCP and TLS handshake.
-function policy.ending(c, cfg)
-  return c.sessions + 1 >= cfg.reuse_max_cnt * 0.75 or c.age >= cfg.reuse_max_sec * 0.75
+-- How many more sessions c will take before its limits retire it. One in the last quarter of
+-- reuse_max_sec counts none: it will age out before it is used up, so its successor is due.
+function policy.headroom(c, cfg)
+  if not tunnels.policy.reusable(c, cfg) or c.age >= cfg.reuse_max_sec * 0.75 then return 0 end
+  return cfg.reuse_max_cnt - c.sessions
+end
+
+-- The headroom the pool keeps ready, so that no session waits for a handshake: a quarter of a
+-- connection (the successor is dialled at its predecessor's 12th session of 16), plus the
+-- sessions expected during one handshake at the recent rate. load: rate (new sessions a second,
+-- the last second or the current one, whichever is more) and handshake (seconds a recent dial
+-- took to be ready). A steady 2,000 sessions/s with 5 ms handshakes keeps 4 + 10 ready: one
+-- spare; a burst that outruns it gets its own dials, in parallel (pick below).
+function policy.wanted(cfg, load)
+  local want = math.ceil(cfg.reuse_max_cnt / 4)
+  if load then want = want + math.ceil(load.rate * load.handshake) end
+  return want
+end
+
+-- The sessions usable connections can still take, and the oldest usable one that is up and
+-- the oldest still in its handshake.
+local function survey(conns, cfg)
+  local reusable, headroom = tunnels.policy.reusable, tunnels.policy.headroom
+  local up, pending, room = nil, nil, 0
+  for i = 1, #conns do
+    local c = conns[i]
+    if reusable(c, cfg) then
+      if c.ready then
+        up = up or c
+      else
+        pending = pending or c
+      end
+      room = room + headroom(c, cfg)
+    end
+  end
+  return up, pending, room
 end
 
 -- Which connection takes a new session: the id of one of conns (oldest first), or nil to dial
 -- a new one for it; a second answer true also dials a spare in the background.
--- The newest usable connection that is up. With none up, a session never waits for a
--- handshake if a connection that is up can carry it: a retired one (past its limits but alive)
--- takes it while its successor is dialled or still in its handshake. nil (a cold dial) only
--- when nothing is up at all.
-function policy.pick(conns, cfg)
-  local reusable, ending = tunnels.policy.reusable, tunnels.policy.ending
-  local spill = tunnels.policy.spill_max
-  local ready, pending, old, waiting, others = nil, nil, nil, nil, 0
-  for i = #conns, 1, -1 do
-    local c = conns[i]
-    if reusable(c, cfg) then
-      if c.ready and not ready then
-        ready = c
-      else
-        if not c.ready and not pending then pending = c end
-        others = others + 1
-      end
-    elseif not c.goaway and c.live < spill then
-      -- past its limits but able to carry a burst: up (old) or still in its handshake
-      if c.ready then
-        old = old or c
-      else
-        waiting = waiting or c
-      end
-    end
-  end
-  if ready then return ready.id, others == 0 and ending(ready, cfg) end
-  if pending then return (old or pending).id, false end
-  if old then return old.id, waiting == nil end
-  if waiting then return waiting.id, false end
-  return nil
+-- The oldest usable connection that is up, so each is used up to its limits before the next
+-- takes over (40 sequential sessions: 16, 16, 8). With none up, the oldest usable one still in
+-- its handshake (its sessions wait for it, within its limits); with none at all, nil: this
+-- session dials. So a burst past the spare headroom dials one connection per reuse_max_cnt
+-- sessions, all at once. A spare is dialled when the headroom left is wanted() or less.
+function policy.pick(conns, cfg, load)
+  local up, pending, room = survey(conns, cfg)
+  local c = up or pending
+  if not c then return nil end
+  return c.id, room - 1 <= tunnels.policy.wanted(cfg, load)
 end
 
--- A connection past its limits takes at most spill_max open sessions from a burst: beyond
--- that, new connections are dialled (the server refuses sessions past -remux.sessions.max,
--- 1024 by default, and handshakes past -tls.handshake.max, 256: a burst of 10,000 sessions
--- must not become hundreds of dials at once).
-policy.spill_max = 256
-
 -- Should a connection be dialled now, with no session waiting? At start (the start-up dial)
--- and whenever no usable connection will last: one warm connection is always ready.
-function policy.spare(conns, cfg)
-  local reusable, ending = tunnels.policy.reusable, tunnels.policy.ending
-  for _, c in ipairs(conns) do
-    if reusable(c, cfg) and not ending(c, cfg) then return false end
-  end
-  return true
+-- and whenever the headroom is wanted() or less: a connection ages out, or the rate rose.
+function policy.spare(conns, cfg, load)
+  local _, _, room = survey(conns, cfg)
+  return room <= tunnels.policy.wanted(cfg, load)
 end
 
 -- Should connection c, which carries no session now, be closed? Retired (no longer reusable,

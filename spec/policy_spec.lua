@@ -23,11 +23,19 @@ describe("default pool policy", function()
     assert.is_nil(policy.pick({}, cfg))
   end)
 
-  it("picks the newest usable connection", function()
-    local conns = { conn(1), conn(2), conn(3) }
-    assert.are.equal(3, policy.pick(conns, cfg))
-    conns[3].sessions = 16
+  local function pending(id, t)
+    local c = conn(id, t)
+    c.ready = false
+    return c
+  end
+
+  it("picks the oldest usable connection, so each is used up to its limits first", function()
+    local conns = { conn(1, { sessions = 15 }), conn(2), conn(3) }
+    assert.are.equal(1, policy.pick(conns, cfg))
+    conns[1].sessions = 16
     assert.are.equal(2, policy.pick(conns, cfg))
+    conns[2].age = 60
+    assert.are.equal(3, policy.pick(conns, cfg))
   end)
 
   it("retires a connection at -remux.reuse.max.cnt sessions and -remux.reuse.max.sec", function()
@@ -38,28 +46,42 @@ describe("default pool policy", function()
     assert.is_false(policy.reusable(conn(1, { goaway = true }), cfg))
   end)
 
-  it("never makes a session wait for a handshake when a connection is up", function()
-    -- none usable but two up (retired): the newest takes it, and a successor is dialled
-    local id, dial = policy.pick({ conn(1, { sessions = 16 }), conn(2, { age = 61 }) }, cfg)
-    assert.are.equal(2, id)
-    assert.is_true(dial)
-    -- the successor in its handshake: the retired one still takes sessions, no second dial
-    local pending = conn(3)
-    pending.ready = false
-    id, dial = policy.pick({ conn(2, { sessions = 16 }), pending }, cfg)
-    assert.are.equal(2, id)
+  it("never puts a session past a connection's limits: it waits for a handshake instead", function()
+    -- none usable, two up but retired: this session dials
+    assert.is_nil(policy.pick({ conn(1, { sessions = 16 }), conn(2, { age = 61 }) }, cfg))
+    -- the successor in its handshake takes it (the session waits for it), no second dial
+    local id, dial = policy.pick({ conn(2, { sessions = 16 }), pending(3) }, cfg)
+    assert.are.equal(3, id)
     assert.is_false(dial)
-    -- nothing up but a dial in flight: wait for it rather than dial again
-    assert.are.equal(3, (policy.pick({ pending }, cfg)))
-    -- a retired connection with spill_max sessions open takes no more: wait for the dial
-    local full = conn(2, { sessions = 300, live = 256 })
-    assert.are.equal(3, (policy.pick({ full, pending }, cfg)))
-    assert.is_nil(policy.pick({ full }, cfg))
+    -- an up connection is preferred to an older one still in its handshake
+    assert.are.equal(4, (policy.pick({ pending(3), conn(4, { sessions = 3 }) }, cfg)))
+    -- a pending one that is full takes no more
+    assert.is_nil(policy.pick({ pending(3, { sessions = 16 }) }, cfg))
     -- gone away: never used
     assert.is_nil(policy.pick({ conn(1, { goaway = true }) }, cfg))
   end)
 
-  it("dials a spare ahead of need, once, as a connection nears its limits", function()
+  it("dials a burst's connections as it needs them: one per reuse_max_cnt sessions", function()
+    local conns, dials = { conn(1) }, 1
+    for _ = 1, 100 do
+      local id, spare = policy.pick(conns, cfg)
+      local c
+      if id == nil or spare then
+        dials = dials + 1
+        conns[#conns + 1] = pending(dials)
+      end
+      if id == nil then c = conns[#conns] else
+        for _, o in ipairs(conns) do if o.id == id then c = o end end
+      end
+      c.sessions = c.sessions + 1
+      assert.is_true(c.sessions <= 16)
+    end
+    -- 100 sessions on connections of 16: 7, the last with headroom for what comes next
+    assert.are.equal(16, conns[1].sessions)
+    assert.is_true(#conns == 7 or #conns == 8, #conns .. " connections")
+  end)
+
+  it("dials a spare ahead of need, once, when the headroom falls to a quarter", function()
     local id, dial = policy.pick({ conn(1, { sessions = 10 }) }, cfg)
     assert.are.equal(1, id)
     assert.is_false(dial)
@@ -67,20 +89,30 @@ describe("default pool policy", function()
     assert.is_true(dial)
     id, dial = policy.pick({ conn(1, { age = 45 }) }, cfg)
     assert.is_true(dial)
-    local pending = conn(2)
-    pending.ready = false
-    id, dial = policy.pick({ conn(1, { sessions = 13 }), pending }, cfg)
+    id, dial = policy.pick({ conn(1, { sessions = 13 }), pending(2) }, cfg)
     assert.are.equal(1, id)
     assert.is_false(dial)
+  end)
+
+  it("keeps more headroom when the session rate calls for it", function()
+    -- 1,000 sessions/s and 20 ms handshakes: 20 sessions arrive during one; with 4 more, 24
+    local load = { rate = 1000, handshake = 0.02 }
+    assert.are.equal(24, policy.wanted(cfg, load))
+    local _, dial = policy.pick({ conn(1, { sessions = 2 }) }, cfg, load)
+    assert.is_true(dial)
+    _, dial = policy.pick({ conn(1, { sessions = 2 }), pending(2) }, cfg, load)
+    assert.is_false(dial) -- 13 + 16 left
+    assert.is_true(policy.spare({ conn(1), conn(2, { sessions = 8 }) }, cfg, load))
+    assert.is_false(policy.spare({ conn(1), conn(2, { sessions = 7 }) }, cfg, load))
+    -- idle: a quarter connection
+    assert.are.equal(4, policy.wanted(cfg, { rate = 0, handshake = 0.02 }))
   end)
 
   it("keeps one warm connection: a spare at start and before the last one ages out", function()
     assert.is_true(policy.spare({}, cfg))
     assert.is_false(policy.spare({ conn(1) }, cfg))
     assert.is_true(policy.spare({ conn(1, { age = 50 }) }, cfg))
-    local pending = conn(2)
-    pending.ready = false
-    assert.is_false(policy.spare({ conn(1, { age = 50 }), pending }, cfg))
+    assert.is_false(policy.spare({ conn(1, { age = 50 }), pending(2) }, cfg))
     assert.is_true(policy.spare({ conn(1, { goaway = true }) }, cfg))
   end)
 
@@ -99,8 +131,8 @@ describe("default pool policy", function()
   end)
 
   it("uses an overriding reusable() through tunnels.policy", function()
-    tunnels.policy = setmetatable({ reusable = function(c) return c.id == 1 end }, { __index = policy })
-    assert.are.equal(1, policy.pick({ conn(1), conn(2) }, cfg))
+    tunnels.policy = setmetatable({ reusable = function(c) return c.id == 2 end }, { __index = policy })
+    assert.are.equal(2, policy.pick({ conn(1), conn(2), conn(3) }, cfg))
   end)
 
   it("tunnels everything on the client, through the first server", function()
