@@ -1,10 +1,12 @@
 # TunneLS. `make` builds build/tunnels; `make test` runs every spec; `make demo` runs a local
-# tunnel with generated certificates. Each first installs missing Debian packages.
+# tunnel with generated certificates. Each target first installs the Debian packages it needs
+# and are missing (scripts/deps.sh), when it runs: reading the Makefile (make clean, make -n)
+# installs nothing.
 CC ?= cc
 PKGS := luajit libevent libevent_openssl openssl
-DEPS_OK := $(shell scripts/deps.sh >&2 && echo ok)
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS := $(shell pkg-config --libs $(PKGS))
+# Recursive: pkg-config runs when a recipe needs the flags, after the packages are in.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS = $(shell pkg-config --libs $(PKGS))
 OPT ?= -O2 -g
 SAN ?=
 CFLAGS += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
@@ -31,13 +33,18 @@ all: $(BUILD)/tunnels $(BUILD)/libtunnels_pure.so $(TOOLS) $(FUZZ:%=$(BUILD)/rep
 $(BUILD):
 	mkdir -p $(BUILD)
 
-$(BUILD)/%.o: engine/%.c engine/*.h | $(BUILD)
+# The build's packages, checked (and installed when missing) once per change of deps.sh.
+$(BUILD)/.deps-build: scripts/deps.sh | $(BUILD)
+	scripts/deps.sh build
+	touch $@
+
+$(BUILD)/%.o: engine/%.c engine/*.h | $(BUILD)/.deps-build
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/policy_lua.c: lua/policy.lua scripts/embed.lua | $(BUILD)
+$(BUILD)/policy_lua.c: lua/policy.lua scripts/embed.lua | $(BUILD)/.deps-build
 	luajit scripts/embed.lua luahost_default_policy lua/policy.lua $@
 
-$(BUILD)/rules_lua.c: lua/rules.lua scripts/embed.lua | $(BUILD)
+$(BUILD)/rules_lua.c: lua/rules.lua scripts/embed.lua | $(BUILD)/.deps-build
 	luajit scripts/embed.lua luahost_rules_lib lua/rules.lua $@
 
 $(BUILD)/%_lua.o: $(BUILD)/%_lua.c
@@ -47,10 +54,10 @@ $(BUILD)/tunnels: $(OBJS)
 	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(PKG_LIBS)
 
 # The pure modules (no I/O) as a shared library, for the specs through LuaJIT's FFI.
-$(BUILD)/libtunnels_pure.so: $(PURE:%=engine/%.c) engine/*.h | $(BUILD)
+$(BUILD)/libtunnels_pure.so: $(PURE:%=engine/%.c) engine/*.h | $(BUILD)/.deps-build
 	$(CC) $(CFLAGS) -fPIC -shared -o $@ $(PURE:%=engine/%.c) -lcrypto
 
-$(BUILD)/tn-%: tools/tn-%.c | $(BUILD)
+$(BUILD)/tn-%: tools/tn-%.c | $(BUILD)/.deps-build
 	$(CC) $(CFLAGS) -o $@ $< $(shell pkg-config --libs libevent openssl)
 
 # The TLS cost of a pool rotation, with the engine's own contexts (all of it but main.o).
@@ -58,12 +65,12 @@ $(BUILD)/tn-tlscost: tools/tn-tlscost.c $(filter-out $(BUILD)/main.o,$(OBJS))
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # The corpus replayer: each target with a plain main(), built by the normal compiler.
-$(BUILD)/replay-%: fuzz/fuzz_%.c fuzz/replay.c engine/*.c engine/*.h | $(BUILD)
+$(BUILD)/replay-%: fuzz/fuzz_%.c fuzz/replay.c engine/*.c engine/*.h | $(BUILD)/.deps-build
 	$(CC) $(CFLAGS) -o $@ fuzz/fuzz_$*.c fuzz/replay.c $(FUZZ_SRC_$*)
 
 # libFuzzer with ASan and UBSan, each target for FUZZ_SECONDS. New inputs go to build/, the
 # checked-in corpus (fuzz/corpus/) only grows by hand; crashes land in build/crash-*.
-$(BUILD)/fuzz-%: fuzz/fuzz_%.c engine/*.c engine/*.h | $(BUILD)
+$(BUILD)/fuzz-%: fuzz/fuzz_%.c engine/*.c engine/*.h | $(BUILD)/.deps-build
 	scripts/deps.sh fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -o $@ fuzz/fuzz_$*.c $(FUZZ_SRC_$*)
 

@@ -4,16 +4,25 @@
 # A measurement, not a test: numbers vary with the machine's load.
 set -eu
 cd "$(dirname "$0")/.."
-scripts/deps.sh
+scripts/deps.sh bench
 make -s all
+# Only what the bench group's packages install, as on a fresh machine (spec/deps_spec.lua).
+PATH=$(scripts/deps.sh --path bench)
 bytes=${1:-1073741824}
 dir=$(mktemp -d /tmp/tunnels-bench.XXXXXX)
 pids=()
 cleanup() { trap - EXIT INT TERM; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT INT TERM
 scripts/certs.sh "$dir" >/dev/null
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-  echo $((20000 + RANDOM % 20000)); }
+# A port no socket on this host is bound to (ss lists them), from the upper half.
+port() {
+  local p i
+  for i in $(seq 1 100); do
+    p=$((20000 + RANDOM % 20000))
+    ss -Htan "sport = :$p" | grep -q . || { echo "$p"; return; }
+  done
+  echo "bench-bulk.sh: no free port found" >&2; exit 1
+}
 http=$(port)
 build/tn-dest -addr 127.0.0.1:$http -mode http >/dev/null & pids+=($!)
 start_pair() { # name extra-server-flags extra-client-flags -> sets socks

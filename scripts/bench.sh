@@ -20,6 +20,8 @@ cd "$(dirname "$0")/.."
 root=$PWD
 scripts/deps.sh bench
 make -s all || exit 1
+# Only what the bench group's packages install, as on a fresh machine (spec/deps_spec.lua).
+PATH=$(scripts/deps.sh --path bench)
 [ "$(id -u)" = 0 ] || { echo "bench.sh: needs root (network namespaces)" >&2; exit 1; }
 
 systems=${*:-"tunnels shadowsocks trojan v2ray stunnel direct"}

@@ -6,8 +6,10 @@
 # Ctrl-C stops all three. Ports can be changed: DEMO_SERVER, DEMO_SOCKS, DEMO_HTTP.
 set -eu
 cd "$(dirname "$0")/.."
-scripts/deps.sh
+scripts/deps.sh demo
 make -s all
+# Only what the demo group's packages install, as on a fresh machine (spec/deps_spec.lua).
+PATH=$(scripts/deps.sh --path demo)
 server=${DEMO_SERVER:-127.0.0.1:8443}
 socks=${DEMO_SOCKS:-127.0.0.1:1080}
 http=${DEMO_HTTP:-127.0.0.1:8080}

@@ -6,7 +6,7 @@
 # Extra arguments go to busted (e.g. spec/e2e_spec.lua, --filter=...).
 set -u
 cd "$(dirname "$0")/.."
-scripts/deps.sh
+scripts/deps.sh test
 export TUNNELS_ROOT=$PWD
 if [ "${SAN:-0}" = 1 ]; then
   make -s BUILD=build-san OPT="-O1 -g -fno-omit-frame-pointer" \
@@ -21,8 +21,13 @@ else
 fi
 out=$(mktemp /tmp/tunnels-test.XXXXXX)
 if [ $# -eq 0 ]; then set -- spec/; fi
-busted --lua=luajit -o TAP "$@" 2>&1 | tee "$out"
+# The specs see only the commands the test group's packages install, as on a fresh machine
+# (spec/deps_spec.lua); the machine's own PATH stays known to that spec.
+export TUNNELS_FULL_PATH=$PATH
+path=$(scripts/deps.sh --path test) || exit 1
+PATH=$path busted --lua=luajit -o TAP "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
+rm -rf "$path"
 passed=$(grep -c '^ok ' "$out")
 failed=$(grep -c '^not ok ' "$out")
 if [ "${SAN:-0}" = 1 ] && [ -n "$(ls -A "$sandir" 2>/dev/null)" ]; then

@@ -3,9 +3,10 @@
 # memcheck (leaks, invalid accesses); prints each side's summary, exits 1 on any error or leak.
 set -eu
 cd "$(dirname "$0")/.."
-scripts/deps.sh
-command -v valgrind >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo; $sudo apt-get install -y -qq valgrind >/dev/null; }
+scripts/deps.sh valgrind
 make -s all
+# Only what the valgrind group's packages install, as on a fresh machine (spec/deps_spec.lua).
+PATH=$(scripts/deps.sh --path valgrind)
 dir=$(mktemp -d /tmp/tunnels-vg.XXXXXX)
 pids=()
 cleanup() { trap - EXIT INT TERM; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"; }
