@@ -679,11 +679,15 @@ try_route(struct luahost *h, int ref, const struct luahost_req *r, int *server, 
     }
     if (d == -1) {
         char got[96];
-        lua_getglobal(L, "tostring");
-        lua_pushvalue(L, -3);
-        lua_call(L, 1, 1); /* tostring of a value cannot fail in a fresh call */
-        snprintf(got, sizeof(got), "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
-        lua_pop(L, 1);
+        /* Described from its type, never with tostring: a table's __tostring is the script's
+         * code, and it may raise (outside the gate, that was a LuaJIT panic: the process died). */
+        int t = lua_type(L, -2);
+        if (t == LUA_TSTRING)
+            snprintf(got, sizeof(got), "\"%s\"", lua_tostring(L, -2));
+        else if (t == LUA_TNUMBER)
+            snprintf(got, sizeof(got), "%g", lua_tonumber(L, -2));
+        else
+            snprintf(got, sizeof(got), "%s", lua_typename(L, t));
         if (lua_type(L, -1) != LUA_TNIL && lua_type(L, -1) != LUA_TSTRING)
             snprintf(got + strlen(got), sizeof(got) - strlen(got), ", %s",
                      lua_typename(L, lua_type(L, -1)));
@@ -702,18 +706,21 @@ luahost_route(struct luahost *h, const struct luahost_req *r, int *server, char 
 {
     int d = -1;
 
+    int client = strcmp(h->cfg->role, "client") == 0;
+
     why[0] = 0;
     *server = 0;
     if (h->ref[H_ROUTE] != LUA_NOREF) d = try_route(h, h->ref[H_ROUTE], r, server, why, whylen);
-    if (d == -1 && h->ref_def[H_ROUTE] != LUA_NOREF) {
+    /* The server's ACL fails closed: when the operator's hook errs, overruns or answers
+     * anything but allow or deny, the session is denied (a whitelist that answered nil let
+     * everything through the default). The client falls back to the default's decision. */
+    if (d == -1 && client && h->ref_def[H_ROUTE] != LUA_NOREF) {
         why[0] = 0;
         d = try_route(h, h->ref_def[H_ROUTE], r, server, why, whylen);
     }
     if (d != -1) return d;
-    /* Both failed (a broken default script cannot load, so this is only ever a budget or
-     * memory failure): tunnel on the client; deny on the server, where an open door is worse. */
-    snprintf(why, whylen, "the route hook failed");
-    return strcmp(h->cfg->role, "client") == 0 ? LUAHOST_TUNNEL : LUAHOST_DENY;
+    snprintf(why, whylen, "the route hook failed (the [lua] line says how)");
+    return client ? LUAHOST_TUNNEL : LUAHOST_DENY;
 }
 
 static void

@@ -144,9 +144,9 @@ describe("routing", function()
     H.stop_tunnel(t)
   end)
 
-  it("a route hook that errors or never returns is logged and the default decision used", function()
+  it("a client's route hook that errors or never returns is logged and the default decision used", function()
     local t = H.tunnel(dir, pki, {
-      client = { ["lua.script"] = script("bad-client.lua", [[
+      client = { ["lua.budget.ms"] = "20", ["lua.script"] = script("bad-client.lua", [[
         local n = 0
         return { route = function(req)
           n = n + 1
@@ -154,16 +154,43 @@ describe("routing", function()
           while true do end
         end }
       ]]) },
-      server = { ["lua.budget.ms"] = "20", ["lua.script"] = script("bad-server.lua", [[
-        return { route = function(req) return "maybe" end }
-      ]]) },
     })
     for i = 1, 4 do H.assert_hello(t.socks_port, http, "request " .. i) end
     assert.are.equal(2, H.count(t.clog, "%[lua%] route: .*boom in route"))
     assert.is_true(H.count(t.clog, "stack traceback") >= 2)
     assert.are.equal(2, H.count(t.clog, "%[lua%] route: stopped: ran past its budget"))
-    -- the server asks twice per name (name, then address); each answer is nonsense
-    assert.are.equal(8, H.count(t.slog, '%[lua%] route: answered maybe for localhost:' .. http))
+    H.stop_tunnel(t)
+  end)
+
+  it("a server's ACL fails closed: a hook that errs, loops, answers nil or lies denies", function()
+    local t = H.tunnel(dir, pki, {
+      server = { ["lua.budget.ms"] = "20", ["lua.script"] = script("bad-server.lua", [[
+        local n = 0
+        local liar = setmetatable({}, { __tostring = function() error("no string for you") end })
+        return { route = function(req)
+          n = n + 1
+          if n == 1 then error("boom in acl") end
+          if n == 2 then while true do end end
+          if n == 3 then return nil end
+          if n == 4 then return "maybe" end
+          if n == 5 then return liar end
+          return "allow"
+        end }
+      ]]) },
+    })
+    for i = 1, 5 do
+      local _, code = H.curl(t.socks_port, "http://localhost:" .. http .. "/")
+      assert.are_not.equal(0, code, "request " .. i)
+    end
+    H.wait_for(function() return H.count(t.slog, "%[sock%] %- localhost:" .. http .. " = %d+ denied: the route hook failed") == 5 end,
+      5, "five denials")
+    assert.are.equal(1, H.count(t.slog, "%[lua%] route: .*boom in acl"))
+    assert.are.equal(1, H.count(t.slog, "%[lua%] route: stopped: ran past its budget"))
+    assert.are.equal(1, H.count(t.slog, "%[lua%] route: answered nil for localhost:" .. http))
+    assert.are.equal(1, H.count(t.slog, '%[lua%] route: answered "maybe" for localhost:' .. http))
+    assert.are.equal(1, H.count(t.slog, "%[lua%] route: answered table for localhost:" .. http))
+    -- the server lived through the liar's __tostring, and serves what the hook allows
+    H.assert_hello(t.socks_port, http, "the allowed request")
     H.stop_tunnel(t)
   end)
 
