@@ -64,7 +64,8 @@ log_open(const char *path, int level, const char **err)
     log_level = level;
     snprintf(log_path, sizeof(log_path), "%s", path);
     if (*path == 0) return 0;
-    log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    /* 0640: the log names every destination the users visit; not for everyone on the host. */
+    log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (log_fd == -1) {
         *err = strerror(errno);
         return -1;
@@ -78,7 +79,7 @@ log_reopen(void)
     int fd;
 
     if (log_path[0] == 0) return;
-    fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (fd == -1) {
         log_msg(LOG_ERROR, "[sla] cannot reopen %s: %s", log_path, strerror(errno));
         return;

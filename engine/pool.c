@@ -341,7 +341,9 @@ dial(struct pool *p)
         ssl = tls_client_ssl(p->ctx, p->name);
         if (ssl == NULL) {
             close(fd);
-            log_msg(LOG_ERROR, "[pool] cannot dial %s: SSL_new failed", p->addr);
+            log_msg(LOG_ERROR, "[pool] cannot dial %s: no TLS for server name \"%s\" (empty or "
+                               "unusable; -tls.client.name sets it)",
+                    p->addr, p->name);
             return NULL;
         }
         SSL_set_app_data(ssl, p);

@@ -142,6 +142,11 @@ socks_parse_auth(const uint8_t *b, size_t n, size_t *used, char *user, char *pas
     if (n < 2 + ulen + 1) return SOCKS_NEED;
     plen = b[2 + ulen];
     if (n < 3 + ulen + plen) return SOCKS_NEED;
+    /* The engine compares C strings: a NUL inside would let "alice\0anything" pass as alice. */
+    if (memchr(b + 2, 0, ulen) != NULL || memchr(b + 3 + ulen, 0, plen) != NULL) {
+        *err = "username/password request with a NUL byte";
+        return SOCKS_ERR;
+    }
     memcpy(user, b + 2, ulen);
     user[ulen] = 0;
     memcpy(pass, b + 3 + ulen, plen);

@@ -52,7 +52,7 @@ int socks_check_name(char *host, const char **err);
 
 /* Parses a username/password request (RFC 1929) `01 ULEN UNAME PLEN PASSWD`. Returns SOCKS_OK
  * with *used and the NUL-terminated user and pass (each 256 bytes), SOCKS_NEED, or SOCKS_ERR
- * with *err (not version 1, an empty user). */
+ * with *err (not version 1, an empty user, a NUL byte in either). */
 int socks_parse_auth(const uint8_t *b, size_t n, size_t *used, char *user, char *pass,
                      const char **err);
 

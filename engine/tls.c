@@ -161,12 +161,22 @@ tls_client_ssl(SSL_CTX *ctx, const char *name)
     unsigned char ip[16];
     SSL *ssl = SSL_new(ctx);
 
+    int ok;
+
     if (ssl == NULL) return NULL;
-    if (inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1) {
-        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
-    } else {
-        SSL_set_tlsext_host_name(ssl, name);
-        SSL_set1_host(ssl, name);
+    /* No name, or one OpenSSL cannot take, would leave the certificate's name unchecked: any
+     * certificate of the CA would do. Refused instead. */
+    if (name[0] == 0) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    if (inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1)
+        ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1;
+    else
+        ok = SSL_set_tlsext_host_name(ssl, name) == 1 && SSL_set1_host(ssl, name) == 1;
+    if (!ok) {
+        SSL_free(ssl);
+        return NULL;
     }
     return ssl;
 }

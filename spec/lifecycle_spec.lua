@@ -14,6 +14,10 @@ describe("logs", function()
     H.curl(t.socks_port, "http://localhost:" .. http .. "/")
     H.curl(t.socks_port, "http://127.0.0.1:" .. H.free_port() .. "/")
     H.stop_tunnel(t) -- checks every line with H.log_shape
+    -- the logs name every destination visited: readable by the owner and its group only
+    for _, log in ipairs({ t.clog, t.slog }) do
+      assert.are.equal("640", (H.sh("stat -c %a " .. log):match("%d+")))
+    end
     local n = 0
     for _, log in ipairs({ t.clog, t.slog }) do
       n = n + H.count(log, "%] %[conn%] [%+%-] ") + H.count(log, "%] %[sess%] [%+%-] ") +

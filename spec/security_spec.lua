@@ -92,6 +92,14 @@ describe("mutual TLS", function()
       "%[erro%] %[conn%] %- %x+ = %d+ tls handshake: .*certificate verify failed", nil)
   end)
 
+  it("makes the client refuse to dial when it has no server name to check", function()
+    -- ":port" has no host: OpenSSL would have checked no name at all, so any certificate of
+    -- the CA (another client's, say) would have passed for the server's
+    refused({ "-server.addr=:" .. t.server_port, "-tls.client.ca=" .. pki.ca,
+      "-tls.client.cert=" .. pki.client_cert, "-tls.client.key=" .. pki.client_key },
+      '%[erro%] %[pool%] cannot dial :%d+: no TLS for server name "" ', nil)
+  end)
+
   it("lets a client in by name (localhost) as well as by address", function()
     local port, _, pid = client({ "-tls.client.ca=" .. pki.ca, "-tls.client.cert=" .. pki.client_cert,
       "-tls.client.key=" .. pki.client_key, "-tls.client.name=localhost" })

@@ -75,6 +75,13 @@ describe("SOCKS5 username/password (RFC 1929)", function()
     assert.are.same({ "ok", 259, "c", long }, { st, used, u, p })
   end)
 
+  it("refuses a NUL byte in the username or password (the engine compares C strings)", function()
+    local st, err = auth("\1\11alice\0admin\6secret")
+    assert.are.same({ "err", "username/password request with a NUL byte" }, { st, err })
+    st, err = auth("\1\5alice\11secret\0junk")
+    assert.are.same({ "err", "username/password request with a NUL byte" }, { st, err })
+  end)
+
   it("asks for more at every cut", function()
     local s = "\1\5alice\6secret"
     for n = 0, #s - 1 do assert.are.equal("need", (auth(s:sub(1, n))), "cut at " .. n) end
