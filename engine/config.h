@@ -11,7 +11,7 @@ struct config {
     char client_net[8], client_addr[256];
     long reuse_max_sec, reuse_max_cnt, idle_max_sec, conn_max_cnt;
     char remux_net[8], eagersocks_net[8];
-    long window_kib, window_max_kib;
+    long window_kib, window_max_kib, rtt_max_ms;
     long sessions_max, handshake_max, conn_per_cert_max;
     long ping_sec, handshake_sec, socks_handshake_sec, connect_sec, hold_ms, drain_sec;
     char tls_server_key[1024], tls_server_cert[1024], tls_server_ca[1024];

@@ -59,6 +59,9 @@ static const struct flag flags[] = {
      "flow-control window per session and direction at the start (KiB)"},
     {"remux.window.max.kib", I(window_max_kib), "65536", 16, 1 << 20,
      "the auto-tuned window never grows past this (KiB)"},
+    {"remux.rtt.max.ms", I(rtt_max_ms), "1000", 1, 60000,
+     "window auto-tuning takes no RTT above this (ms): a peer that delays its PONGs or ACKs "
+     "cannot make a window grow past what this RTT needs"},
     {"remux.sessions.max", I(sessions_max), "1024", 1, 4096,
      "server: a connection with this many open sessions gets new ones refused (RESET, policy)"},
     {"remux.ping.sec", I(ping_sec), "15", 1, 3600,

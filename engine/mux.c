@@ -71,6 +71,10 @@ struct mux {
     int64_t last_flush_us;
     uint64_t since_quiet; /* bytes sent since the connection was last quiet */
     unsigned rtt_samples;
+    /* The PINGs not yet answered: a PONG counts only for one of these (a forged or
+     * unsolicited one would set the RTT window growth trusts). */
+    uint64_t ping_out[MUX_RTT_PROBES];
+    unsigned nping_out;
     struct mux *all_prev, *all_next; /* every mux not yet freed, for mux_free_all() */
 };
 
@@ -531,7 +535,27 @@ send_ping(struct mux *m)
     struct frame_ctl c = {.type = FRAME_CTL_PING};
 
     c.opaque = (uint64_t)mux_now_us();
+    if (m->nping_out == MUX_RTT_PROBES) { /* the oldest is taken as lost */
+        memmove(&m->ping_out[0], &m->ping_out[1], (MUX_RTT_PROBES - 1) * sizeof(m->ping_out[0]));
+        m->nping_out--;
+    }
+    m->ping_out[m->nping_out++] = c.opaque;
     mux_send_ctl(m, &c);
+}
+
+/* 1 if opaque answers a PING still outstanding (which is then answered), else 0. */
+static int
+ping_answered(struct mux *m, uint64_t opaque)
+{
+    unsigned i;
+
+    for (i = 0; i < m->nping_out; i++) {
+        if (m->ping_out[i] != opaque) continue;
+        memmove(&m->ping_out[i], &m->ping_out[i + 1], (m->nping_out - i - 1) * sizeof(m->ping_out[0]));
+        m->nping_out--;
+        return 1;
+    }
+    return 0;
 }
 
 static int
@@ -564,8 +588,8 @@ handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
         mux_send_ctl(m, &c);
         return 0;
     case FRAME_CTL_PONG:
+        if (!ping_answered(m, c.opaque)) return 0; /* not one of ours: ignored */
         rtt = mux_now_us() - (int64_t)c.opaque;
-        if (rtt < 0 || rtt > 3600LL * 1000000) return 0; /* not one of ours */
         /* The smallest sample is the path's RTT; the others include queueing behind data
          * (a PONG waits in the peer's output), and a window sized to a queue grows the queue.
          * A few samples back to back at the start: the first one includes handshake work. */
@@ -895,7 +919,7 @@ mux_credit_rtt_us(struct mux *m)
     struct tcp_info ti;
     socklen_t len = sizeof(ti);
     struct bufferevent *sock;
-    int64_t now = mux_now_us();
+    int64_t now = mux_now_us(), rtt;
     evutil_socket_t fd;
 
     if (m->bev != NULL && now - m->tcp_rtt_at_us >= MUX_TCP_RTT_EVERY_US) {
@@ -905,7 +929,10 @@ mux_credit_rtt_us(struct mux *m)
         if (fd >= 0 && getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0)
             m->tcp_rtt_us = ti.tcpi_rtt;
     }
-    return m->tcp_rtt_us > m->min_rtt_us ? m->tcp_rtt_us : m->min_rtt_us;
+    rtt = m->tcp_rtt_us > m->min_rtt_us ? m->tcp_rtt_us : m->min_rtt_us;
+    /* Both come from the peer's pace (its PONGs, its ACKs): capped, so that a peer cannot
+     * talk a window up to -remux.window.max.kib by answering slowly. */
+    return rtt < m->cfg->rtt_max_ms * 1000 ? rtt : m->cfg->rtt_max_ms * 1000;
 }
 
 void

@@ -188,6 +188,52 @@ describe("ReMux flow control and keepalive", function()
     dir, echo = d, echo_port
   end)
 
+  it("grows no window on a forged PONG: only an outstanding PING's answer is an RTT", function()
+    local sha = H.dest(dir, "sha")
+    local t = H.tunnel(dir, nil, { tcp = true, no_client = true })
+    local c = H.connect(t.server_port)
+    local ping
+    for _ = 1, 10 do
+      local sid, p = read_frame(c)
+      if sid == 0 and p:byte(1) == 3 then ping = p:sub(2) break end
+    end
+    assert.is_truthy(ping, "the server's first PING")
+    -- a PONG "200 ms" older than the PING: the RTT it claims sizes windows for a 200 ms path
+    local v = 0
+    for i = 1, 8 do v = v * 256 + ping:byte(i) end
+    v = v - 200000
+    local forged = {}
+    for i = 8, 1, -1 do forged[i] = string.char(v % 256) v = math.floor(v / 256) end
+    c:send(frame(0, "\4" .. table.concat(forged)))
+    -- then 3 s of data up one session at 6.4 MB/s (64 KiB every 10 ms), which the destination
+    -- keeps up with: the pace at which a window grows to its bandwidth-delay product
+    local chunk, credit, sent = string.rep("u", 16000), 256 * 1024, 0
+    c:send(frame(1, header("localhost", sha)))
+    local deadline = H.now() + 3
+    while H.now() < deadline do
+      for _ = 1, 4 do
+        while credit < #chunk do
+          local sid, p = read_frame(c)
+          assert.is_truthy(sid, "the connection stays up")
+          if sid == 0 and p:byte(1) == 1 then
+            credit = credit + ((p:byte(4) * 256 + p:byte(5)) * 256 + p:byte(6)) * 256 + p:byte(7)
+          end
+        end
+        c:send(frame(1, chunk))
+        credit, sent = credit - #chunk, sent + #chunk
+      end
+      H.sleep(0.01)
+    end
+    c:close()
+    -- on loopback the path's RTT is well under a millisecond: 6.4 MB/s needs no window above
+    -- the first (the forged 200 ms sized it for 1.3 MB in flight: 4 MiB)
+    local largest = 256
+    for kib in H.read(t.slog):gmatch("%[flow%] %x+:%d+ window (%d+) KiB") do largest = math.max(largest, tonumber(kib)) end
+    assert.is_true(largest <= 512, "the server granted a window of " .. largest .. " KiB")
+    assert.is_true(sent >= 8 * 1048576, sent .. " bytes sent")
+    H.stop_tunnel(t)
+  end)
+
   it("closes a connection whose peer sends past the window (window overflow)", function()
     local socket = require("socket")
     -- A destination that never completes a connect: its one-slot accept queue is full, so the
