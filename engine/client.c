@@ -24,7 +24,6 @@
 #include "direct.h"
 #include "log.h"
 #include "luahost.h"
-#include "mux.h"
 #include "pool.h"
 #include "session.h"
 #include "socks.h"
@@ -164,9 +163,6 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
 {
     struct client *c = h->c;
     struct bufferevent *bev = h->bev;
-    struct session *s;
-    struct mux *m;
-    uint16_t sid;
     uint8_t reply[10];
     char dest[SOCKS_DEST_MAX], why[200], msg[SOCKS_DEST_MAX + 220];
     struct luahost_req r = {req->host, req->port,
@@ -203,18 +199,7 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
         direct_open(c->dns, bev, req, c->cfg->connect_sec);
         return;
     }
-    m = pool_take(choose_pool(c, server, dest), &sid);
-    if (m == NULL) {
-        log_msg(LOG_ERROR, "[sock] - %s = %u no connection to the server", dest, session_count());
-        bufferevent_free(bev);
-        return;
-    }
-    s = session_new(m, sid, bev, 1, dest);
-    if (s == NULL) {
-        log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", dest, session_count());
-        return;
-    }
-    session_set_header(s, raw, rawlen);
+    pool_open(choose_pool(c, server, dest), bev, raw, rawlen, dest);
 }
 
 /* Compares a and b in time that does not depend on where they differ. */

@@ -9,10 +9,10 @@ struct config {
     char role[16];
     char server_net[8], server_addr[256];
     char client_net[8], client_addr[256];
-    long reuse_max_sec, reuse_max_cnt, idle_max_sec, conn_max_cnt;
+    long reuse_max_sec, reuse_max_cnt, idle_max_sec, conn_max_cnt, dial_max;
     char remux_net[8], eagersocks_net[8];
     long window_kib, window_max_kib, rtt_max_ms;
-    long sessions_max, handshake_max, conn_per_cert_max;
+    long sessions_max, handshake_max, handshake_per_addr, conn_per_cert_max;
     long ping_sec, handshake_sec, socks_handshake_sec, connect_sec, hold_ms, drain_sec;
     char tls_server_key[1024], tls_server_cert[1024], tls_server_ca[1024];
     char tls_client_ca[1024], tls_client_key[1024], tls_client_cert[1024];
@@ -24,7 +24,7 @@ struct config {
     char lua_script[1024];
     char socks_auth[1024];
     long lua_budget_ms;
-    int server_allow_local;
+    int server_allow_local, server_allow_private;
     char dingtalk_url[512], dingtalk_ca[1024];
     long alert_burst, alert_every_sec, dingtalk_timeout_sec;
     /* client: -server.addr as a list of [name=]host:port (servers[0] is the first) */

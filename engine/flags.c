@@ -34,7 +34,11 @@ static const struct flag flags[] = {
      "server: host:port to listen on; client: the server to dial, or a comma list of "
      "[name=]host:port (the route hook picks one; one that fails is marked down, the next used)"},
     {"server.allow.local", B(server_allow_local), "false", 0, 0,
-     "server: allow destinations on loopback and link-local addresses (denied by default)"},
+     "server: allow destinations on this host (loopback, its own addresses), link-local and "
+     "metadata addresses (denied by default)"},
+    {"server.allow.private", B(server_allow_private), "false", 0, 0,
+     "server: allow destinations in private networks (RFC 1918, 100.64/10, fc00::/7; denied by "
+     "default)"},
     {"server.open", B(server_open), "false", 0, 0,
      "server: run without -tls.server.ca, letting any client in (an open proxy)"},
     {"client.net", S(client_net), "tcp", 0, 0,
@@ -54,6 +58,9 @@ static const struct flag flags[] = {
      "a connection with no session for this long (seconds) is closed"},
     {"remux.conn.max.cnt", I(conn_max_cnt), "1024", 1, 1 << 20,
      "never more connections than this at once; a session none can take is refused"},
+    {"remux.dial.max", I(dial_max), "32", 1, 4096,
+     "client: connections in their handshake at once; a burst that needs more waits for them "
+     "(the server takes -tls.handshake.per.addr from one address)"},
     {"remux.net", S(remux_net), "tls", 0, 0, "ReMux's lower connection: tls or tcp"},
     {"remux.window.kib", I(window_kib), "256", 16, 1 << 20,
      "flow-control window per session and direction at the start (KiB)"},
@@ -79,7 +86,10 @@ static const struct flag flags[] = {
     {"tls.handshake.sec", I(handshake_sec), "10", 1, 3600,
      "a TLS handshake not done after this is dropped"},
     {"tls.handshake.max", I(handshake_max), "256", 1, 1 << 20,
-     "server: connections still in their TLS handshake beyond this are closed at once"},
+     "server: TLS handshakes pending at once; past it, the oldest pending one of the source "
+     "holding the most is closed for the new one"},
+    {"tls.handshake.per.addr", I(handshake_per_addr), "64", 1, 1 << 20,
+     "server: TLS handshakes pending at once from one address (an IPv6 /64); more are refused"},
     {"tls.client.conn.max", I(conn_per_cert_max), "256", 1, 1 << 20,
      "server: connections one client certificate may hold open at once"},
     {"tls.server.key", S(tls_server_key), "", 0, 0, "server: private key file (PEM)"},

@@ -1,7 +1,10 @@
 /* pool.c: the client's connections to the server. The pool owns its muxes (an array, oldest
  * first); a mux tells the pool when it closes and the pool forgets it. Decisions are the Lua
  * policy's: which connection takes a session (luahost_pool_pick) and when an idle one closes
- * (luahost_pool_idle); the mechanics (dialling, counting, the limit on connections) are here. */
+ * (luahost_pool_idle); the mechanics (dialling, counting, the limits on connections and on
+ * dials in flight) are here, and so is the queue of sessions waiting for a dial: a burst larger
+ * than -remux.dial.max dials can carry waits for them, in order, rather than overrunning a
+ * connection's limits or the server's table of pending handshakes. */
 #include "pool.h"
 
 #include <errno.h>
@@ -17,9 +20,22 @@
 #include "log.h"
 #include "luahost.h"
 #include "mux.h"
+#include "session.h"
+#include "socks.h"
 #include "tls.h"
 
 #define POOL_TICKETS 4
+
+/* A session no connection can take until a dial in flight is done: the app's socket (already
+ * answered) and the session's header, waiting in order. */
+struct parked {
+    struct bufferevent *bev;
+    uint8_t hdr[SOCKS_REQ_MAX];
+    size_t hdrlen;
+    char dest[SOCKS_DEST_MAX];
+    int64_t until_us; /* given up then (-connect.sec) */
+    struct parked *next;
+};
 
 struct pool {
     struct event_base *base;
@@ -50,12 +66,17 @@ struct pool {
     unsigned taken_last; /* sessions taken between the last two ticks */
     double handshake;    /* seconds from dial to ready, smoothed; 0 before the first */
     int started;         /* the start-up pass has run */
+    size_t dialing;      /* connections in their handshake (fill_all counts them) */
+    struct parked *parked, *parked_tail;
+    struct event *unpark; /* a dial is done: the parked sessions are placed, outside callbacks */
 };
 
 static void pool_closed(struct mux *m, void *arg);
 static void pool_idle(struct mux *m, void *arg);
 static void pool_ready(struct mux *m, void *arg);
 static void pool_sweep(evutil_socket_t fd, short what, void *arg);
+static void pool_unpark(evutil_socket_t fd, short what, void *arg);
+static void fail_parked(struct pool *p, int64_t before_us, const char *why);
 static struct mux *dial(struct pool *p);
 static const struct mux_ops pool_ops = {
     .ready = pool_ready, .closed = pool_closed, .open = NULL, .idle = pool_idle};
@@ -99,8 +120,12 @@ fill_all(struct pool *p)
 {
     size_t i, k = 0;
 
-    for (i = 0; i < p->n; i++)
-        if (!mux_is_closing(p->conns[i])) fill_info(&p->info[k++], p->conns[i]);
+    p->dialing = 0;
+    for (i = 0; i < p->n; i++) {
+        if (mux_is_closing(p->conns[i])) continue;
+        fill_info(&p->info[k], p->conns[i]);
+        if (!p->info[k++].ready) p->dialing++;
+    }
     return k;
 }
 
@@ -155,10 +180,11 @@ pool_tick(evutil_socket_t fd, short what, void *arg)
     }
     p->started = 1;
     ask_idle(p, 1);
+    fail_parked(p, mux_now_us(), "waited -connect.sec for a connection");
+    k = fill_all(p);
     if (!p->single && p->down_until_us == 0 && !p->closing_all &&
-        p->n < (size_t)p->cfg->conn_max_cnt) {
+        p->n < (size_t)p->cfg->conn_max_cnt && p->dialing < (size_t)p->cfg->dial_max) {
         struct luahost_load load = current_load(p);
-        k = fill_all(p);
         if (luahost_pool_spare(p->lua, p->info, k, &load)) {
             log_msg(LOG_DEBUG, "[pool] dialling a spare for %s", p->label);
             dial(p);
@@ -197,6 +223,7 @@ pool_ready(struct mux *m, void *arg)
         log_msg(LOG_WARN, "[pool] server %s (%s) is up again", p->label, p->addr);
     p->down_until_us = 0;
     p->fails = 0;
+    if (p->parked != NULL) event_active(p->unpark, EV_TIMEOUT, 0);
 }
 
 struct pool *
@@ -222,8 +249,11 @@ pool_new(struct event_base *base, const struct config *cfg, struct luahost *lua,
         addr_host(addr, p->name, sizeof(p->name));
     p->tick = event_new(base, -1, EV_PERSIST, pool_tick, p);
     p->sweep = event_new(base, -1, 0, pool_sweep, p);
-    if (p->tick == NULL || p->sweep == NULL) {
+    p->unpark = event_new(base, -1, 0, pool_unpark, p);
+    if (p->tick == NULL || p->sweep == NULL || p->unpark == NULL) {
         if (p->tick != NULL) event_free(p->tick);
+        if (p->sweep != NULL) event_free(p->sweep);
+        if (p->unpark != NULL) event_free(p->unpark);
         free(p);
         return NULL;
     }
@@ -244,9 +274,11 @@ void
 pool_free(struct pool *p)
 {
     if (p == NULL) return;
+    fail_parked(p, INT64_MAX, "shutdown");
     pool_close_all(p);
     event_free(p->tick);
     event_free(p->sweep);
+    event_free(p->unpark);
     while (p->ntickets > 0)
         SSL_SESSION_free(p->tickets[--p->ntickets]);
     free(p->conns);
@@ -270,7 +302,9 @@ pool_closed(struct mux *m, void *arg)
         p->down_until_us = mux_now_us() + backoff;
         log_msg(LOG_WARN, "[pool] server %s (%s) marked down for %lld s: %u failed dials in a row",
                 p->label, p->addr, (long long)(backoff / 1000000), p->fails);
+        fail_parked(p, INT64_MAX, "its dial failed");
     }
+    if (p->parked != NULL) event_active(p->unpark, EV_TIMEOUT, 0); /* a dial slot is free */
     for (i = 0; i < p->n; i++) {
         if (p->conns[i] == m) {
             memmove(&p->conns[i], &p->conns[i + 1], (p->n - i - 1) * sizeof(p->conns[0]));
@@ -401,41 +435,151 @@ pool_set_session_cb(SSL_CTX *ctx)
     SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
 }
 
-struct mux *
-pool_take(struct pool *p, uint16_t *sid)
+/* The connection a new session goes on, with its id; NULL when none can be had now: *wait
+ * says whether one will be (dials in flight at -remux.dial.max), else the failure is logged. */
+static struct mux *
+take(struct pool *p, uint16_t *sid, int *wait)
 {
     struct mux *m = NULL;
     uint32_t id;
     size_t k;
     int spare = 0;
 
-    p->taken_now++;
+    *wait = 0;
+    k = fill_all(p);
     if (!p->single) {
         struct luahost_load load = current_load(p);
-        k = fill_all(p);
         id = luahost_pool_pick(p->lua, p->info, k, &load, &spare);
         if (id != 0) m = find(p, id);
     }
     if (m != NULL) *sid = mux_next_sid(m);
     if (m == NULL || *sid == 0) {
         /* No connection may take it: it gets one of its own, unless that would pass the limit
-         * on connections. It is refused then, not put on a connection past its limits. */
+         * on connections (refused: never put on a connection past its limits) or on dials in
+         * flight (it waits for one of them). */
         if (p->n >= (size_t)p->cfg->conn_max_cnt) {
             log_msg(LOG_ERROR, "[pool] %s: -remux.conn.max.cnt=%ld connections open, none may take "
                                "a new session",
                     p->label, p->cfg->conn_max_cnt);
             return NULL;
         }
+        if (p->dialing >= (size_t)p->cfg->dial_max) {
+            *wait = 1;
+            return NULL;
+        }
         m = dial(p);
         if (m == NULL) return NULL;
         *sid = mux_next_sid(m);
-    } else if (spare && p->n < (size_t)p->cfg->conn_max_cnt) {
+    } else if (spare && p->n < (size_t)p->cfg->conn_max_cnt &&
+               p->dialing < (size_t)p->cfg->dial_max) {
         dial(p); /* ahead of need: the next rotation waits for no handshake */
     }
+    p->taken_now++;
     /* The connection sessions went to until now may be empty: the policy decides about it. */
     if (mux_id(m) != p->last_pick) {
         p->last_pick = mux_id(m);
         event_active(p->sweep, EV_TIMEOUT, 0);
     }
     return m;
+}
+
+/* The session on m: the app's socket is read from here on. */
+static void
+start(struct bufferevent *bev, struct mux *m, uint16_t sid, const uint8_t *hdr, size_t hdrlen,
+      const char *dest)
+{
+    struct session *s;
+
+    bufferevent_enable(bev, EV_READ);
+    s = session_new(m, sid, bev, 1, dest);
+    if (s == NULL) {
+        log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", dest, session_count());
+        return;
+    }
+    session_set_header(s, hdr, hdrlen);
+}
+
+void
+pool_open(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size_t hdrlen,
+          const char *dest)
+{
+    struct timeval tv = {p->cfg->connect_sec, 0};
+    struct parked *w;
+    struct mux *m;
+    uint16_t sid;
+    int wait;
+
+    /* Behind others already waiting: sessions are placed in the order they came. */
+    m = p->parked == NULL ? take(p, &sid, &wait) : NULL;
+    if (m != NULL) {
+        start(bev, m, sid, hdr, hdrlen, dest);
+        return;
+    }
+    if (p->parked == NULL && !wait) {
+        log_msg(LOG_ERROR, "[sock] - %s = %u no connection to the server", dest, session_count());
+        bufferevent_free(bev);
+        return;
+    }
+    w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", dest, session_count());
+        bufferevent_free(bev);
+        return;
+    }
+    /* Nothing is read from the app while it waits: its socket buffer holds what it sends. */
+    bufferevent_disable(bev, EV_READ);
+    bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    w->bev = bev;
+    memcpy(w->hdr, hdr, hdrlen);
+    w->hdrlen = hdrlen;
+    snprintf(w->dest, sizeof(w->dest), "%s", dest);
+    w->until_us = mux_now_us() + (int64_t)tv.tv_sec * 1000000;
+    if (p->parked_tail != NULL)
+        p->parked_tail->next = w;
+    else
+        p->parked = w;
+    p->parked_tail = w;
+}
+
+/* Ends the parked sessions that came before before_us (all: INT64_MAX), logged with why. */
+static void
+fail_parked(struct pool *p, int64_t before_us, const char *why)
+{
+    while (p->parked != NULL && p->parked->until_us <= before_us) {
+        struct parked *w = p->parked;
+        p->parked = w->next;
+        if (p->parked == NULL) p->parked_tail = NULL;
+        log_msg(LOG_ERROR, "[sock] - %s = %u no connection to the server: %s", w->dest,
+                session_count(), why);
+        bufferevent_free(w->bev);
+        free(w);
+    }
+}
+
+/* Places parked sessions, in order, for as long as connections take them. */
+static void
+pool_unpark(evutil_socket_t fd, short what, void *arg)
+{
+    struct pool *p = arg;
+    struct mux *m;
+    uint16_t sid;
+    int wait;
+
+    (void)fd;
+    (void)what;
+    while (p->parked != NULL) {
+        struct parked *w = p->parked;
+        m = take(p, &sid, &wait);
+        if (m == NULL && wait) return;
+        p->parked = w->next;
+        if (p->parked == NULL) p->parked_tail = NULL;
+        if (m != NULL) {
+            start(w->bev, m, sid, w->hdr, w->hdrlen, w->dest);
+        } else {
+            log_msg(LOG_ERROR, "[sock] - %s = %u no connection to the server", w->dest,
+                    session_count());
+            bufferevent_free(w->bev);
+        }
+        free(w);
+    }
 }

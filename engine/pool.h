@@ -5,6 +5,7 @@
 #define TUNNELS_POOL_H
 
 #include <openssl/ssl.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "config.h"
@@ -27,9 +28,13 @@ int pool_is_down(const struct pool *p);
 const char *pool_label(const struct pool *p);
 void pool_free(struct pool *p);
 
-/* The connection a new session goes on and its session id; NULL when none can be had (the
- * failure is logged). */
-struct mux *pool_take(struct pool *p, uint16_t *sid);
+struct bufferevent;
+
+/* Opens a session to dest for the app's socket bev (its SOCKS request answered; hdr is the
+ * EagerSocks header): on a connection now, or once a dial in flight is done (in order, for at
+ * most -connect.sec). Owns bev from here; a failure is logged and bev freed. */
+void pool_open(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size_t hdrlen,
+               const char *dest);
 
 /* Makes ctx hand new TLS sessions to the pool, which offers the latest to its next dial. */
 void pool_set_session_cb(SSL_CTX *ctx);

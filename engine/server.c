@@ -37,11 +37,19 @@ struct server {
     struct evdns_base *dns;
     struct evconnlistener *lis;
     struct event *resume;
-    struct mux **conns;
-    unsigned char (*fp)[32]; /* the client certificate's SHA-256 per conns[i], zero if none */
+    struct srv_conn *conns;
     size_t n, cap;
     size_t pending; /* connections still in their TLS handshake */
     int draining;
+};
+
+/* What the server knows of one lower connection. */
+struct srv_conn {
+    struct mux *m;
+    unsigned char fp[32];   /* the client certificate's SHA-256, zero if none (yet) */
+    unsigned char peer[16]; /* whose it is before a certificate says: the peer's address, an
+                               IPv4 one v4-mapped, an IPv6 one cut to its /64 (one host's
+                               share: a /64 is what one subscriber is given) */
 };
 
 struct lookup {
@@ -289,10 +297,8 @@ server_closed(struct mux *m, void *arg)
 
     if (srv->ctx != NULL && !mux_is_ready(m)) srv->pending--;
     for (i = 0; i < srv->n; i++) {
-        if (srv->conns[i] == m) {
-            srv->n--;
-            srv->conns[i] = srv->conns[srv->n];
-            memcpy(srv->fp[i], srv->fp[srv->n], sizeof(srv->fp[i]));
+        if (srv->conns[i].m == m) {
+            srv->conns[i] = srv->conns[--srv->n];
             return;
         }
     }
@@ -311,13 +317,13 @@ server_ready(struct mux *m, void *arg)
     srv->pending--;
     if (tls_peer_fingerprint(ssl, fp) == -1) return; /* an open server: no certificate */
     for (i = 0; i < srv->n; i++) {
-        if (srv->conns[i] == m)
+        if (srv->conns[i].m == m)
             k = i;
-        else if (memcmp(srv->fp[i], fp, sizeof(fp)) == 0)
+        else if (memcmp(srv->conns[i].fp, fp, sizeof(fp)) == 0)
             same++;
     }
     if (k == srv->n) return;
-    memcpy(srv->fp[k], fp, sizeof(fp));
+    memcpy(srv->conns[k].fp, fp, sizeof(fp));
     if (same >= (size_t)srv->cfg->conn_per_cert_max) {
         char why[128];
         snprintf(why, sizeof(why), "refused: its client certificate holds -tls.client.conn.max=%ld",
@@ -337,6 +343,97 @@ server_idle(struct mux *m, void *arg)
 static const struct mux_ops server_ops = {
     .ready = server_ready, .closed = server_closed, .open = server_open, .idle = server_idle};
 
+/* The key handshakes are counted by: see struct srv_conn's peer. */
+static void
+peer_key(const struct sockaddr *sa, unsigned char key[16])
+{
+    memset(key, 0, 16);
+    if (sa->sa_family == AF_INET) {
+        key[10] = key[11] = 0xff;
+        memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 8);
+    }
+}
+
+/* A pending handshake, for choosing which one goes when the table is full. */
+struct pending {
+    const unsigned char *key;
+    double age;
+    struct mux *m;
+};
+
+/* By source, and within one the oldest first. */
+static int
+pending_cmp(const void *a, const void *b)
+{
+    const struct pending *x = a, *y = b;
+    int c = memcmp(x->key, y->key, 16);
+
+    if (c != 0) return c;
+    return x->age < y->age ? 1 : x->age > y->age ? -1 : 0;
+}
+
+/* The oldest pending handshake of the source holding the most (ties: the older one). */
+static struct mux *
+eviction_victim(struct server *srv)
+{
+    struct pending *p = malloc(srv->n * sizeof(*p) + 1);
+    struct mux *victim = NULL;
+    size_t i, k = 0, run, best = 0;
+    double best_age = -1;
+
+    if (p == NULL) return NULL;
+    for (i = 0; i < srv->n; i++) {
+        if (mux_is_ready(srv->conns[i].m)) continue;
+        p[k].key = srv->conns[i].peer;
+        p[k].age = mux_age(srv->conns[i].m);
+        p[k++].m = srv->conns[i].m;
+    }
+    qsort(p, k, sizeof(*p), pending_cmp);
+    for (i = 0; i < k; i += run) {
+        for (run = 1; i + run < k && memcmp(p[i + run].key, p[i].key, 16) == 0; run++)
+            ;
+        if (run > best || (run == best && p[i].age > best_age)) {
+            best = run;
+            best_age = p[i].age;
+            victim = p[i].m;
+        }
+    }
+    free(p);
+    return victim;
+}
+
+/* Before a handshake is done nobody is known, and a stranger must not lock the others out.
+ * Returns 1 to go on with a new connection from key, 0 to refuse it: a source address holds at
+ * most -tls.handshake.per.addr pending handshakes; when all -tls.handshake.max are taken, the
+ * oldest pending handshake of the source holding the most goes, so that strangers idling in
+ * their handshakes make room for a client that finishes its own in a round trip. */
+static int
+admit(struct server *srv, const unsigned char key[16], const char *peer)
+{
+    size_t i, mine = 0;
+    struct mux *victim;
+
+    if (srv->ctx == NULL) return 1;
+    for (i = 0; i < srv->n; i++)
+        if (!mux_is_ready(srv->conns[i].m) && memcmp(srv->conns[i].peer, key, 16) == 0) mine++;
+    if (mine >= (size_t)srv->cfg->handshake_per_addr) {
+        log_msg(LOG_WARN, "[tls] %s refused: -tls.handshake.per.addr=%ld handshakes pending from it",
+                peer, srv->cfg->handshake_per_addr);
+        return 0;
+    }
+    if (srv->pending < (size_t)srv->cfg->handshake_max) return 1;
+    victim = eviction_victim(srv);
+    if (victim == NULL) {
+        log_msg(LOG_WARN, "[tls] %s refused: -tls.handshake.max=%ld handshakes pending", peer,
+                srv->cfg->handshake_max);
+        return 0;
+    }
+    mux_close(victim, LOG_WARN, "handshake evicted: -tls.handshake.max handshakes pending");
+    return 1;
+}
+
 static void
 accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
@@ -345,28 +442,26 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
     struct mux *m;
     SSL *ssl;
     char peer[64];
+    unsigned char key[16];
     const int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
 
     (void)lis;
     (void)salen;
     addr_tune_socket(fd);
-    if (srv->ctx != NULL && srv->pending >= (size_t)srv->cfg->handshake_max) {
-        addr_format(sa, peer, sizeof(peer));
-        log_msg(LOG_WARN, "[tls] %s closed: -tls.handshake.max=%ld handshakes pending", peer,
-                srv->cfg->handshake_max);
+    addr_format(sa, peer, sizeof(peer));
+    peer_key(sa, key);
+    if (!admit(srv, key, peer)) {
         evutil_closesocket(fd);
         return;
     }
     if (srv->n == srv->cap) {
         size_t cap = srv->cap ? srv->cap * 2 : 16;
-        struct mux **c = realloc(srv->conns, cap * sizeof(*c));
-        unsigned char(*fp)[32] = c != NULL ? realloc(srv->fp, cap * sizeof(*fp)) : NULL;
-        if (c != NULL) srv->conns = c;
-        if (fp == NULL) {
+        struct srv_conn *c = realloc(srv->conns, cap * sizeof(*c));
+        if (c == NULL) {
             evutil_closesocket(fd);
             return;
         }
-        srv->fp = fp;
+        srv->conns = c;
         srv->cap = cap;
     }
     if (srv->ctx != NULL) {
@@ -381,16 +476,15 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
     }
     if (bev == NULL) return;
     /* Counted before mux_new: a plain-TCP mux is ready (server_ready) inside it. */
-    memset(srv->fp[srv->n], 0, sizeof(srv->fp[0]));
-    srv->conns[srv->n] = NULL;
+    memset(&srv->conns[srv->n], 0, sizeof(srv->conns[0]));
+    memcpy(srv->conns[srv->n].peer, key, 16);
     if (srv->ctx != NULL) srv->pending++;
     m = mux_new(srv->base, bev, srv->ctx != NULL, 0, srv->cfg, &server_ops, srv);
     if (m == NULL) {
         if (srv->ctx != NULL) srv->pending--;
         return;
     }
-    srv->conns[srv->n++] = m;
-    addr_format(sa, peer, sizeof(peer));
+    srv->conns[srv->n++].m = m;
     log_msg(LOG_DEBUG, "[accept] %08x from %s", mux_id(m), peer);
 }
 
@@ -485,16 +579,16 @@ server_stop_accepting(struct server *srv)
     if (srv->lis != NULL) evconnlistener_free(srv->lis);
     srv->lis = NULL;
     for (i = 0; i < srv->n; i++)
-        mux_goaway(srv->conns[i]);
+        mux_goaway(srv->conns[i].m);
     for (i = srv->n; i > 0; i--)
-        if (mux_live(srv->conns[i - 1]) == 0) mux_close(srv->conns[i - 1], LOG_INFO, "shutdown");
+        if (mux_live(srv->conns[i - 1].m) == 0) mux_close(srv->conns[i - 1].m, LOG_INFO, "shutdown");
 }
 
 void
 server_close_all(struct server *srv)
 {
     while (srv->n > 0)
-        mux_close(srv->conns[srv->n - 1], LOG_INFO, "shutdown");
+        mux_close(srv->conns[srv->n - 1].m, LOG_INFO, "shutdown");
 }
 
 void
@@ -507,6 +601,5 @@ server_free(struct server *srv)
     if (srv->dns != NULL) evdns_base_free(srv->dns, 1);
     if (srv->ctx != NULL) SSL_CTX_free(srv->ctx);
     free(srv->conns);
-    free(srv->fp);
     free(srv);
 }

@@ -94,6 +94,44 @@ describe("ReMux pool", function()
     H.stop_tunnel(t)
   end)
 
+  it("makes a burst wait for its dials, in order, with -remux.dial.max in flight", function()
+    local t = H.tunnel(dir, pki, { client = { ["remux.dial.max"] = 2 } })
+    H.wait_for(function() return H.count(t.clog, "%[tls%] ~ ") == 1 end, 5, "the start-up dial")
+    local out, code = H.sh(H.build .. "/tn-bench -socks 127.0.0.1:" .. t.socks_port ..
+      " -dest 127.0.0.1:" .. http .. " -mode ttfb -n 150 -c 150")
+    assert.are.equal(0, code, out)
+    assert.is_truthy(out:find("failed=0", 1, true), out)
+    local n, total = carried(t.clog), 0
+    for _, k in ipairs(n) do
+      assert.is_true(k <= 16, "a connection carried " .. k)
+      total = total + k
+    end
+    assert.are.equal(150, total)
+    -- never more than 2 handshakes at once: each connection was up before a third was dialled
+    local pending, most = 0, 0
+    for line in H.read(t.clog):gmatch("[^\n]+") do
+      if line:find("%[conn%] %+ ") then pending = pending + 1 end
+      if line:find("%[tls%] ~ ") then pending = pending - 1 end
+      most = math.max(most, pending)
+    end
+    assert.is_true(most <= 2, most .. " handshakes at once")
+    H.stop_tunnel(t)
+  end)
+
+  it("gives a waiting session up after -connect.sec when no dial comes up", function()
+    local t = H.tunnel(dir, pki, { client = { ["remux.dial.max"] = 1, ["connect.sec"] = 1 } })
+    H.wait_for(function() return H.count(t.clog, "%[tls%] ~ ") == 1 end, 5, "the start-up dial")
+    H.sh("kill -STOP " .. t.server_pid) -- its handshakes hang
+    local out = H.sh(H.build .. "/tn-bench -socks 127.0.0.1:" .. t.socks_port ..
+      " -dest 127.0.0.1:" .. http .. " -mode ttfb -n 40 -c 40 -timeout 5")
+    H.sh("kill -CONT " .. t.server_pid)
+    -- 16 on the warm connection (its answers held up too), 16 on the one dial allowed, the
+    -- other 8 waited and were given up
+    H.wait_for(function() return H.count(t.clog, "%[sock%] %- %S+ = %d+ no connection to the server: waited %-connect%.sec") == 8 end,
+      5, "8 sessions given up: " .. out)
+    H.stop_tunnel(t)
+  end)
+
   it("refuses a session rather than overrun: -remux.conn.max.cnt=2 and 40 at once", function()
     local t = H.tunnel(dir, pki, { client = { ["remux.conn.max.cnt"] = 2 } })
     H.wait_for(function() return H.count(t.clog, "%[tls%] ~ ") == 1 end, 5, "the start-up dial")

@@ -360,21 +360,59 @@ describe("limits", function()
     H.stop_tunnel(t)
   end)
 
-  it("close connections past -tls.handshake.max pending handshakes", function()
-    local t = H.tunnel(dir, pki, { server = { ["tls.handshake.max"] = 5, ["tls.handshake.sec"] = 3 } })
-    -- the client's start-up dial is a handshake too: done before the 8 arrive (under the
-    -- sanitizers it was still pending, and 4 were refused)
+  -- Idle TCP connections to the server from a loopback address of their own (127.0.0.0/8 is
+  -- all this host's), as strangers who never send a ClientHello.
+  local function strangers(port, from, n)
+    local socket = require("socket")
+    local held = {}
+    for i = 1, n do
+      local c = socket.tcp()
+      assert(c:bind(from, 0))
+      c:settimeout(5)
+      assert(c:connect("127.0.0.1", port))
+      held[i] = c
+    end
+    return held
+  end
+
+  local function count_closed(held)
+    local closed = 0
+    for _, c in ipairs(held) do
+      local _, how = H.recv_all(c, 0.2)
+      if how == "closed" or how == "connection reset by peer" then closed = closed + 1 end
+      c:close()
+    end
+    return closed
+  end
+
+  it("refuse handshakes past -tls.handshake.per.addr from one address", function()
+    local t = H.tunnel(dir, pki, { server = { ["tls.handshake.per.addr"] = 5 } })
+    H.wait_for(function() return H.count(t.slog, "%[tls%] ~ %x+ TLS") == 1 end, 10, "the start-up dial")
+    local held = strangers(t.server_port, "127.0.0.9", 8)
+    H.wait_for(function() return H.count(t.slog, "%[warn%] %[tls%] 127%.0%.0%.9:%d+ refused: %-tls%.handshake%.per%.addr=5") == 3 end, 5, "3 refusals")
+    assert.are.equal(3, count_closed(held))
+    -- another address is not counted with it
+    H.assert_hello(t.socks_port, http)
+    H.stop_tunnel(t)
+  end)
+
+  it("let a client with a certificate in when strangers hold every -tls.handshake.max slot", function()
+    local t = H.tunnel(dir, pki, { server = { ["tls.handshake.max"] = 6, ["tls.handshake.per.addr"] = 4 } })
+    -- the client's start-up dial is a handshake too: done before the strangers arrive
     H.wait_for(function() return H.count(t.slog, "%[tls%] ~ %x+ TLS") == 1 end, 10, "the start-up dial")
     local held = {}
-    for i = 1, 8 do held[i] = H.connect(t.server_port) end
-    H.wait_for(function() return H.count(t.slog, "%[warn%] %[tls%] 127%.0%.0%.1:%d+ closed: %-tls%.handshake%.max=5") == 3 end, 5, "3 refusals")
-    local closed = 0
-    for i = 1, 8 do
-      local _, how = H.recv_all(held[i], 0.2)
-      if how == "closed" or how == "connection reset by peer" then closed = closed + 1 end
-      held[i]:close()
+    for _, from in ipairs({ "127.0.0.11", "127.0.0.12" }) do
+      for _, c in ipairs(strangers(t.server_port, from, 3)) do held[#held + 1] = c end
     end
-    assert.are.equal(3, closed)
+    H.sleep(0.3) -- all six pending, the table full
+    -- a new connection of the client's: its handshake evicts a stranger's, and it is served
+    local out, code = H.sh(H.build .. "/tn-bench -socks 127.0.0.1:" .. t.socks_port .. " -dest 127.0.0.1:" ..
+      http .. " -mode ttfb -n 40 -c 40")
+    assert.are.equal(0, code, out)
+    assert.is_truthy(out:find("failed=0", 1, true), out)
+    assert.is_true(H.count(t.slog, "%[conn%] %- %x+ = %d+ handshake evicted: %-tls%.handshake%.max") >= 1)
+    assert.are.equal(0, H.count(t.slog, "%[tls%] [^ ]+ refused: %-tls%.handshake%.max"))
+    assert.is_true(count_closed(held) >= 1)
     H.stop_tunnel(t)
   end)
 
