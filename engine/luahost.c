@@ -9,7 +9,10 @@
  * until the gate's pcall is reached. */
 #include "luahost.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +82,38 @@ struct luahost {
     } levels[LUAHOST_TAGS]; /* alert_levels; tag "*" is everything else */
     size_t nlevels;
 };
+
+/* This host's addresses as a list of strings (the server's ACL denies them: a listener on
+ * 0.0.0.0 is reached through every one). Read with each new state: at start and on SIGHUP. */
+static void
+push_host_addrs(lua_State *L)
+{
+    struct ifaddrs *ifa, *i;
+    char text[INET6_ADDRSTRLEN];
+    int n = 0;
+
+    lua_newtable(L);
+    if (getifaddrs(&ifa) == -1) {
+        log_msg(LOG_WARN, "[lua] this host's addresses are unknown (getifaddrs: %s): the ACL "
+                          "cannot deny them by address",
+                strerror(errno));
+        return;
+    }
+    for (i = ifa; i != NULL; i = i->ifa_next) {
+        const void *a;
+        if (i->ifa_addr == NULL) continue;
+        if (i->ifa_addr->sa_family == AF_INET)
+            a = &((struct sockaddr_in *)i->ifa_addr)->sin_addr;
+        else if (i->ifa_addr->sa_family == AF_INET6)
+            a = &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr;
+        else
+            continue;
+        if (inet_ntop(i->ifa_addr->sa_family, a, text, sizeof(text)) == NULL) continue;
+        lua_pushstring(L, text);
+        lua_rawseti(L, -2, ++n);
+    }
+    freeifaddrs(ifa);
+}
 
 /* The count hook has no user data in Lua 5.1; the process has one state. */
 static struct luahost *luahost_running;
@@ -306,6 +341,10 @@ build(struct luahost *h, char *err, size_t errlen)
     set_num(L, "conn_max_cnt", (double)cfg->conn_max_cnt);
     lua_pushboolean(L, cfg->server_allow_local);
     lua_setfield(L, -2, "allow_local");
+    lua_pushboolean(L, cfg->server_allow_private);
+    lua_setfield(L, -2, "allow_private");
+    push_host_addrs(L);
+    lua_setfield(L, -2, "host_addrs");
     set_str(L, "role", cfg->role);
     lua_createtable(L, cfg->nservers, 0);
     for (i = 0; i < cfg->nservers; i++) {

@@ -99,20 +99,82 @@ end
 -- Client: "tunnel" [, server name or index], "direct", or "block" [, why]. The default tunnels
 -- everything through the first server of -server.addr.
 -- Server: "allow" or "deny" [, why]. It is asked once for the name and again for the address it
--- resolved to, so a name pointing at the server's own loopback is caught too. The default denies
--- loopback, link-local (cloud metadata at 169.254.169.254), "this host" (0.0.0.0, which Linux
--- connects to loopback) and their IPv4-mapped IPv6 forms, unless -server.allow.local is set.
+-- resolved to, so a name pointing at the server's own loopback is caught too. The default lets
+-- clients reach the public internet only: this host and its links (-server.allow.local allows
+-- them), the networks behind it (-server.allow.private) and addresses that are no unicast
+-- destination at all (always) are denied, and so is an IPv6 address that embeds a denied IPv4
+-- one (v4-mapped, v4-compatible, NAT64 64:ff9b::/96, 6to4 2002::/16).
+
+-- This host and its links, and the clouds' metadata services (this host's too).
 policy.local_ranges = {
-  "127.0.0.0/8", "169.254.0.0/16", "0.0.0.0/8", "::1/128", "::/128", "fe80::/10",
-  "::ffff:127.0.0.0/104", "::ffff:169.254.0.0/112", "::ffff:0.0.0.0/104",
+  "127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "::1/128", "::/128", "fe80::/10",
+  "100.100.100.200/32", "192.0.0.192/32", "fd00:ec2::254/128",
 }
+-- The networks behind it: RFC 1918, shared address space (carrier NAT), unique local IPv6 and
+-- the deprecated site-local.
+policy.private_ranges = {
+  "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7", "fec0::/10",
+}
+-- No unicast destination on the internet: protocol assignments, documentation, benchmarking,
+-- multicast, reserved and broadcast; discard-only, Teredo (its IPv4 is obfuscated: all of it),
+-- documentation and local-use NAT64 in IPv6.
+policy.reserved_ranges = {
+  "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+  "224.0.0.0/4", "240.0.0.0/4", "100::/64", "2001::/32", "2001:db8::/32", "64:ff9b:1::/48",
+  "ff00::/8",
+}
+
+-- The IPv4 address an IPv6 one carries, as text, or nil.
+local function embedded_v4(ip)
+  if #ip ~= 16 then return nil end
+  local b = { ip:byte(1, 16) }
+  local function v4(i) return string.format("%d.%d.%d.%d", b[i], b[i + 1], b[i + 2], b[i + 3]) end
+  local zero10 = true
+  for i = 1, 10 do zero10 = zero10 and b[i] == 0 end
+  if zero10 and b[11] == 0xff and b[12] == 0xff then return v4(13) end -- ::ffff:a.b.c.d
+  if zero10 and b[11] == 0 and b[12] == 0 then -- ::a.b.c.d (but :: and ::1 are themselves)
+    if b[13] + b[14] + b[15] > 0 or b[16] > 1 then return v4(13) end
+  end
+  if b[1] == 0 and b[2] == 0x64 and b[3] == 0xff and b[4] == 0x9b then
+    local zero = true
+    for i = 5, 12 do zero = zero and b[i] == 0 end
+    if zero then return v4(13) end -- 64:ff9b::a.b.c.d
+  end
+  if b[1] == 0x20 and b[2] == 0x02 then return v4(3) end -- 2002:aabb:ccdd::/48
+  return nil
+end
+
+-- Why the server may not connect to addr (text), or nil when it may.
+function policy.denied(addr, cfg)
+  local ip = rules.ip(addr)
+  if not ip then return "not an address: " .. addr end
+  local v4 = embedded_v4(ip)
+  if v4 then
+    local why = tunnels.policy.denied(v4, cfg)
+    return why and why .. " (embedded in " .. addr .. ")"
+  end
+  if rules.in_ranges(addr, policy.reserved_ranges) then
+    return "reserved address " .. addr
+  end
+  if not cfg.allow_local then
+    if rules.in_ranges(addr, policy.local_ranges) then
+      return "local address " .. addr .. " (-server.allow.local allows it)"
+    end
+    for _, own in ipairs(cfg.host_addrs or {}) do
+      if rules.ip(own) == ip then return "this host's address " .. addr .. " (-server.allow.local allows it)" end
+    end
+  end
+  if not cfg.allow_private and rules.in_ranges(addr, policy.private_ranges) then
+    return "private address " .. addr .. " (-server.allow.private allows it)"
+  end
+  return nil
+end
 
 function policy.route(req, cfg)
   if cfg.role ~= "server" then return "tunnel" end
-  if cfg.allow_local or not req.addr then return "allow" end
-  if rules.in_ranges(req.addr, policy.local_ranges) then
-    return "deny", "local address " .. req.addr .. " (-server.allow.local allows it)"
-  end
+  if not req.addr then return "allow" end
+  local why = tunnels.policy.denied(req.addr, cfg)
+  if why then return "deny", why end
   return "allow"
 end
 

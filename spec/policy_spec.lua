@@ -141,22 +141,61 @@ describe("default pool policy", function()
     assert.are.equal("tunnel", policy.route({ host = "127.0.0.1", port = 80, atyp = "ipv4" }, cfg))
   end)
 
-  it("denies the server's loopback and link-local destinations unless allow_local", function()
+  local function route(a)
+    return policy.route({ host = "x", port = 80, atyp = "domain", addr = a }, cfg)
+  end
+
+  it("lets a server's clients reach the public internet only, by default", function()
     cfg.role = "server"
-    local denied = { "127.0.0.1", "127.255.0.9", "169.254.169.254", "0.0.0.0", "::1", "::",
-      "fe80::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254" }
+    cfg.host_addrs = { "198.51.200.7", "2a01:4f8::7" }
+    local denied = {
+      -- this host and its links, metadata services
+      "127.0.0.1", "127.255.0.9", "169.254.169.254", "0.0.0.0", "::1", "::", "fe80::1",
+      "100.100.100.200", "192.0.0.192", "fd00:ec2::254", "198.51.200.7", "2a01:4f8::7",
+      -- the networks behind it
+      "10.9.8.7", "172.16.0.1", "172.31.255.255", "192.168.1.1", "100.64.0.1", "100.127.255.254",
+      "fc00::1", "fd12:3456::1", "fec0::1",
+      -- no unicast destination
+      "224.0.0.1", "239.255.255.250", "255.255.255.255", "240.0.0.1", "192.0.2.1", "198.18.0.1",
+      "ff02::1", "2001:db8::1", "100::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+      -- IPv4 in IPv6, every form that reaches one of those
+      "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:10.0.0.1", "::127.0.0.1", "::2",
+      "64:ff9b::7f00:1", "64:ff9b::a00:1", "2002:7f00:1::1", "2002:a9fe:a9fe::", "64:ff9b:1::1",
+    }
     for _, a in ipairs(denied) do
-      local d, why = policy.route({ host = "x", port = 80, atyp = "domain", addr = a }, cfg)
+      local d, why = route(a)
       assert.are.equal("deny", d, a)
-      assert.truthy(why:find(a, 1, true))
+      assert.truthy(why:find(a, 1, true), why)
     end
-    for _, a in ipairs({ "10.0.0.1", "8.8.8.8", "2001:db8::1", "::2", "128.0.0.1", "fec0::1" }) do
-      assert.are.equal("allow", policy.route({ host = "x", port = 80, atyp = "domain", addr = a }, cfg), a)
+    for _, a in ipairs({ "8.8.8.8", "1.1.1.1", "128.0.0.1", "172.32.0.1", "100.128.0.1",
+        "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1" }) do
+      assert.are.equal("allow", route(a), a)
     end
     -- the name alone is allowed: the resolved address is asked about next
     assert.are.equal("allow", policy.route({ host = "localhost", port = 80, atyp = "domain" }, cfg))
+  end)
+
+  it("allows local and private destinations only when the flags say so", function()
+    cfg.role = "server"
+    cfg.host_addrs = { "198.51.200.7" }
     cfg.allow_local = true
-    assert.are.equal("allow", policy.route({ host = "x", port = 80, atyp = "ipv4", addr = "127.0.0.1" }, cfg))
+    for _, a in ipairs({ "127.0.0.1", "::1", "169.254.169.254", "198.51.200.7", "::ffff:127.0.0.1" }) do
+      assert.are.equal("allow", route(a), a)
+    end
+    assert.are.equal("deny", (route("10.0.0.1")))
+    cfg.allow_local, cfg.allow_private = false, true
+    for _, a in ipairs({ "10.0.0.1", "192.168.1.1", "100.64.0.1", "fd12::1", "::ffff:10.0.0.1" }) do
+      assert.are.equal("allow", route(a), a)
+    end
+    -- metadata is this host's, not the network's: still denied
+    for _, a in ipairs({ "127.0.0.1", "100.100.100.200", "fd00:ec2::254", "169.254.169.254" }) do
+      assert.are.equal("deny", (route(a)), a)
+    end
+    -- no flag allows what is no unicast destination
+    cfg.allow_local = true
+    for _, a in ipairs({ "224.0.0.1", "255.255.255.255", "ff02::1", "2001:db8::1" }) do
+      assert.are.equal("deny", (route(a)), a)
+    end
   end)
 
   it("formats an alert with the role, the host name, the level and the tag", function()
