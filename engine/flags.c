@@ -126,6 +126,9 @@ static const struct flag flags[] = {
      "policy script; hooks it leaves out come from the built-in default (lua/policy.lua)"},
     {"lua.budget.ms", I(lua_budget_ms), "50", 1, 10000,
      "a Lua hook running longer than this is stopped and the default decision used"},
+    {"lua.mem.max.mib", I(lua_mem_max_mib), "64", 1, 1 << 20,
+     "the Lua state's memory: a hook allocating past it fails (the default decision used); a "
+     "script holding more between calls has its hooks skipped until SIGHUP reloads it"},
     {"drain.sec", I(drain_sec), "10", 0, 3600,
      "on SIGTERM/SIGINT, sessions in flight get this long to finish"},
 };

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,8 +66,18 @@ static const char *key_names[K_N] = {NULL,   "id",   "age",  "idle", "sessions",
                                      "goaway", "ready", "host", "port", "atyp",    "addr",
                                      "src",  "rate", "handshake"};
 
+/* What one state's allocator counts. Calls past max fail only while a hook runs (capped): the
+ * engine's own pushes between calls must never fail, since an allocation that fails outside a
+ * protected call is a panic. */
+struct luamem {
+    size_t used, max;
+    int capped;
+};
+
 struct luahost {
     lua_State *L;
+    struct luamem *mem; /* L's allocator's count; its own allocation, as L outlives a copy of h */
+    int over;           /* the script holds more than -lua.mem.max.mib: hooks are skipped */
     const struct config *cfg;
     int ref_traceback;
     int ref_cfg;
@@ -150,6 +161,10 @@ gate(struct luahost *h, const char *what, int nargs, int nres, double budget_ms)
     lua_State *L = h->L;
     int fn = lua_gettop(L) - nargs, rc;
 
+    if (h->over) {
+        lua_settop(L, fn - 1);
+        return -1;
+    }
     if (!lua_checkstack(L, 8)) {
         log_msg(LOG_ERROR, "[lua] %s: Lua stack exhausted", what);
         lua_settop(L, fn - 1);
@@ -161,9 +176,23 @@ gate(struct luahost *h, const char *what, int nargs, int nres, double budget_ms)
     h->expired = 0;
     luahost_running = h;
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, LUAHOST_COUNT);
+    h->mem->capped = 1;
     rc = lua_pcall(L, nargs, nres, fn);
+    h->mem->capped = 0;
     lua_sethook(L, NULL, 0, 0);
     luahost_running = NULL;
+    if (h->mem->used > h->mem->max) {
+        /* Over the bound between calls (the script keeps what it made): collected, and if it
+         * still holds too much, no hook runs again until SIGHUP loads the script anew; the
+         * defaults decide meanwhile (on the server, the ACL denies). */
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        if (h->mem->used > h->mem->max) {
+            h->over = 1;
+            log_msg(LOG_ERROR, "[lua] the script holds %zu MiB, over -lua.mem.max.mib=%ld: its "
+                               "hooks are skipped until SIGHUP reloads it",
+                    h->mem->used >> 20, h->cfg->lua_mem_max_mib);
+        }
+    }
     if (rc != 0) {
         const char *msg = lua_tostring(L, -1);
         log_msg(LOG_ERROR, "[lua] %s: %s%s", what, msg != NULL ? msg : "(error is not a string)",
@@ -303,6 +332,42 @@ read_levels(struct luahost *h, int policy, char *err, size_t errlen)
 }
 
 /* Builds h's state: the tunnels global, the default script, the user's, the hook refs. */
+static void *
+counted_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct luamem *m = ud;
+    void *p;
+
+    if (nsize == 0) {
+        free(ptr);
+        m->used -= osize;
+        return NULL;
+    }
+    if (m->capped && nsize > osize && m->used + (nsize - osize) > m->max) return NULL;
+    p = realloc(ptr, nsize);
+    if (p != NULL) m->used = m->used - (ptr != NULL ? osize : 0) + nsize;
+    return p;
+}
+
+/* A new state whose memory is counted; NULL when out of memory. A LuaJIT built without GC64
+ * takes no allocator of ours on 64-bit: the state is made without the bound, and that is
+ * logged. */
+static lua_State *
+new_state(struct luahost *h)
+{
+    lua_State *L;
+
+    h->mem = calloc(1, sizeof(*h->mem));
+    if (h->mem == NULL) return NULL;
+    h->mem->max = (size_t)h->cfg->lua_mem_max_mib << 20;
+    L = lua_newstate(counted_alloc, h->mem);
+    if (L != NULL) return L;
+    log_msg(LOG_WARN, "[lua] this LuaJIT takes no allocator of ours: -lua.mem.max.mib is not "
+                      "enforced");
+    h->mem->max = SIZE_MAX;
+    return luaL_newstate();
+}
+
 static int
 build(struct luahost *h, char *err, size_t errlen)
 {
@@ -315,7 +380,7 @@ build(struct luahost *h, char *err, size_t errlen)
     for (i = 0; i < H_N; i++)
         h->ref[i] = h->ref_def[i] = LUA_NOREF;
     h->budget_ms = cfg->lua_budget_ms;
-    h->L = L = luaL_newstate();
+    h->L = L = new_state(h);
     if (L == NULL) {
         snprintf(err, errlen, "tunnels: cannot create a Lua state");
         return -1;
@@ -459,9 +524,11 @@ luahost_reload(struct luahost *h, char *err, size_t errlen)
     next.cfg = h->cfg;
     if (build(&next, err, errlen) == -1) {
         if (next.L != NULL) lua_close(next.L);
+        free(next.mem);
         return -1;
     }
     lua_close(h->L);
+    free(h->mem);
     *h = next;
     return 0;
 }
@@ -471,6 +538,7 @@ luahost_free(struct luahost *h)
 {
     if (h == NULL) return;
     if (h->L != NULL) lua_close(h->L);
+    free(h->mem);
     free(h);
 }
 

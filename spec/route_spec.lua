@@ -193,6 +193,29 @@ describe("routing", function()
     H.stop_tunnel(t)
   end)
 
+  it("a hook cannot take more memory than -lua.mem.max.mib: the allocation fails, the default decides", function()
+    local t = H.tunnel(dir, pki, {
+      client = { ["lua.mem.max.mib"] = "24", ["lua.script"] = script("hoard.lua", [[
+        local hoard, tried = {}, false
+        return { route = function(req)
+          if not tried then
+            tried = true
+            hoard[1] = string.rep("x", 256 * 1048576) -- one allocation far past the bound
+          end
+          hoard[#hoard + 1] = string.rep(tostring(#hoard), 2 * 1048576) -- 2 MiB more a call
+          return "tunnel"
+        end }
+      ]]) },
+    })
+    for i = 1, 20 do H.assert_hello(t.socks_port, http, "request " .. i) end
+    -- the first call's 256 MiB, and the calls that would pass 24 MiB once ~10 are hoarded
+    local failed = H.count(t.clog, "%[lua%] route: not enough memory")
+    assert.is_true(failed >= 5 and failed <= 16, failed .. " calls failed")
+    local rss = tonumber(H.read("/proc/" .. t.client_pid .. "/status"):match("VmRSS:%s+(%d+)"))
+    assert.is_true(rss < 120 * 1024, "client RSS " .. rss .. " KiB")
+    H.stop_tunnel(t)
+  end)
+
   it("a server's ACL fails closed: a hook that errs, loops, answers nil or lies denies", function()
     local t = H.tunnel(dir, pki, {
       server = { ["lua.budget.ms"] = "20", ["lua.script"] = script("bad-server.lua", [[

@@ -112,6 +112,22 @@ describe("rule library", function()
     assert.truthy(err:find("/nonexistent/rules.txt", 1, true))
   end)
 
+  it("refuses DOMAIN-PATTERN rules that can backtrack for seconds on a long name", function()
+    for p, cost in pairs({ ["^ad%d+%."] = 1, ["ads"] = 1, ["%.ads%.[a-z]+$"] = 2, [".-.-x"] = 3,
+        ["^.-.-.-x"] = 3, ["^a?b?c?d"] = 0, ["[%]*]+x"] = 2, ["%b()x*"] = 2, ["%f[%w]ad.-$"] = 2,
+        [".-.-.-x"] = 4, ["a+a+a+x"] = 4, ["^(.-)(.-)(.-)(.-)x"] = 4 }) do
+      assert.are.equal(cost, rules.pattern_cost(p), p)
+    end
+    local ok, err = pcall(rules.compile, { "DOMAIN-PATTERN,.-.-.-x,block" })
+    assert.is_false(ok)
+    assert.truthy(err:find("can backtrack too far: 4 nested repetitions", 1, true), err)
+    -- the most that is accepted, on the longest valid name: ~17 ms each here (the refused one,
+    -- cost 4, took ~1 s; bench/rules-bench.lua measures decisions)
+    local set = rules.compile({ "DOMAIN-PATTERN,.-.-x,block", "DOMAIN-PATTERN,^.-.-.-x,block", "MATCH,tunnel" })
+    local name = string.rep("a", 63) .. "." .. string.rep("a", 63) .. "." .. string.rep("a", 63) .. "." .. string.rep("a", 61)
+    assert.are.equal("tunnel", decide(set, name))
+  end)
+
   it("decides the same as a plain scan over 2,000 random rules and requests", function()
     -- The hashed matcher against the obvious one: every rule tried in order.
     local seed = 7
