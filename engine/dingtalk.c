@@ -25,6 +25,8 @@
 #define DT_QUEUE 16
 #define DT_TRIES 3
 #define DT_BODY_MAX 16384 /* DingTalk takes 20,000 bytes of content */
+#define DT_MAX_HEADERS 16384 /* of the answer */
+#define DT_MAX_BODY 65536    /* of the answer: {"errcode":0,"errmsg":"ok"} */
 
 struct dingtalk {
     struct event_base *base;
@@ -152,6 +154,10 @@ start(struct dingtalk *d)
                                                      (unsigned short)d->port);
     if (d->conn == NULL) goto fail;
     evhttp_connection_set_timeout(d->conn, (int)cfg->dingtalk_timeout_sec);
+    /* The answer is a short JSON object: a webhook that sends more is not believed, nor kept
+     * (evhttp would buffer any body whole). */
+    evhttp_connection_set_max_headers_size(d->conn, DT_MAX_HEADERS);
+    evhttp_connection_set_max_body_size(d->conn, DT_MAX_BODY);
     req = evhttp_request_new(done_cb, d);
     if (req == NULL) goto fail;
     hdr = evhttp_request_get_output_headers(req);

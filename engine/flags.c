@@ -109,9 +109,11 @@ static const struct flag flags[] = {
     {"sla.log.path", S(log_path), "/var/log/tunnels.log", 0, 0,
      "log file, appended to (stderr as well); \"\" for stderr only"},
     {"sla.dingtalk.token", S(dingtalk_token), "", 0, 0,
-     "DingTalk robot access token: error events go to the script's alert hook, then the robot"},
+     "DingTalk robot access token: error events go to the script's alert hook, then the robot; "
+     "@FILE reads it from FILE, and unset it comes from $TUNNELS_DINGTALK_TOKEN"},
     {"sla.dingtalk.secret", S(dingtalk_secret), "", 0, 0,
-     "DingTalk robot signing secret (requests are signed when it is set)"},
+     "DingTalk robot signing secret (requests are signed when it is set); @FILE reads it from "
+     "FILE, and unset it comes from $TUNNELS_DINGTALK_SECRET"},
     {"sla.dingtalk.url", S(dingtalk_url), "https://oapi.dingtalk.com/robot/send", 0, 0,
      "the DingTalk webhook (https://host[:port]/path); the token is added as access_token"},
     {"sla.dingtalk.ca", S(dingtalk_ca), "", 0, 0,

@@ -1,5 +1,6 @@
 /* main.c: flags, logs, the role's set-up, signals, and the event loop.
  * Exit status: 0 after a drain, 1 when set-up fails (a file, a port), 2 for a bad command line. */
+#include <errno.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -83,6 +84,38 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     evtimer_add(a->drain, &tv);
 }
 
+/* A secret flag's value: "@FILE" reads it from FILE's first line (a file the service's user
+ * alone may read), and a flag not given takes it from the environment variable env. On the
+ * command line a secret is in /proc/PID/cmdline, readable by every user of the host. */
+static int
+load_secret(char *val, size_t cap, const char *flag, const char *env, char *err, size_t errlen)
+{
+    FILE *f;
+    const char *e;
+    size_t n;
+
+    if (val[0] == 0) {
+        e = getenv(env);
+        if (e != NULL && strlen(e) < cap) snprintf(val, cap, "%s", e);
+        return 0;
+    }
+    if (val[0] != '@') return 0;
+    f = fopen(val + 1, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "tunnels: -%s: %s: %s", flag, val + 1, strerror(errno));
+        return -1;
+    }
+    if (fgets(val, (int)cap, f) == NULL) val[0] = 0;
+    fclose(f);
+    n = strcspn(val, "\r\n");
+    val[n] = 0;
+    if (n == 0) {
+        snprintf(err, errlen, "tunnels: -%s: the file's first line is empty", flag);
+        return -1;
+    }
+    return 0;
+}
+
 static struct event_base *
 new_base(void)
 {
@@ -115,6 +148,13 @@ main(int argc, char **argv)
         return 0;
     }
     if (rc == FLAGS_ERR) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    if (load_secret(cfg.dingtalk_token, sizeof(cfg.dingtalk_token), "sla.dingtalk.token",
+                    "TUNNELS_DINGTALK_TOKEN", err, sizeof(err)) == -1 ||
+        load_secret(cfg.dingtalk_secret, sizeof(cfg.dingtalk_secret), "sla.dingtalk.secret",
+                    "TUNNELS_DINGTALK_SECRET", err, sizeof(err)) == -1) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }

@@ -64,12 +64,13 @@ describe("alerts end to end", function()
     dir, pki, http = ...
   end)
 
-  local function receiver(fail)
+  local function receiver(fail, big)
     local port = H.free_port()
     local out = dir .. "/hook" .. port .. ".txt"
     H.write(out, "")
     local pid = H.spawn("tn-hook", { H.build .. "/tn-hook", "-addr", "127.0.0.1:" .. port, "-cert", pki.server_cert,
-      "-key", pki.server_key, "-out", out, "-fail", tostring(fail or 0) }, dir .. "/hook" .. port .. ".log")
+      "-key", pki.server_key, "-out", out, "-fail", tostring(fail or 0), "-big", tostring(big or 0) },
+      dir .. "/hook" .. port .. ".log")
     H.wait_for(function() return H.connectable(port) end, 10, "tn-hook to listen")
     return port, out, pid
   end
@@ -115,6 +116,45 @@ describe("alerts end to end", function()
     assert.are.equal(openssl_sign(secret, ts), query:match("sign=([^&]+)"))
     assert.truthy(body:find('^{"msgtype":"text","text":{"content":"TunneLS server on '))
     assert.truthy(body:find("%[warn%] %[sock%] %- 127%.0%.0%.1:" .. dead .. " = 0 connection refused %(Connection refused%)"), body)
+    H.stop_tunnel(t)
+  end)
+
+  it("takes the secrets from a file or the environment, never needing them on the command line", function()
+    local port, out = receiver()
+    H.write(dir .. "/token", token .. "\n")
+    local sflags = alert_flags(port, { ["lua.script"] = script("sub2.lua", 'return { alert_levels = { ["*"] = "erro", sock = "warn" } }') })
+    sflags["sla.dingtalk.token"] = "@" .. dir .. "/token"
+    sflags["sla.dingtalk.secret"] = nil
+    local t = H.tunnel(dir, pki, { server = sflags, env = "TUNNELS_DINGTALK_SECRET=" .. secret })
+    H.curl(t.socks_port, "http://127.0.0.1:" .. H.free_port() .. "/")
+    H.wait_for(function() return #requests(out) >= 1 end, 10, "the alert")
+    local target = requests(out)[1]:match("^%S+ (%S+)")
+    assert.are.equal(token, target:match("access_token=([^&]+)"))
+    assert.are.equal(openssl_sign(secret, target:match("timestamp=(%d+)")), target:match("sign=([^&]+)"))
+    local cmdline = H.read("/proc/" .. t.server_pid .. "/cmdline")
+    assert.is_nil(cmdline:find(token, 1, true))
+    assert.is_nil(cmdline:find(secret, 1, true))
+    H.stop_tunnel(t)
+    -- a file that is not there: one clear line, exit 2
+    local msg, code = H.sh(H.bin .. " -role=server -server.addr=127.0.0.1:1 -server.open -sla.dingtalk.token=@" ..
+      dir .. "/nowhere 2>&1")
+    assert.are.equal(2, code)
+    assert.is_truthy(msg:find("tunnels: -sla.dingtalk.token: " .. dir .. "/nowhere: No such file", 1, true), msg)
+  end)
+
+  it("believes no webhook answer longer than 64 KiB, and keeps none of it", function()
+    local port = receiver(0, 256)
+    local t = H.tunnel(dir, pki, { server = alert_flags(port, { ["lua.script"] = script("sub3.lua",
+      'return { alert_levels = { ["*"] = "erro", sock = "warn" } }') }) })
+    local function peak()
+      return tonumber(H.read("/proc/" .. t.server_pid .. "/status"):match("VmHWM:%s+(%d+)"))
+    end
+    local before = peak()
+    H.curl(t.socks_port, "http://127.0.0.1:" .. H.free_port() .. "/")
+    H.wait_for(function() return H.count(t.slog, "%[sla%] alert to localhost failed %(try 1 of 3%)") >= 1 end, 10, "the failed try")
+    -- the peak: the answer was not buffered whole, not even for a moment (it was: +265 MiB)
+    local grew = peak() - before
+    assert.is_true(grew < 64 * 1024, "server peak RSS grew " .. grew .. " KiB with a 256 MiB answer")
     H.stop_tunnel(t)
   end)
 

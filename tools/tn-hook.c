@@ -1,8 +1,9 @@
 /* tn-hook: a local HTTPS webhook receiver for the alert specs (a stand-in for DingTalk's robot).
- *   tn-hook -addr 127.0.0.1:PORT -cert C -key K -out FILE [-fail N]
+ *   tn-hook -addr 127.0.0.1:PORT -cert C -key K -out FILE [-fail N] [-big MIB]
  * Serves one connection at a time. Each request is appended to FILE as one line:
  * "POST <target> <body>" (a DingTalk body is one line of JSON). The first N requests get
- * HTTP 500, the rest 200 {"errcode":0,"errmsg":"ok"}. Prints "ready" once listening. */
+ * HTTP 500, the rest 200 {"errcode":0,"errmsg":"ok"}; with -big, every answer is 200 with a
+ * body of MIB MiB (a hostile webhook). Prints "ready" once listening. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -18,7 +19,7 @@
 #include <openssl/ssl.h>
 
 static int
-serve(SSL *ssl, FILE *out, int *fail)
+serve(SSL *ssl, FILE *out, int *fail, long big)
 {
     char buf[65536], *end, *cl, *sp;
     size_t n = 0, want, blen;
@@ -45,6 +46,19 @@ serve(SSL *ssl, FILE *out, int *fail)
     fprintf(out, "%.*s %.*s %.*s\n", (int)(sp - buf), buf, (int)(end - sp - 1), sp + 1, (int)blen,
             buf + want - blen);
     fflush(out);
+    if (big > 0) {
+        long left = big << 20;
+        r = snprintf(buf, sizeof(buf), "HTTP/1.1 200 OK\r\nContent-Length: %ld\r\n\r\n", left);
+        if (SSL_write(ssl, buf, r) <= 0) return -1;
+        memset(buf, 'x', sizeof(buf));
+        while (left > 0) {
+            r = SSL_write(ssl, buf, left < (long)sizeof(buf) ? (int)left : (int)sizeof(buf));
+            if (r <= 0) return -1;
+            left -= r;
+        }
+        SSL_shutdown(ssl);
+        return 0;
+    }
     if (*fail > 0) {
         (*fail)--;
         r = snprintf(buf, sizeof(buf),
@@ -66,6 +80,7 @@ main(int argc, char **argv)
     const char *addr = NULL, *cert = NULL, *key = NULL, *outp = NULL;
     char host[64];
     int fail = 0, i, lfd, one = 1, port;
+    long big = 0;
     struct sockaddr_in sin;
     SSL_CTX *ctx;
     FILE *out;
@@ -77,10 +92,11 @@ main(int argc, char **argv)
         if (strcmp(argv[i], "-key") == 0) key = argv[i + 1];
         if (strcmp(argv[i], "-out") == 0) outp = argv[i + 1];
         if (strcmp(argv[i], "-fail") == 0) fail = atoi(argv[i + 1]);
+        if (strcmp(argv[i], "-big") == 0) big = atol(argv[i + 1]);
     }
     if (addr == NULL || cert == NULL || key == NULL || outp == NULL ||
         (colon = strrchr(addr, ':')) == NULL || (size_t)(colon - addr) >= sizeof(host)) {
-        fprintf(stderr, "usage: tn-hook -addr HOST:PORT -cert C -key K -out FILE [-fail N]\n");
+        fprintf(stderr, "usage: tn-hook -addr HOST:PORT -cert C -key K -out FILE [-fail N] [-big MIB]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -115,7 +131,7 @@ main(int argc, char **argv)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         ssl = SSL_new(ctx);
         SSL_set_fd(ssl, fd);
-        if (SSL_accept(ssl) == 1) serve(ssl, out, &fail);
+        if (SSL_accept(ssl) == 1) serve(ssl, out, &fail, big);
         ERR_clear_error();
         SSL_free(ssl);
         close(fd);
