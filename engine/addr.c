@@ -118,6 +118,20 @@ addr_tune_socket(int fd)
 }
 
 int
+addr_keepalive(int fd)
+{
+    int one = 1, idle = 60, intvl = 15, cnt = 4;
+
+    /* A destination that vanished without a FIN or RST (a host gone, a NAT that forgot us)
+     * would hold its session's descriptor and buffers until -session.idle.sec; the kernel finds
+     * it in 2 minutes: 60 s quiet, then 4 probes 15 s apart. */
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) == -1) return -1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) == -1) return -1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) == -1) return -1;
+    return setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
+int
 addr_tcp_established(int fd)
 {
     struct tcp_info ti;

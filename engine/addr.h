@@ -23,6 +23,9 @@ int addr_is_loopback(const struct sockaddr *sa);
  * evconnlistener accepts with it): two fcntl calls per session saved. */
 int addr_tune_socket(int fd);
 
+/* TCP keepalive on a destination's socket (found dead within about 2 minutes). */
+int addr_keepalive(int fd);
+
 /* 1 when the TCP socket fd is established (TCP_INFO), 0 when not or unknown. */
 int addr_tcp_established(int fd);
 

@@ -81,6 +81,11 @@ static const struct flag flags[] = {
      "client: file with one line user:password; SOCKS5 clients must then log in (RFC 1929)"},
     {"socks.handshake.sec", I(socks_handshake_sec), "10", 1, 3600,
      "client: a SOCKS5 handshake not done after this is dropped"},
+    {"session.idle.sec", I(idle_sec), "1800", 0, 86400 * 365,
+     "a session with no data either way for this long is closed (0: never)"},
+    {"session.orphan.sec", I(orphan_sec), "30", 1, 86400,
+     "a session whose connection closed while it still wrote out what both ends had sent is "
+     "closed after this"},
     {"connect.sec", I(connect_sec), "10", 1, 3600,
      "server: resolving and connecting to a destination times out after this"},
     {"tls.handshake.sec", I(handshake_sec), "10", 1, 3600,

@@ -105,6 +105,7 @@ connect_to(struct session *s, const struct sockaddr *sa, socklen_t len)
         return;
     }
     addr_tune_socket(fd);
+    addr_keepalive(fd);
     session_connect_fd(s, fd, sa, len);
 }
 

@@ -32,6 +32,7 @@
 #define SESSION_WINDOW_LIMIT 0x7fffffffLL
 
 struct session {
+    const struct config *cfg;
     struct mux *mux;
     uint16_t sid;
     uint32_t mux_id;
@@ -56,6 +57,8 @@ struct session {
     unsigned connected : 1, local_eof : 1, sent_fin : 1, got_fin : 1, shut_wr : 1;
     unsigned hold_done : 1, closed : 1, bev_reads : 1, waiting : 1, woken : 1;
     unsigned out_deferred : 1; /* the output waits for the mux's end of the pass */
+    unsigned idle_timing : 1;  /* the timer watches for idleness (or an orphan's deadline) */
+    int64_t active_us;         /* when data last moved either way (with idle_timing) */
 };
 
 static unsigned session_live;
@@ -65,6 +68,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 static void session_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
 static void session_later_cb(evutil_socket_t fd, short what, void *arg);
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void watch_idle(struct session *s);
 static void session_close(struct session *s, int level, const char *why, int reset, uint8_t reason,
                           int abortive);
 
@@ -76,6 +80,7 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connecte
     struct timeval tv = {cfg->connect_sec, 0};
 
     if (s == NULL) goto err;
+    s->cfg = cfg;
     s->mux = m;
     s->sid = sid;
     s->mux_id = mux_id(m);
@@ -144,7 +149,7 @@ session_send_header(struct session *s)
     if (s->closed || s->mux == NULL || s->hdr_len == 0) return;
     mux_send(s->mux, s->sid, s->hdr, s->hdr_len, NULL, 0);
     s->hdr_len = 0;
-    event_del(s->timer);
+    watch_idle(s);
 }
 
 unsigned
@@ -245,7 +250,7 @@ pump_up(struct session *s)
         mux_send(s->mux, s->sid, s->hdr, s->hdr_len, in, n);
         s->send_window -= (int64_t)n;
         s->hdr_len = 0;
-        event_del(s->timer);
+        watch_idle(s);
         len -= n;
     }
     while (len > 0 && s->send_window > 0 && mux_writable(s->mux)) {
@@ -298,6 +303,7 @@ session_readable(evutil_socket_t fd, short what, void *arg)
 
     (void)what;
     s->woken = 0;
+    s->active_us = mux_now_us();
     if (s->closed || m == NULL) return;
     if (mux_has_waiters(m)) {
         if (!turn) {
@@ -319,7 +325,7 @@ session_readable(evutil_socket_t fd, short what, void *arg)
             budget -= (size_t)got;
             if (s->hdr_len > 0) {
                 s->hdr_len = 0;
-                event_del(s->timer);
+                watch_idle(s);
             }
             if ((size_t)got < max) break; /* the socket is drained for now */
             continue;
@@ -376,7 +382,7 @@ session_connected(struct session *s)
     struct evbuffer *out = bufferevent_get_output(s->bev);
 
     s->connected = 1;
-    event_del(s->timer);
+    watch_idle(s);
     s->cancel = NULL;
     log_msg(LOG_DEBUG, "[dest] %s connected", s->dest);
     if (start_reading(s) == -1) {
@@ -460,6 +466,47 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
     session_close(s, LOG_INFO, why, 1, FRAME_RST_ABORTED, 1);
 }
 
+/* From the first frame on (the connect, on the server), the timer watches the session: one
+ * quiet both ways for -session.idle.sec is closed; one whose connection is gone (an orphan,
+ * still writing out what both ends sent) gets -session.orphan.sec to finish. Re-armed lazily:
+ * data only notes the time. */
+static void
+watch_idle(struct session *s)
+{
+    struct timeval tv = {s->mux == NULL ? s->cfg->orphan_sec : s->cfg->idle_sec, 0};
+
+    s->idle_timing = 1;
+    s->active_us = mux_now_us();
+    if (tv.tv_sec == 0) {
+        event_del(s->timer);
+        return;
+    }
+    evtimer_add(s->timer, &tv);
+}
+
+static void
+idle_check(struct session *s)
+{
+    int64_t quiet = mux_now_us() - s->active_us, limit = (int64_t)s->cfg->idle_sec * 1000000;
+    struct timeval tv;
+    char why[96];
+
+    if (s->mux == NULL) {
+        snprintf(why, sizeof(why), "orphan: not done %ld s after its connection closed",
+                 s->cfg->orphan_sec);
+        session_close(s, LOG_INFO, why, 0, 0, 1);
+        return;
+    }
+    if (quiet >= limit) {
+        snprintf(why, sizeof(why), "idle for %ld s", s->cfg->idle_sec);
+        session_close(s, LOG_INFO, why, 1, FRAME_RST_TIMEOUT, 1);
+        return;
+    }
+    tv.tv_sec = (limit - quiet) / 1000000;
+    tv.tv_usec = (limit - quiet) % 1000000;
+    evtimer_add(s->timer, &tv);
+}
+
 static void
 session_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -467,6 +514,10 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (s->idle_timing) {
+        idle_check(s);
+        return;
+    }
     if (!s->connected) {
         session_fail(s, FRAME_RST_TIMEOUT, "connect timeout");
         return;
@@ -602,6 +653,7 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
         return -1;
     }
     s->recv_avail -= (int64_t)n;
+    s->active_us = mux_now_us();
     if (!s->connected) {
         evbuffer_remove_buffer(src, bufferevent_get_output(s->bev), n);
         return 0;
@@ -688,6 +740,7 @@ session_mux_gone(struct session *s, const char *why)
     if (!session_needs_mux(s)) {
         mux_detach(s->mux, s->sid);
         s->mux = NULL;
+        watch_idle(s); /* the orphan's deadline */
         kick(s);
         return;
     }

@@ -183,12 +183,14 @@ describe("ReMux pool", function()
     -- 3 at ~5,000 sessions/s), and those still finishing sessions (before, retired ones waited
     -- for the once-a-second tick: ~100 open at this rate)
     assert.is_true(most <= 12, most .. " connections open at once")
-    assert.is_true(H.count(t.clog, "%[conn%] %- %x+ = %d+ retired") >= dialled - 3)
+    -- every one but those still open at the end (the one in use and its spares: at most `most`)
+    -- was retired once used up
+    assert.is_true(H.count(t.clog, "%[conn%] %- %x+ = %d+ retired") >= dialled - most)
     -- closed the moment its last session ended here, a connection may still carry sessions the
     -- server has not closed yet (their last frames just in): they finish, nothing is cut off
     assert.are.equal(0, H.count(t.slog, "connection lost"))
     assert.are.equal(0, H.count(t.slog, "unexpected EOF"))
-    assert.is_true(H.count(t.slog, "%[conn%] %- %x+ = %d+ closed by peer") >= dialled - 3)
+    assert.is_true(H.count(t.slog, "%[conn%] %- %x+ = %d+ closed by peer") >= dialled - most)
     H.stop_tunnel(t)
   end)
 

@@ -339,6 +339,91 @@ describe("limits", function()
     dir, pki, echo, http = ...
   end)
 
+  -- An app's SOCKS session through t to host:port, its replies read.
+  local function app(t, host, port)
+    local c = H.connect(t.socks_port)
+    c:send(H.socks_connect(host, port))
+    assert.are.equal(12, #(H.recv(c, 12) or ""))
+    return c
+  end
+
+  it("close a session idle for -session.idle.sec on both ends; the app learns it", function()
+    local t = H.tunnel(dir, pki, { server = { ["session.idle.sec"] = 1 }, client = { ["session.idle.sec"] = 30 } })
+    local c = app(t, "localhost", echo)
+    c:send("once")
+    assert.are.equal("once", H.recv(c, 4))
+    -- then quiet: the server closes it after 1 s and resets it; the client closes the app's socket
+    local _, how = H.recv_all(c, 5)
+    c:close()
+    assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
+    H.wait_for(function() return H.count(t.slog, "%[sock%] %- localhost:" .. echo .. " = %d+ idle for 1 s$") == 1 end, 5, "the server's line")
+    H.wait_for(function() return H.count(t.clog, "%[sock%] %- localhost:" .. echo .. " = %d+ reset by peer: timeout") == 1 end, 5, "the client's line")
+    -- a session that keeps talking is not idle, however long it lives
+    local busy = app(t, "localhost", echo)
+    for i = 1, 6 do
+      busy:send("x" .. i)
+      assert.are.equal("x" .. i, H.recv(busy, 2), "round " .. i)
+      H.sleep(0.4)
+    end
+    busy:close()
+    H.stop_tunnel(t)
+  end)
+
+  it("set TCP keepalive on every destination socket", function()
+    local t = H.tunnel(dir, pki)
+    local c = app(t, "localhost", echo)
+    c:send("k")
+    assert.are.equal("k", H.recv(c, 1))
+    -- the server's socket to the destination: keepalive armed, 60 s before the first probe
+    local out = H.sh("ss -tnoH state established '( dport = :" .. echo .. " )'")
+    assert.is_truthy(out:find("timer:%(keepalive,"), out)
+    c:close()
+    H.stop_tunnel(t)
+  end)
+
+  it("give a session whose connection closed -session.orphan.sec to finish, then close it with a line", function()
+    local socket = require("socket")
+    -- a destination that answers with a FIN at once and never reads (an 8 KiB receive
+    -- buffer): most of the session's 250 KB stay in the server's output when the client's
+    -- connection is gone
+    local sink = assert(socket.tcp4())
+    assert(sink:setoption("recv-buffer-size", 4096)) -- inherited by what it accepts
+    assert(sink:bind("127.0.0.1", 0))
+    assert(sink:listen(4))
+    local _, sport = sink:getsockname()
+    local t = H.tunnel(dir, nil, { tcp = true, no_client = true, server = { ["session.orphan.sec"] = 1 } })
+    local c = H.connect(t.server_port)
+    local chunk = string.rep("o", 16000)
+    c:send(frame(1, "\5\1\0\1\127\0\0\1" .. be16(tonumber(sport)) .. chunk))
+    sink:settimeout(5)
+    local d = assert(sink:accept())
+    d:shutdown("send")
+    -- send until the kernel's buffers toward the destination are full and credit stops (the
+    -- session's output then holds up to a window), at most 20 s
+    local credit, deadline = 256 * 1024 - #chunk, H.now() + 20
+    while H.now() < deadline do
+      while credit >= #chunk do
+        c:send(frame(1, chunk))
+        credit = credit - #chunk
+      end
+      local h = H.recv(c, 4, 1)
+      if not h or #h < 4 then break end -- no WINDOW for a second: stuck
+      local len = h:byte(3) * 256 + h:byte(4)
+      local p = len > 0 and H.recv(c, len) or ""
+      if h:byte(1) == 0 and h:byte(2) == 0 and p:byte(1) == 1 then
+        credit = credit + ((p:byte(4) * 256 + p:byte(5)) * 256 + p:byte(6)) * 256 + p:byte(7)
+      end
+    end
+    c:send(frame(1, "")) -- our FIN; the destination's came first
+    H.sleep(0.2)
+    c:close()
+    H.wait_for(function() return H.count(t.slog, "%[sock%] %- 127%.0%.0%.1:" .. sport ..
+      " = %d+ orphan: not done 1 s after its connection closed$") == 1 end, 5, "the orphan's end")
+    d:close()
+    sink:close()
+    H.stop_tunnel(t)
+  end)
+
   it("refuse a session past -remux.sessions.max on its connection (RESET, policy)", function()
     local t = H.tunnel(dir, nil, { tcp = true, no_client = true, server = { ["remux.sessions.max"] = 2 } })
     local c = H.connect(t.server_port)
