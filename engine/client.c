@@ -165,11 +165,13 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
     struct bufferevent *bev = h->bev;
     uint8_t reply[10];
     char dest[SOCKS_DEST_MAX], why[200], msg[SOCKS_DEST_MAX + 220];
-    struct luahost_req r = {req->host, req->port,
-                            req->atyp == SOCKS_ATYP_DOMAIN ? "domain"
-                            : req->atyp == SOCKS_ATYP_IPV4 ? "ipv4"
-                                                           : "ipv6",
-                            req->atyp == SOCKS_ATYP_DOMAIN ? NULL : req->host, h->peer};
+    struct luahost_req r = {.host = req->host,
+                            .port = req->port,
+                            .atyp = req->atyp == SOCKS_ATYP_DOMAIN ? "domain"
+                                    : req->atyp == SOCKS_ATYP_IPV4 ? "ipv4"
+                                                                   : "ipv6",
+                            .addr = req->atyp == SOCKS_ATYP_DOMAIN ? NULL : req->host,
+                            .src = h->peer};
     int server, route = luahost_route(c->lua, &r, &server, why, sizeof(why));
 
     socks_format_dest(req, dest, sizeof(dest));

@@ -95,12 +95,17 @@ static const struct flag flags[] = {
      "holding the most is closed for the new one"},
     {"tls.handshake.per.addr", I(handshake_per_addr), "64", 1, 1 << 20,
      "server: TLS handshakes pending at once from one address (an IPv6 /64); more are refused"},
-    {"tls.client.conn.max", I(conn_per_cert_max), "256", 1, 1 << 20,
-     "server: connections one client certificate may hold open at once"},
+    {"tls.client.conn.max", I(conn_per_cert_max), "1024", 1, 1 << 20,
+     "server: connections one client certificate may hold open at once (a client holds one per "
+     "-remux.reuse.max.cnt sessions open; its -remux.conn.max.cnt is 1024 too)"},
     {"tls.server.key", S(tls_server_key), "", 0, 0, "server: private key file (PEM)"},
     {"tls.server.cert", S(tls_server_cert), "", 0, 0, "server: certificate chain file (PEM)"},
     {"tls.server.ca", S(tls_server_ca), "", 0, 0,
      "server: CA file client certificates must chain to (mutual TLS)"},
+    {"tls.server.crl", S(tls_server_crl), "", 0, 0,
+     "server: CRL file (PEM) of the client CA: a revoked client certificate is refused at its "
+     "handshake; SIGHUP reloads it (and the CA and the server's certificate) and closes the "
+     "connections of certificates it now lists"},
     {"tls.client.ca", S(tls_client_ca), "", 0, 0,
      "client: CA file the server is verified with (default: the system's)"},
     {"tls.client.key", S(tls_client_key), "", 0, 0,

@@ -60,11 +60,15 @@ enum {
     K_SRC,
     K_RATE,
     K_HANDSHAKE,
+    K_PEER,
+    K_SUBJECT,
+    K_FINGERPRINT,
     K_N
 };
 static const char *key_names[K_N] = {NULL,   "id",   "age",  "idle", "sessions", "live",
                                      "goaway", "ready", "host", "port", "atyp",    "addr",
-                                     "src",  "rate", "handshake"};
+                                     "src",  "rate", "handshake", "peer", "subject",
+                                     "fingerprint"};
 
 /* What one state's allocator counts. Calls past max fail only while a hook runs (capped): the
  * engine's own pushes between calls must never fail, since an allocation that fails outside a
@@ -715,12 +719,16 @@ luahost_pool_spare(struct luahost *h, const struct luahost_conn *conns, size_t n
 static void
 push_req(lua_State *L, int keys, const struct luahost_req *r)
 {
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 9);
     key_str(L, keys, K_HOST, r->host);
     key_num(L, keys, K_PORT, r->port);
     key_str(L, keys, K_ATYP, r->atyp);
     if (r->addr != NULL) key_str(L, keys, K_ADDR, r->addr);
     if (r->src != NULL) key_str(L, keys, K_SRC, r->src);
+    if (r->peer != NULL && r->peer[0] != 0) key_str(L, keys, K_PEER, r->peer);
+    if (r->subject != NULL && r->subject[0] != 0) key_str(L, keys, K_SUBJECT, r->subject);
+    if (r->fingerprint != NULL && r->fingerprint[0] != 0)
+        key_str(L, keys, K_FINGERPRINT, r->fingerprint);
 }
 
 /* The server named by the answer at idx (a name from -server.addr, or a 1-based index), or -1. */

@@ -36,7 +36,10 @@ struct luahost_req {
     unsigned port;
     const char *atyp; /* "domain", "ipv4" or "ipv6": how the app asked */
     const char *addr; /* the address as text; NULL while only a name is known */
-    const char *src;  /* who asks: the app's address (client), the client's (server) */
+    const char *src;  /* who asks: the app's address (client), the connection's id (server) */
+    /* server: the client: its address, its certificate's subject and SHA-256 (NULL or "" when
+     * not known) */
+    const char *peer, *subject, *fingerprint;
 };
 
 /* Route answers. */

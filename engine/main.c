@@ -67,6 +67,9 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
                     err);
         else
             log_msg(LOG_INFO, "[main] SIGHUP: log reopened, script reloaded");
+        if (a->server != NULL && server_reload(a->server, err, sizeof(err)) == -1)
+            log_msg(LOG_ERROR, "[main] SIGHUP: TLS not reloaded, the old certificates stay: %s",
+                    err + (strncmp(err, "tunnels: ", 9) == 0 ? 9 : 0));
         sla_reload(a->sla);
         return;
     }

@@ -44,6 +44,9 @@
 #define MUX_TCP_RTT_EVERY_US 10000      /* the kernel's smoothed RTT is asked at most this often */
 
 struct mux {
+    char peer[64];     /* server: the peer's address */
+    char subject[256]; /* server: its client certificate's subject, once known */
+    char fp[65];       /* server: its certificate's SHA-256, hex */
     struct event_base *base;
     struct bufferevent *bev;
     struct evbuffer *stage; /* frames of this loop pass, for the bufferevent at its end */
@@ -56,6 +59,7 @@ struct mux {
     struct event *timer; /* handshake timeout, then the keepalive tick */
     uint32_t id;
     unsigned tls : 1, client : 1, ready : 1, closing : 1, freed_bev : 1;
+    unsigned out_of_memory : 1; /* a frame could not be staged: closed at the end of the pass */
     unsigned goaway_sent : 1, goaway_rcvd : 1, overflow : 1, rd_paused : 1, wake_all : 1;
     uint16_t next_sid;  /* client: the next id to open */
     uint16_t open_next; /* client: the lowest id whose first frame has not left */
@@ -104,7 +108,7 @@ static void mux_flush_cb(evutil_socket_t fd, short what, void *arg);
 
 struct mux *
 mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
-        const struct config *cfg, const struct mux_ops *ops, void *arg)
+        const struct config *cfg, const struct mux_ops *ops, void *arg, const char *peer)
 {
     struct mux *m = calloc(1, sizeof(*m));
     struct timeval tv = {cfg->handshake_sec, 0};
@@ -148,7 +152,12 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
     if (all_muxes != NULL) all_muxes->all_prev = m;
     all_muxes = m;
     mux_open_count++;
-    log_msg(LOG_INFO, "[conn] + %08x = %u", m->id, mux_open_count);
+    if (peer != NULL) {
+        snprintf(m->peer, sizeof(m->peer), "%s", peer);
+        log_msg(LOG_INFO, "[conn] + %08x = %u from %s", m->id, mux_open_count, peer);
+    } else {
+        log_msg(LOG_INFO, "[conn] + %08x = %u", m->id, mux_open_count);
+    }
     if (!tls && !client) mux_on_ready(m); /* an accepted TCP socket is up already */
     return m;
 err:
@@ -280,6 +289,10 @@ mux_flush_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (m->out_of_memory) {
+        mux_close(m, LOG_ERROR, "out of memory");
+        return;
+    }
     /* Sessions' local sockets first: the WINDOW credit their writes return joins this flush.
      * A session gone since it queued is no longer in the map (ids are not reused). */
     for (i = 0; i < m->outq_n; i++)
@@ -367,13 +380,16 @@ mux_send(struct mux *m, uint16_t sid, const void *prefix, size_t plen, struct ev
     struct evbuffer_iovec v;
     uint8_t *p;
 
-    if (m->closing) return;
+    if (m->closing || m->out_of_memory) return;
     out = mux_stage(m);
     /* One copy into contiguous space: the TLS bufferevent calls SSL_write once per buffer
      * chain, so frames moved in as small chains would leave as small records (a 4-byte header
      * alone costs a record and an AEAD pass). Contiguous frames fill whole records. */
     if (evbuffer_reserve_space(out, (ev_ssize_t)(FRAME_HDR_LEN + plen + n), &v, 1) != 1) {
-        mux_close(m, LOG_ERROR, "out of memory");
+        /* Closed at the end of the pass, not here: the caller is a session that goes on using
+         * itself after this returns, and closing the mux closes (frees) its sessions. */
+        m->out_of_memory = 1;
+        event_active(m->flush, EV_TIMEOUT, 0);
         return;
     }
     p = v.iov_base;
@@ -745,9 +761,18 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
 
     if (what & BEV_EVENT_CONNECTED) {
         ssl = m->tls ? bufferevent_openssl_get_ssl(bev) : NULL;
-        if (ssl != NULL)
+        if (ssl != NULL && !m->client) {
+            /* Who connected, at info: the line that ties the [conn] id (and so its [sock]
+             * lines) to a client certificate. */
+            tls_peer_identity(ssl, m->subject, sizeof(m->subject), m->fp, sizeof(m->fp));
+            log_msg(LOG_INFO, "[tls] ~ %08x %s %s%s from %s: \"%s\" sha256 %s", m->id,
+                    SSL_get_version(ssl), SSL_get_cipher_name(ssl),
+                    SSL_session_reused(ssl) ? " resumed" : "", m->peer,
+                    m->subject[0] ? m->subject : "(no certificate)", m->fp[0] ? m->fp : "-");
+        } else if (ssl != NULL) {
             log_msg(LOG_DEBUG, "[tls] ~ %08x %s %s%s", m->id, SSL_get_version(ssl),
                     SSL_get_cipher_name(ssl), SSL_session_reused(ssl) ? " resumed" : "");
+        }
         mux_on_ready(m);
         return;
     }
@@ -905,6 +930,24 @@ int
 mux_goaway_received(const struct mux *m)
 {
     return m->goaway_rcvd;
+}
+
+const char *
+mux_peer(const struct mux *m)
+{
+    return m->peer;
+}
+
+const char *
+mux_subject(const struct mux *m)
+{
+    return m->subject;
+}
+
+const char *
+mux_fingerprint(const struct mux *m)
+{
+    return m->fp;
 }
 
 int64_t

@@ -31,9 +31,17 @@ struct mux_ops {
     void (*idle)(struct mux *m, void *arg);
 };
 
-/* Wraps bev (a connected or connecting socket or TLS bufferevent, which the mux now owns). */
+/* Wraps bev (a connected or connecting socket or TLS bufferevent, which the mux now owns).
+ * peer: the accepted peer's address as text, for the `[conn] +` line (NULL when dialling). */
 struct mux *mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
-                    const struct config *cfg, const struct mux_ops *ops, void *arg);
+                    const struct config *cfg, const struct mux_ops *ops, void *arg,
+                    const char *peer);
+
+/* Server: who is on the other end: the peer's address, and once the TLS handshake is done its
+ * certificate's subject (RFC 2253) and SHA-256 fingerprint (hex); "" when not known. */
+const char *mux_peer(const struct mux *m);
+const char *mux_subject(const struct mux *m);
+const char *mux_fingerprint(const struct mux *m);
 
 /* Closes the mux and every session on it, logging `[conn] - id = n reason` at level. Safe to
  * call more than once; only the first call acts. */

@@ -406,7 +406,7 @@ dial(struct pool *p)
         bufferevent_free(bev);
         return NULL;
     }
-    m = mux_new(p->base, bev, p->ctx != NULL, 1, p->cfg, &pool_ops, p);
+    m = mux_new(p->base, bev, p->ctx != NULL, 1, p->cfg, &pool_ops, p, NULL);
     if (m == NULL) return NULL;
     if (p->ctx != NULL) tls_fastopen_send(bev); /* mux_new queued the ClientHello */
     for (i = 0; i < p->n; i++)

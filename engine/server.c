@@ -57,18 +57,29 @@ struct lookup {
     struct session *s;
     struct evdns_getaddrinfo_request *req;
     int in_call, done;
-    char host[256], src[16];
+    char host[256];
     unsigned port;
+    const struct mux *m; /* the session's connection (alive while the session waits here) */
 };
 
-/* The route hook's answer for a destination: 1 to allow, 0 to deny (why filled in). */
+/* The route hook's answer for a destination asked for on m: 1 to allow, 0 to deny (why filled
+ * in). The hook learns who asks: the connection, its peer and its client certificate. */
 static int
-allowed(struct server *srv, const char *host, unsigned port, const char *atyp, const char *addr,
-        const char *src, char *why, size_t whylen)
+allowed(struct server *srv, const struct mux *m, const char *host, unsigned port,
+        const char *atyp, const char *addr, char *why, size_t whylen)
 {
-    struct luahost_req r = {host, port, atyp, addr, src};
+    char src[16];
+    struct luahost_req r = {.host = host,
+                            .port = port,
+                            .atyp = atyp,
+                            .addr = addr,
+                            .src = src,
+                            .peer = mux_peer(m),
+                            .subject = mux_subject(m),
+                            .fingerprint = mux_fingerprint(m)};
     int server;
 
+    snprintf(src, sizeof(src), "%08x", mux_id(m));
     return luahost_route(srv->lua, &r, &server, why, whylen) == LUAHOST_ALLOW;
 }
 
@@ -121,8 +132,8 @@ lookup_cancel(void *arg)
 /* A name's address: the route hook is asked again on it (a name may point anywhere, the
  * server's own loopback included), then the session connects or fails. */
 static void
-connect_name(struct server *srv, struct session *s, const char *host, unsigned port,
-             const char *src, const struct sockaddr *sa, socklen_t len)
+connect_name(struct server *srv, struct session *s, const struct mux *m, const char *host,
+             unsigned port, const struct sockaddr *sa, socklen_t len)
 {
     char addr[INET6_ADDRSTRLEN], why[160], msg[200];
     const void *ip = sa->sa_family == AF_INET6
@@ -130,7 +141,7 @@ connect_name(struct server *srv, struct session *s, const char *host, unsigned p
                          : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
 
     inet_ntop(sa->sa_family, ip, addr, sizeof(addr));
-    if (allowed(srv, host, port, "domain", addr, src, why, sizeof(why))) {
+    if (allowed(srv, m, host, port, "domain", addr, why, sizeof(why))) {
         connect_to(s, sa, len);
     } else {
         snprintf(msg, sizeof(msg), "denied: %s", why[0] ? why : "by the route hook");
@@ -151,7 +162,7 @@ lookup_cb(int result, struct evutil_addrinfo *res, void *arg)
             session_fail(s, FRAME_RST_DNS,
                          evutil_gai_strerror(result != 0 ? result : EVUTIL_EAI_FAIL));
         else
-            connect_name(l->srv, s, l->host, l->port, l->src, res->ai_addr,
+            connect_name(l->srv, s, l->m, l->host, l->port, res->ai_addr,
                          (socklen_t)res->ai_addrlen);
     }
     if (res != NULL) evutil_freeaddrinfo(res);
@@ -162,7 +173,7 @@ lookup_cb(int result, struct evutil_addrinfo *res, void *arg)
 }
 
 static void
-resolve(struct server *srv, struct session *s, const struct socks_req *req, const char *src)
+resolve(struct server *srv, struct session *s, const struct mux *m, const struct socks_req *req)
 {
     struct evutil_addrinfo hints;
     struct lookup *l;
@@ -180,7 +191,7 @@ resolve(struct server *srv, struct session *s, const struct socks_req *req, cons
     else if (inet_pton(AF_INET6, req->host, ip) == 1)
         family = AF_INET6;
     if (family != 0) {
-        connect_name(srv, s, req->host, req->port, src, (struct sockaddr *)&ss,
+        connect_name(srv, s, m, req->host, req->port, (struct sockaddr *)&ss,
                      sockaddr_of(family, ip, req->port, &ss));
         return;
     }
@@ -197,7 +208,7 @@ resolve(struct server *srv, struct session *s, const struct socks_req *req, cons
     l->s = s;
     l->srv = srv;
     snprintf(l->host, sizeof(l->host), "%s", req->host);
-    snprintf(l->src, sizeof(l->src), "%s", src);
+    l->m = m;
     l->port = req->port;
     session_on_close(s, lookup_cancel, l);
     l->in_call = 1;
@@ -222,7 +233,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     struct bufferevent *bev;
     struct sockaddr_storage ss;
     size_t n = len < sizeof(hdr) ? len : sizeof(hdr), used;
-    char dest[SOCKS_DEST_MAX], host[INET6_ADDRSTRLEN], src[16], why[160];
+    char dest[SOCKS_DEST_MAX], host[INET6_ADDRSTRLEN], why[160];
     const char *name, *bad_name;
     int rc;
 
@@ -253,17 +264,16 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
         mux_send_ctl(m, &rst);
         return 0;
     }
-    snprintf(src, sizeof(src), "%08x", mux_id(m));
     name = req.host;
     if (req.atyp != SOCKS_ATYP_DOMAIN) {
         inet_ntop(req.atyp == SOCKS_ATYP_IPV4 ? AF_INET : AF_INET6, req.addr, host, sizeof(host));
         name = host;
     }
-    if (!allowed(srv, name, req.port,
+    if (!allowed(srv, m, name, req.port,
                  req.atyp == SOCKS_ATYP_DOMAIN ? "domain"
                  : req.atyp == SOCKS_ATYP_IPV4 ? "ipv4"
                                                : "ipv6",
-                 req.atyp == SOCKS_ATYP_DOMAIN ? NULL : host, src, why, sizeof(why))) {
+                 req.atyp == SOCKS_ATYP_DOMAIN ? NULL : host, why, sizeof(why))) {
         log_msg(LOG_WARN, "[sock] - %s = %u denied: %s", dest, session_count(),
                 why[0] ? why : "by the route hook");
         evbuffer_drain(in, len);
@@ -285,7 +295,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
             s, (struct sockaddr *)&ss,
             sockaddr_of(req.atyp == SOCKS_ATYP_IPV4 ? AF_INET : AF_INET6, req.addr, req.port, &ss));
     } else {
-        resolve(srv, s, &req, src);
+        resolve(srv, s, m, &req);
     }
     return 0;
 }
@@ -480,13 +490,12 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
     memset(&srv->conns[srv->n], 0, sizeof(srv->conns[0]));
     memcpy(srv->conns[srv->n].peer, key, 16);
     if (srv->ctx != NULL) srv->pending++;
-    m = mux_new(srv->base, bev, srv->ctx != NULL, 0, srv->cfg, &server_ops, srv);
+    m = mux_new(srv->base, bev, srv->ctx != NULL, 0, srv->cfg, &server_ops, srv, peer);
     if (m == NULL) {
         if (srv->ctx != NULL) srv->pending--;
         return;
     }
     srv->conns[srv->n++].m = m;
-    log_msg(LOG_DEBUG, "[accept] %08x from %s", mux_id(m), peer);
 }
 
 static void
@@ -509,6 +518,31 @@ accept_error_cb(struct evconnlistener *lis, void *arg)
             evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     evconnlistener_disable(lis);
     evtimer_add(srv->resume, &tv);
+}
+
+int
+server_reload(struct server *srv, char *err, size_t errlen)
+{
+    SSL_CTX *ctx;
+    size_t i, closed = 0;
+
+    if (srv->ctx == NULL) return 0;
+    ctx = tls_server_ctx(srv->cfg, err, errlen);
+    if (ctx == NULL) return -1;
+    /* Connections in flight keep the context they started with (each SSL holds a reference). */
+    SSL_CTX_free(srv->ctx);
+    srv->ctx = ctx;
+    if (srv->cfg->tls_server_crl[0] == 0) return 0;
+    for (i = srv->n; i > 0; i--) {
+        struct mux *m = srv->conns[i - 1].m;
+        SSL *ssl = mux_ssl(m);
+        if (ssl == NULL || !mux_is_ready(m) || !tls_revoked(ssl, srv->cfg->tls_server_crl)) continue;
+        mux_close(m, LOG_WARN, "its client certificate is revoked (-tls.server.crl)");
+        closed++;
+    }
+    if (closed > 0)
+        log_msg(LOG_WARN, "[tls] SIGHUP: %zu connections of revoked certificates closed", closed);
+    return 0;
 }
 
 struct server *

@@ -100,7 +100,9 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connecte
     bufferevent_set_max_single_write(local, 256 * 1024);
     session_live++;
     log_msg(LOG_DEBUG, "[sess] + %08x:%u = %u", s->mux_id, sid, session_live);
-    log_msg(LOG_INFO, "[sock] + %s = %u", s->dest, session_live);
+    /* "on" the connection it goes over: at info, what ties a destination to a client (the
+     * server's [conn] + and [tls] lines name the peer and its certificate). */
+    log_msg(LOG_INFO, "[sock] + %s = %u on %08x", s->dest, session_live, s->mux_id);
     if (connected) {
         if (start_reading(s) == -1) {
             session_close(s, LOG_ERROR, "out of memory", 1, FRAME_RST_ABORTED, 1);

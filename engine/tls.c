@@ -16,6 +16,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "wthru.h"
@@ -118,6 +119,18 @@ tls_server_ctx(const struct config *cfg, char *err, size_t errlen)
             goto err;
         }
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    }
+    if (cfg->tls_server_crl[0] != 0) {
+        /* A revoked client certificate fails its handshake. The CRL is the CA's (openssl ca
+         * -gencrl, easy-rsa gen-crl): checked for the client's own certificate. */
+        X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+        X509_LOOKUP *lu = X509_STORE_add_lookup(st, X509_LOOKUP_file());
+        if (readable("tls.server.crl", cfg->tls_server_crl, err, errlen) == -1) goto err;
+        if (lu == NULL || X509_load_crl_file(lu, cfg->tls_server_crl, X509_FILETYPE_PEM) < 1) {
+            ssl_err(err, errlen, "tls.server.crl", cfg->tls_server_crl);
+            goto err;
+        }
+        X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
     }
     return ctx;
 err:
@@ -386,4 +399,56 @@ tls_fastopen_listen(int fd)
         fclose(f);
     }
     return (mode & 2) != 0;
+}
+
+int
+tls_revoked(SSL *ssl, const char *crl_path)
+{
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+    X509_CRL *crl = NULL;
+    X509_REVOKED *rev = NULL;
+    FILE *f;
+    int r = 0;
+
+    if (cert == NULL) return 0;
+    f = fopen(crl_path, "r");
+    if (f != NULL) {
+        /* The file may hold several CRLs (one per CA): any that lists it. */
+        while (r == 0 && (crl = PEM_read_X509_CRL(f, NULL, NULL, NULL)) != NULL) {
+            r = X509_CRL_get0_by_cert(crl, &rev, cert) == 1;
+            X509_CRL_free(crl);
+        }
+        fclose(f);
+    }
+    ERR_clear_error(); /* the read that ended the loop left its end-of-file error */
+    X509_free(cert);
+    return r;
+}
+
+void
+tls_peer_identity(SSL *ssl, char *subject, size_t slen, char *fp_hex, size_t flen)
+{
+    static const char hex[] = "0123456789abcdef";
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+    unsigned char fp[32];
+    unsigned int n = 0, i;
+    BIO *b;
+    int got;
+
+    subject[0] = fp_hex[0] = 0;
+    if (cert == NULL) return;
+    b = BIO_new(BIO_s_mem());
+    if (b != NULL && X509_NAME_print_ex(b, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+        got = BIO_read(b, subject, (int)slen - 1);
+        subject[got > 0 ? got : 0] = 0;
+    }
+    BIO_free(b);
+    if (flen >= 65 && X509_digest(cert, EVP_sha256(), fp, &n) == 1 && n == 32) {
+        for (i = 0; i < 32; i++) {
+            fp_hex[2 * i] = hex[fp[i] >> 4];
+            fp_hex[2 * i + 1] = hex[fp[i] & 15];
+        }
+        fp_hex[64] = 0;
+    }
+    X509_free(cert);
 }

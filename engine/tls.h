@@ -16,6 +16,13 @@ struct sockaddr;
  * set. Returns NULL with err naming the flag and file on failure. */
 SSL_CTX *tls_server_ctx(const struct config *cfg, char *err, size_t errlen);
 
+/* The peer's certificate's subject (RFC 2253) and SHA-256 fingerprint in hex (flen >= 65); both
+ * "" when it sent none. */
+void tls_peer_identity(SSL *ssl, char *subject, size_t slen, char *fp_hex, size_t flen);
+
+/* 1 when the peer's certificate on ssl is listed in a CRL of the PEM file crl_path. */
+int tls_revoked(SSL *ssl, const char *crl_path);
+
 /* The client's context: verifies the server against -tls.client.ca (or the system's CAs), and
  * presents -tls.client.cert when given. */
 SSL_CTX *tls_client_ctx(const struct config *cfg, char *err, size_t errlen);

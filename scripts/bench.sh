@@ -85,7 +85,7 @@ rss_kib() { # pid -> VmRSS in KiB
 start_tunnels() {
   local sp cp
   alloc; sp=$port; alloc; cp=$port
-  $SX build/tunnels -role=server -server.addr=$SIP:$sp -server.allow.local \
+  $SX build/tunnels -role=server -server.addr=$SIP:$sp -server.allow.local -server.allow.private \
     -tls.server.cert=$work/server.pem -tls.server.key=$work/server.key -tls.server.ca=$work/ca.pem \
     -sla.log.path= -sla.log.level=warn ${TUNNELS_SERVER_FLAGS:-} 2>>$work/tunnels-server.log &
   SPID=$! TSP=$sp

@@ -5,12 +5,15 @@
 #   client.pem/client.key    a client the server lets in
 #   other-ca.pem, other.pem/other.key   a client from another CA (refused)
 #   expired.pem/expired.key  a client the CA signed, valid only in January 2020 (refused)
+#   revoked.pem/revoked.key  a client the CA signed, then revoked
+#   crl-none.pem, crl.pem    the CA's CRL before and after that revocation
 # EC P-256 keys: fast to make and to handshake with.
 set -eu
 dir=${1:?usage: certs.sh DIR}
 mkdir -p "$dir"
 cd "$dir"
-[ -f ca.pem ] && [ -f server.pem ] && [ -f client.pem ] && [ -f other.pem ] && [ -f expired.pem ] && exit 0
+[ -f ca.pem ] && [ -f server.pem ] && [ -f client.pem ] && [ -f other.pem ] && [ -f expired.pem ] &&
+  [ -f crl.pem ] && exit 0
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 ca() { # name
   key "$1.key"
@@ -48,6 +51,7 @@ private_key = ca.key
 serial = ca-db/serial
 default_md = sha256
 policy = any
+default_crl_days = 3650
 [ any ]
 commonName = supplied
 [ ext ]
@@ -56,4 +60,14 @@ CNF
 openssl ca -batch -config ca-db/ca.cnf -extensions ext -notext -in expired.csr -out expired.pem \
   -startdate 20200101000000Z -enddate 20200201000000Z 2>/dev/null
 rm -f expired.csr
+# A client certificate, revoked: the CRLs without and with it (what easy-rsa's revoke and
+# gen-crl write too).
+key revoked.key
+openssl req -new -key revoked.key -subj "/CN=revoked client" -out revoked.csr
+openssl ca -batch -config ca-db/ca.cnf -extensions ext -notext -in revoked.csr -out revoked.pem \
+  -days 825 2>/dev/null
+rm -f revoked.csr
+openssl ca -batch -config ca-db/ca.cnf -gencrl -out crl-none.pem 2>/dev/null
+openssl ca -batch -config ca-db/ca.cnf -revoke revoked.pem 2>/dev/null
+openssl ca -batch -config ca-db/ca.cnf -gencrl -out crl.pem 2>/dev/null
 chmod 600 ./*.key

@@ -145,6 +145,8 @@ function H.certs(dir)
     client_cert = dir .. "/client.pem", client_key = dir .. "/client.key",
     other_cert = dir .. "/other.pem", other_key = dir .. "/other.key",
     expired_cert = dir .. "/expired.pem", expired_key = dir .. "/expired.key",
+    revoked_cert = dir .. "/revoked.pem", revoked_key = dir .. "/revoked.key",
+    crl = dir .. "/crl.pem", crl_none = dir .. "/crl-none.pem",
   }
 end
 

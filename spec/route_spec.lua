@@ -132,29 +132,33 @@ describe("routing", function()
     local out, code = H.sh("ip netns add " .. ns .. " && ip -n " .. ns .. " link set lo up && " ..
       "ip -n " .. ns .. " addr add 10.200.0.1/32 dev lo")
     assert(code == 0, "cannot make network namespace " .. ns .. " (needs root): " .. out)
-    local port = H.free_port()
-    local dpid = H.spawn("tn-dest-any", { "ip", "netns", "exec", ns, H.build .. "/tn-dest", "-addr", "0.0.0.0:" .. port,
-      "-mode", "http" }, dir .. "/dest-any.log")
-    H.wait_for(function() return H.connectable(port, nil, ns) end, 10, "tn-dest on 0.0.0.0")
-    -- local destinations allowed, private ones too: only the host rule can deny 10.200.0.1
-    local t = H.tunnel(dir, pki, { netns = ns, server = { ["server.allow.local"] = "false",
-      ["server.allow.private"] = "true" } })
-    local curl = "ip netns exec " .. ns .. " curl -sS --max-time 5 --socks5-hostname 127.0.0.1:" .. t.socks_port
-    local _, bad = H.sh(curl .. " http://10.200.0.1:" .. port .. "/")
-    assert.are_not.equal(0, bad)
-    H.wait_for(function() return H.count(t.slog, "%[sock%] %- 10%.200%.0%.1:" .. port ..
-      " = %d+ denied: this host's address 10%.200%.0%.1") == 1 end, 5, "the denial")
-    H.stop_tunnel(t)
-    -- with -server.allow.local (and .private: 10/8) the same request goes through
-    local t2 = H.tunnel(dir, pki, { netns = ns, server = { ["server.allow.local"] = "true",
-      ["server.allow.private"] = "true" } })
-    local body, ok = H.sh("ip netns exec " .. ns .. " curl -sS --max-time 5 --socks5-hostname 127.0.0.1:" ..
-      t2.socks_port .. " http://10.200.0.1:" .. port .. "/")
-    assert.are.equal(0, ok, body)
-    assert.are.equal(H.HELLO, body)
-    H.stop_tunnel(t2)
-    H.stop(dpid)
+    -- the namespace goes whatever happens here
+    local ok, err = pcall(function()
+      local port = H.free_port()
+      local dpid = H.spawn("tn-dest-any", { "ip", "netns", "exec", ns, H.build .. "/tn-dest", "-addr", "0.0.0.0:" .. port,
+        "-mode", "http" }, dir .. "/dest-any.log")
+      H.wait_for(function() return H.connectable(port, nil, ns) end, 10, "tn-dest on 0.0.0.0")
+      -- local destinations allowed, private ones too: only the host rule can deny 10.200.0.1
+      local t = H.tunnel(dir, pki, { netns = ns, server = { ["server.allow.local"] = "false",
+        ["server.allow.private"] = "true" } })
+      local curl = "ip netns exec " .. ns .. " curl -sS --max-time 5 --socks5-hostname 127.0.0.1:" .. t.socks_port
+      local _, bad = H.sh(curl .. " http://10.200.0.1:" .. port .. "/")
+      assert.are_not.equal(0, bad)
+      H.wait_for(function() return H.count(t.slog, "%[sock%] %- 10%.200%.0%.1:" .. port ..
+        " = %d+ denied: this host's address 10%.200%.0%.1") == 1 end, 5, "the denial")
+      H.stop_tunnel(t)
+      -- with -server.allow.local (and .private: 10/8) the same request goes through
+      local t2 = H.tunnel(dir, pki, { netns = ns, server = { ["server.allow.local"] = "true",
+        ["server.allow.private"] = "true" } })
+      local body, ok = H.sh("ip netns exec " .. ns .. " curl -sS --max-time 5 --socks5-hostname 127.0.0.1:" ..
+        t2.socks_port .. " http://10.200.0.1:" .. port .. "/")
+      assert.are.equal(0, ok, body)
+      assert.are.equal(H.HELLO, body)
+      H.stop_tunnel(t2)
+      H.stop(dpid)
+    end)
     H.sh("ip netns del " .. ns)
+    if not ok then error(err, 0) end
   end)
 
   it("a server script allows one loopback address with a rule line", function()

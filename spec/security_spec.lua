@@ -100,6 +100,92 @@ describe("mutual TLS", function()
       '%[erro%] %[pool%] cannot dial :%d+: no TLS for server name "" ', nil)
   end)
 
+  -- A certificate's SHA-256 fingerprint as the server logs it (lower-case hex).
+  local function fingerprint(pem)
+    local out = H.sh("openssl x509 -in " .. pem .. " -noout -fingerprint -sha256")
+    return (out:match("=([%x:]+)"):gsub(":", ""):lower())
+  end
+
+  it("says at info who connected (address, subject, fingerprint) and ties each session to it", function()
+    local before = H.count(t.slog, "%[conn%] %+ ")
+    H.assert_hello(t.socks_port, http)
+    local fp = fingerprint(pki.client_cert)
+    local log = H.read(t.slog)
+    -- the client's connection: accepted from its address, then identified by its certificate
+    local id = log:match("%[info%] %[conn%] %+ (%x+) = %d+ from 127%.0%.0%.1:%d+\n")
+    assert.is_truthy(id, log:sub(-2000))
+    assert.is_true(H.count(t.slog, "%[info%] %[tls%] ~ " .. id .. " TLSv1%.3 [%w_]+ from 127%.0%.0%.1:%d+: " ..
+      '"CN=tunnels client" sha256 ' .. fp .. "$") == 1)
+    -- and the session by the connection it came on
+    assert.is_true(H.count(t.slog, "%[info%] %[sock%] %+ localhost:" .. http .. " = %d+ on %x+$") >= 1)
+    assert.is_true(H.count(t.slog, "%[conn%] %+ ") >= before)
+  end)
+
+  it("tells the server's route hook which client asks", function()
+    local fp = fingerprint(pki.client_cert)
+    H.write(dir .. "/who.lua", [[
+      return { route = function(req, cfg)
+        if req.subject == "CN=tunnels client" and req.fingerprint == "]] .. fp .. [[" and
+            req.peer:find("^127%.0%.0%.1:%d+$") and req.src:find("^%x+$") then
+          return tunnels.default.route(req, cfg)
+        end
+        return "deny", "not for " .. tostring(req.subject)
+      end }
+    ]])
+    local w = H.tunnel(dir, pki, { server = { ["lua.script"] = dir .. "/who.lua" } })
+    H.assert_hello(w.socks_port, http)
+    -- another certificate of the CA is told apart
+    local port = H.free_port()
+    local pid = H.spawn("client-who", { H.bin, "-role=client", "-server.addr=127.0.0.1:" .. w.server_port,
+      "-client.addr=127.0.0.1:" .. port, "-sla.log.path=" .. dir .. "/who-c.log", "-tls.client.ca=" .. pki.ca,
+      "-tls.client.cert=" .. pki.revoked_cert, "-tls.client.key=" .. pki.revoked_key }, dir .. "/who-c.log.out")
+    H.wait_for(function() return H.connectable(port) end, 10, "the second client")
+    local _, code = H.curl(port, "http://localhost:" .. http .. "/")
+    assert.are_not.equal(0, code)
+    H.wait_for(function() return H.count(w.slog, "denied: not for CN=revoked client") == 1 end, 5, "the denial")
+    H.stop(pid)
+    H.stop_tunnel(w)
+  end)
+
+  it("refuses a revoked client certificate (-tls.server.crl), and lets the others in", function()
+    local r = H.tunnel(dir, pki, { server = { ["tls.server.crl"] = pki.crl } })
+    H.assert_hello(r.socks_port, http) -- tunnels client: not revoked
+    local port, log = H.free_port(), dir .. "/revoked-c.log"
+    local pid = H.spawn("client-revoked", { H.bin, "-role=client", "-server.addr=127.0.0.1:" .. r.server_port,
+      "-client.addr=127.0.0.1:" .. port, "-sla.log.path=" .. log, "-tls.client.ca=" .. pki.ca,
+      "-tls.client.cert=" .. pki.revoked_cert, "-tls.client.key=" .. pki.revoked_key }, log .. ".out")
+    H.wait_for(function() return H.connectable(port) end, 10, "the revoked client")
+    local _, code = H.curl(port, "http://localhost:" .. http .. "/")
+    assert.are_not.equal(0, code)
+    H.wait_for(function() return H.count(r.slog, "%[conn%] %- %x+ = %d+ tls handshake: .*certificate revoked") >= 1 end,
+      5, "the server's refusal")
+    H.stop(pid)
+    H.assert_hello(r.socks_port, http)
+    H.stop_tunnel(r)
+  end)
+
+  it("on SIGHUP reads the CRL again and closes the connections of a certificate it now lists", function()
+    H.sh("cp " .. pki.crl_none .. " " .. dir .. "/live-crl.pem")
+    local r = H.tunnel(dir, pki, { server = { ["tls.server.crl"] = dir .. "/live-crl.pem" },
+      client = { ["tls.client.cert"] = pki.revoked_cert, ["tls.client.key"] = pki.revoked_key } })
+    H.assert_hello(r.socks_port, http) -- not revoked yet
+    H.sh("cp " .. pki.crl .. " " .. dir .. "/live-crl.pem")
+    H.sh("kill -HUP " .. r.server_pid)
+    H.wait_for(function() return H.count(r.slog, "%[conn%] %- %x+ = %d+ its client certificate is revoked") >= 1 end,
+      5, "the revoked certificate's connection closed")
+    assert.are.equal(1, H.count(r.slog, "%[tls%] SIGHUP: %d+ connections of revoked certificates closed"))
+    -- and its next dial is refused
+    local _, code = H.curl(r.socks_port, "http://localhost:" .. http .. "/")
+    assert.are_not.equal(0, code)
+    H.wait_for(function() return H.count(r.slog, "tls handshake: .*certificate revoked") >= 1 end, 5, "the refusal")
+    -- a CRL that does not load leaves the old one in force, logged
+    H.write(dir .. "/live-crl.pem", "not a CRL\n")
+    H.sh("kill -HUP " .. r.server_pid)
+    H.wait_for(function() return H.count(r.slog, "%[main%] SIGHUP: TLS not reloaded, the old certificates stay: %-tls%.server%.crl") == 1 end,
+      5, "the failed reload")
+    H.stop_tunnel(r)
+  end)
+
   it("lets a client in by name (localhost) as well as by address", function()
     local port, _, pid = client({ "-tls.client.ca=" .. pki.ca, "-tls.client.cert=" .. pki.client_cert,
       "-tls.client.key=" .. pki.client_key, "-tls.client.name=localhost" })
