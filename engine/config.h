@@ -14,7 +14,7 @@ struct config {
     long window_kib, window_max_kib, rtt_max_ms;
     long sessions_max, handshake_max, handshake_per_addr, conn_per_cert_max;
     long ping_sec, handshake_sec, socks_handshake_sec, connect_sec, hold_ms, drain_sec;
-    long idle_sec, orphan_sec;
+    long idle_sec, orphan_sec, hello_sec;
     char tls_server_key[1024], tls_server_cert[1024], tls_server_ca[1024], tls_server_crl[1024];
     char tls_client_ca[1024], tls_client_key[1024], tls_client_cert[1024];
     char tls_client_name[256];

@@ -90,6 +90,8 @@ static const struct flag flags[] = {
      "server: resolving and connecting to a destination times out after this"},
     {"tls.handshake.sec", I(handshake_sec), "10", 1, 3600,
      "a TLS handshake not done after this is dropped"},
+    {"tls.hello.sec", I(hello_sec), "3", 1, 3600,
+     "server: a connection that has sent nothing (no ClientHello) after this is dropped"},
     {"tls.handshake.max", I(handshake_max), "256", 1, 1 << 20,
      "server: TLS handshakes pending at once; past it, the oldest pending one of the source "
      "holding the most is closed for the new one"},

@@ -60,6 +60,8 @@ struct mux {
     uint32_t id;
     unsigned tls : 1, client : 1, ready : 1, closing : 1, freed_bev : 1;
     unsigned out_of_memory : 1; /* a frame could not be staged: closed at the end of the pass */
+    unsigned heard : 1;         /* a byte came from the peer (server: its ClientHello began) */
+    unsigned hello_due : 1;     /* server: the timer is the -tls.hello.sec deadline */
     unsigned goaway_sent : 1, goaway_rcvd : 1, overflow : 1, rd_paused : 1, wake_all : 1;
     uint16_t next_sid;  /* client: the next id to open */
     uint16_t open_next; /* client: the lowest id whose first frame has not left */
@@ -112,6 +114,9 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
 {
     struct mux *m = calloc(1, sizeof(*m));
     struct timeval tv = {cfg->handshake_sec, 0};
+    /* An accepted TLS connection gets -tls.hello.sec for its first byte: a stranger that only
+     * connects holds a handshake slot that long, not -tls.handshake.sec. */
+    int hello = tls && !client && cfg->hello_sec < cfg->handshake_sec;
 
     if (m == NULL) goto err;
     m->base = base;
@@ -146,6 +151,10 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
         if (m->rd == NULL) goto err;
         reader_enable(m->rd);
         bufferevent_enable(bev, EV_WRITE);
+    }
+    if (hello) {
+        tv.tv_sec = cfg->hello_sec;
+        m->hello_due = 1;
     }
     evtimer_add(m->timer, &tv);
     m->all_next = all_muxes;
@@ -811,6 +820,7 @@ mux_tls_in_cb(struct bufferevent *sock, void *arg)
 {
     struct mux *m = arg;
 
+    m->heard = 1;
     bufferevent_trigger(sock, EV_READ, 0);
     if (m->rd != NULL && !m->closing &&
         evbuffer_get_length(bufferevent_get_input(sock)) > MUX_TLS_IN_MAX) {
@@ -851,6 +861,18 @@ mux_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (m->closing) {
         mux_finish(m, 0); /* the drain took too long */
+        return;
+    }
+    if (!m->ready && m->hello_due) {
+        struct timeval rest = {m->cfg->handshake_sec - m->cfg->hello_sec, 0};
+        m->hello_due = 0;
+        if (!m->heard) {
+            snprintf(why, sizeof(why), "no ClientHello in %ld s (-tls.hello.sec)",
+                     m->cfg->hello_sec);
+            mux_close(m, LOG_WARN, why);
+            return;
+        }
+        evtimer_add(m->timer, &rest); /* the rest of -tls.handshake.sec */
         return;
     }
     if (!m->ready) {

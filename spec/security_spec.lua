@@ -556,8 +556,22 @@ describe("limits", function()
     return closed
   end
 
+  it("drop a connection that sends no ClientHello within -tls.hello.sec; one that began keeps its time", function()
+    local t = H.tunnel(dir, pki, { server = { ["tls.hello.sec"] = 1, ["tls.handshake.sec"] = 30 } })
+    H.wait_for(function() return H.count(t.slog, "%[tls%] ~ %x+ TLS") == 1 end, 10, "the start-up dial")
+    local idle = strangers(t.server_port, "127.0.0.21", 1)
+    local slow = strangers(t.server_port, "127.0.0.22", 1)
+    slow[1]:send("\22\3\1\2\0\1\0\1\252\3\3") -- the start of a ClientHello, then nothing
+    H.wait_for(function() return H.count(t.slog, "%[warn%] %[conn%] %- %x+ = %d+ no ClientHello in 1 s %(%-tls%.hello%.sec%)") == 1 end,
+      5, "the idle one dropped")
+    assert.are.equal(1, count_closed(idle))
+    H.sleep(1.5)
+    assert.are.equal(0, count_closed(slow)) -- still within -tls.handshake.sec
+    H.stop_tunnel(t)
+  end)
+
   it("refuse handshakes past -tls.handshake.per.addr from one address", function()
-    local t = H.tunnel(dir, pki, { server = { ["tls.handshake.per.addr"] = 5 } })
+    local t = H.tunnel(dir, pki, { server = { ["tls.handshake.per.addr"] = 5, ["tls.hello.sec"] = 30 } })
     H.wait_for(function() return H.count(t.slog, "%[tls%] ~ %x+ TLS") == 1 end, 10, "the start-up dial")
     local held = strangers(t.server_port, "127.0.0.9", 8)
     H.wait_for(function() return H.count(t.slog, "%[warn%] %[tls%] 127%.0%.0%.9:%d+ refused: %-tls%.handshake%.per%.addr=5") == 3 end, 5, "3 refusals")
@@ -568,7 +582,8 @@ describe("limits", function()
   end)
 
   it("let a client with a certificate in when strangers hold every -tls.handshake.max slot", function()
-    local t = H.tunnel(dir, pki, { server = { ["tls.handshake.max"] = 6, ["tls.handshake.per.addr"] = 4 } })
+    local t = H.tunnel(dir, pki, { server = { ["tls.handshake.max"] = 6, ["tls.handshake.per.addr"] = 4,
+      ["tls.hello.sec"] = 30 } })
     -- the client's start-up dial is a handshake too: done before the strangers arrive
     H.wait_for(function() return H.count(t.slog, "%[tls%] ~ %x+ TLS") == 1 end, 10, "the start-up dial")
     local held = {}
