@@ -12,7 +12,8 @@ struct config {
     long reuse_max_sec, reuse_max_cnt, idle_max_sec, conn_max_cnt, dial_max;
     char remux_net[8], eagersocks_net[8];
     long window_kib, window_max_kib, rtt_max_ms;
-    long sessions_max, handshake_max, handshake_per_addr, conn_per_cert_max;
+    long sessions_max, server_sessions_max, cert_sessions_max;
+    long handshake_max, handshake_per_addr, conn_per_cert_max;
     long ping_sec, handshake_sec, socks_handshake_sec, connect_sec, hold_ms, drain_sec;
     long idle_sec, orphan_sec, hello_sec;
     char tls_server_key[1024], tls_server_cert[1024], tls_server_ca[1024], tls_server_crl[1024];

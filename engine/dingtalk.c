@@ -24,7 +24,7 @@
 
 #define DT_QUEUE 16
 #define DT_TRIES 3
-#define DT_BODY_MAX 16384 /* DingTalk takes 20,000 bytes of content */
+#define DT_BODY_MAX 16384    /* DingTalk takes 20,000 bytes of content */
 #define DT_MAX_HEADERS 16384 /* of the answer */
 #define DT_MAX_BODY 65536    /* of the answer: {"errcode":0,"errmsg":"ok"} */
 

@@ -71,6 +71,9 @@ static const struct flag flags[] = {
      "cannot make a window grow past what this RTT needs"},
     {"remux.sessions.max", I(sessions_max), "1024", 1, 4096,
      "server: a connection with this many open sessions gets new ones refused (RESET, policy)"},
+    {"server.sessions.max", I(server_sessions_max), "0", 0, 1 << 24,
+     "server: sessions open at once in the process (each holds a descriptor); 0: the descriptor "
+     "limit (raised to its hard limit at start) less a reserve of an eighth, at least 64"},
     {"remux.ping.sec", I(ping_sec), "15", 1, 3600,
      "a connection silent this long is pinged; silent 3 times this long, closed"},
     {"eagersocks.net", S(eagersocks_net), "remux", 0, 0,
@@ -100,6 +103,9 @@ static const struct flag flags[] = {
     {"tls.client.conn.max", I(conn_per_cert_max), "1024", 1, 1 << 20,
      "server: connections one client certificate may hold open at once (a client holds one per "
      "-remux.reuse.max.cnt sessions open; its -remux.conn.max.cnt is 1024 too)"},
+    {"tls.client.sessions.max", I(cert_sessions_max), "0", 0, 1 << 24,
+     "server: sessions open at once on all the connections of one client certificate; 0: half "
+     "of the server's most (-server.sessions.max), so one client never holds them all"},
     {"tls.server.key", S(tls_server_key), "", 0, 0, "server: private key file (PEM)"},
     {"tls.server.cert", S(tls_server_cert), "", 0, 0, "server: certificate chain file (PEM)"},
     {"tls.server.ca", S(tls_server_ca), "", 0, 0,

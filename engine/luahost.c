@@ -65,10 +65,9 @@ enum {
     K_FINGERPRINT,
     K_N
 };
-static const char *key_names[K_N] = {NULL,   "id",   "age",  "idle", "sessions", "live",
-                                     "goaway", "ready", "host", "port", "atyp",    "addr",
-                                     "src",  "rate", "handshake", "peer", "subject",
-                                     "fingerprint"};
+static const char *key_names[K_N] = {
+    NULL,   "id",   "age",  "idle", "sessions", "live",      "goaway", "ready",   "host",
+    "port", "atyp", "addr", "src",  "rate",     "handshake", "peer",   "subject", "fingerprint"};
 
 /* What one state's allocator counts. Calls past max fail only while a hook runs (capped): the
  * engine's own pushes between calls must never fail, since an allocation that fails outside a
@@ -109,8 +108,9 @@ push_host_addrs(lua_State *L)
 
     lua_newtable(L);
     if (getifaddrs(&ifa) == -1) {
-        log_msg(LOG_WARN, "[lua] this host's addresses are unknown (getifaddrs: %s): the ACL "
-                          "cannot deny them by address",
+        log_msg(LOG_WARN,
+                "[lua] this host's addresses are unknown (getifaddrs: %s): the ACL "
+                "cannot deny them by address",
                 strerror(errno));
         return;
     }
@@ -192,8 +192,9 @@ gate(struct luahost *h, const char *what, int nargs, int nres, double budget_ms)
         lua_gc(L, LUA_GCCOLLECT, 0);
         if (h->mem->used > h->mem->max) {
             h->over = 1;
-            log_msg(LOG_ERROR, "[lua] the script holds %zu MiB, over -lua.mem.max.mib=%ld: its "
-                               "hooks are skipped until SIGHUP reloads it",
+            log_msg(LOG_ERROR,
+                    "[lua] the script holds %zu MiB, over -lua.mem.max.mib=%ld: its "
+                    "hooks are skipped until SIGHUP reloads it",
                     h->mem->used >> 20, h->cfg->lua_mem_max_mib);
         }
     }

@@ -576,7 +576,8 @@ ping_answered(struct mux *m, uint64_t opaque)
 
     for (i = 0; i < m->nping_out; i++) {
         if (m->ping_out[i] != opaque) continue;
-        memmove(&m->ping_out[i], &m->ping_out[i + 1], (m->nping_out - i - 1) * sizeof(m->ping_out[0]));
+        memmove(&m->ping_out[i], &m->ping_out[i + 1],
+                (m->nping_out - i - 1) * sizeof(m->ping_out[0]));
         m->nping_out--;
         return 1;
     }

@@ -375,8 +375,9 @@ dial(struct pool *p)
         ssl = tls_client_ssl(p->ctx, p->name);
         if (ssl == NULL) {
             close(fd);
-            log_msg(LOG_ERROR, "[pool] cannot dial %s: no TLS for server name \"%s\" (empty or "
-                               "unusable; -tls.client.name sets it)",
+            log_msg(LOG_ERROR,
+                    "[pool] cannot dial %s: no TLS for server name \"%s\" (empty or "
+                    "unusable; -tls.client.name sets it)",
                     p->addr, p->name);
             return NULL;
         }
@@ -458,8 +459,9 @@ take(struct pool *p, uint16_t *sid, int *wait)
          * on connections (refused: never put on a connection past its limits) or on dials in
          * flight (it waits for one of them). */
         if (p->n >= (size_t)p->cfg->conn_max_cnt) {
-            log_msg(LOG_ERROR, "[pool] %s: -remux.conn.max.cnt=%ld connections open, none may take "
-                               "a new session",
+            log_msg(LOG_ERROR,
+                    "[pool] %s: -remux.conn.max.cnt=%ld connections open, none may take "
+                    "a new session",
                     p->label, p->cfg->conn_max_cnt);
             return NULL;
         }

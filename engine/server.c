@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -39,7 +40,9 @@ struct server {
     struct event *resume;
     struct srv_conn *conns;
     size_t n, cap;
-    size_t pending; /* connections still in their TLS handshake */
+    size_t pending;       /* connections still in their TLS handshake */
+    unsigned session_cap; /* sessions open at once, each a descriptor (see session_cap()) */
+    unsigned cert_cap;    /* sessions open at once on the connections of one certificate */
     int draining;
 };
 
@@ -65,8 +68,8 @@ struct lookup {
 /* The route hook's answer for a destination asked for on m: 1 to allow, 0 to deny (why filled
  * in). The hook learns who asks: the connection, its peer and its client certificate. */
 static int
-allowed(struct server *srv, const struct mux *m, const char *host, unsigned port,
-        const char *atyp, const char *addr, char *why, size_t whylen)
+allowed(struct server *srv, const struct mux *m, const char *host, unsigned port, const char *atyp,
+        const char *addr, char *why, size_t whylen)
 {
     char src[16];
     struct luahost_req r = {.host = host,
@@ -220,6 +223,24 @@ resolve(struct server *srv, struct session *s, const struct mux *m, const struct
         l->req = r;
 }
 
+/* Sessions open on the connections of m's client certificate (m's alone when it has none: an
+ * open server's clients are told apart by connection only). */
+static unsigned
+cert_sessions(const struct server *srv, const struct mux *m)
+{
+    static const unsigned char none[32];
+    const unsigned char *fp = NULL;
+    unsigned n = 0;
+    size_t i;
+
+    for (i = 0; i < srv->n && fp == NULL; i++)
+        if (srv->conns[i].m == m) fp = srv->conns[i].fp;
+    if (fp == NULL || memcmp(fp, none, sizeof(none)) == 0) return mux_live(m);
+    for (i = 0; i < srv->n; i++)
+        if (memcmp(srv->conns[i].fp, fp, 32) == 0) n += mux_live(srv->conns[i].m);
+    return n;
+}
+
 /* The first frame of session sid: the EagerSocks header, then the app's first bytes. */
 static int
 server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const char **err,
@@ -257,6 +278,24 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
         return 0;
     }
     socks_format_dest(&req, dest, sizeof(dest));
+    if (session_count() >= srv->session_cap) {
+        log_msg(LOG_WARN,
+                "[sock] - %s = %u refused: the server holds %u sessions, its most "
+                "(-server.sessions.max)",
+                dest, session_count(), srv->session_cap);
+        evbuffer_drain(in, len);
+        mux_send_ctl(m, &rst);
+        return 0;
+    }
+    if (cert_sessions(srv, m) >= srv->cert_cap) {
+        log_msg(LOG_WARN,
+                "[sock] - %s = %u refused: its client certificate holds %u sessions "
+                "(-tls.client.sessions.max) on %08x",
+                dest, session_count(), srv->cert_cap, mux_id(m));
+        evbuffer_drain(in, len);
+        mux_send_ctl(m, &rst);
+        return 0;
+    }
     if (mux_live(m) >= (unsigned)srv->cfg->sessions_max) {
         log_msg(LOG_WARN, "[sock] - %s = %u refused: %08x has -remux.sessions.max=%ld open", dest,
                 session_count(), mux_id(m), srv->cfg->sessions_max);
@@ -430,8 +469,9 @@ admit(struct server *srv, const unsigned char key[16], const char *peer)
     for (i = 0; i < srv->n; i++)
         if (!mux_is_ready(srv->conns[i].m) && memcmp(srv->conns[i].peer, key, 16) == 0) mine++;
     if (mine >= (size_t)srv->cfg->handshake_per_addr) {
-        log_msg(LOG_WARN, "[tls] %s refused: -tls.handshake.per.addr=%ld handshakes pending from it",
-                peer, srv->cfg->handshake_per_addr);
+        log_msg(LOG_WARN,
+                "[tls] %s refused: -tls.handshake.per.addr=%ld handshakes pending from it", peer,
+                srv->cfg->handshake_per_addr);
         return 0;
     }
     if (srv->pending < (size_t)srv->cfg->handshake_max) return 1;
@@ -536,13 +576,40 @@ server_reload(struct server *srv, char *err, size_t errlen)
     for (i = srv->n; i > 0; i--) {
         struct mux *m = srv->conns[i - 1].m;
         SSL *ssl = mux_ssl(m);
-        if (ssl == NULL || !mux_is_ready(m) || !tls_revoked(ssl, srv->cfg->tls_server_crl)) continue;
+        if (ssl == NULL || !mux_is_ready(m) || !tls_revoked(ssl, srv->cfg->tls_server_crl))
+            continue;
         mux_close(m, LOG_WARN, "its client certificate is revoked (-tls.server.crl)");
         closed++;
     }
     if (closed > 0)
         log_msg(LOG_WARN, "[tls] SIGHUP: %zu connections of revoked certificates closed", closed);
     return 0;
+}
+
+/* Every session holds a descriptor (its destination's socket), and so does every connection:
+ * sessions are capped below the descriptor limit, keeping a reserve (an eighth, at least 64) so
+ * that accepting a connection and its handshake go on when one client holds its most. The soft
+ * limit is raised to the hard one first. -server.sessions.max, when set, is used if lower. */
+static unsigned
+session_cap(const struct config *cfg)
+{
+    struct rlimit rl;
+    rlim_t n, reserve;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+        return cfg->server_sessions_max > 0 ? (unsigned)cfg->server_sessions_max : 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == -1) (void)getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    n = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1048576 ? 1048576 : rl.rlim_cur;
+    reserve = n / 8 > 64 ? n / 8 : 64;
+    n = n > reserve + 16 ? n - reserve : 16;
+    if (cfg->server_sessions_max > 0 && (rlim_t)cfg->server_sessions_max < n)
+        n = (rlim_t)cfg->server_sessions_max;
+    log_msg(LOG_INFO, "[main] server: at most %lu sessions at once (RLIMIT_NOFILE %lu)",
+            (unsigned long)n, (unsigned long)rl.rlim_cur);
+    return (unsigned)n;
 }
 
 struct server *
@@ -559,6 +626,10 @@ server_new(struct event_base *base, const struct config *cfg, struct luahost *lu
     if (srv == NULL) return NULL;
     srv->base = base;
     srv->cfg = cfg;
+    srv->session_cap = session_cap(cfg);
+    srv->cert_cap = cfg->cert_sessions_max > 0  ? (unsigned)cfg->cert_sessions_max
+                    : srv->session_cap / 2 > 16 ? srv->session_cap / 2
+                                                : 16;
     srv->lua = lua;
     if (!cfg->server_open && (!tls || cfg->tls_server_ca[0] == 0)) {
         snprintf(err, errlen,
@@ -616,7 +687,8 @@ server_stop_accepting(struct server *srv)
     for (i = 0; i < srv->n; i++)
         mux_goaway(srv->conns[i].m);
     for (i = srv->n; i > 0; i--)
-        if (mux_live(srv->conns[i - 1].m) == 0) mux_close(srv->conns[i - 1].m, LOG_INFO, "shutdown");
+        if (mux_live(srv->conns[i - 1].m) == 0)
+            mux_close(srv->conns[i - 1].m, LOG_INFO, "shutdown");
 }
 
 void

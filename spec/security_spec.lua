@@ -510,6 +510,29 @@ describe("limits", function()
     H.stop_tunnel(t)
   end)
 
+  it("keep one client from holding every descriptor: a process cap, half of it per certificate", function()
+    -- 256 descriptors: at most 192 sessions (a reserve of 64), 96 per client certificate
+    local t = H.tunnel(dir, pki, { env = "ulimit -n 256;" })
+    H.wait_for(function() return H.count(t.slog, "%[main%] server: at most 192 sessions at once %(RLIMIT_NOFILE 256%)") == 1 end,
+      5, "the cap")
+    -- client A holds 150 sessions open: 96 are served, the rest refused
+    local hold = H.spawn("tn-bench-hold", { H.build .. "/tn-bench", "-mode", "hold", "-socks", "127.0.0.1:" .. t.socks_port,
+      "-dest", "127.0.0.1:" .. echo, "-n", "150", "-sec", "8", "-timeout", "5" }, dir .. "/hold.out")
+    H.wait_for(function() return H.read(dir .. "/hold.out"):find("held") ~= nil end, 20, "the sessions held")
+    assert.is_truthy(H.read(dir .. "/hold.out"):find("held 96", 1, true), H.read(dir .. "/hold.out"))
+    assert.are.equal(54, H.count(t.slog, "refused: its client certificate holds 96 sessions %(%-tls%.client%.sessions%.max%)"))
+    -- while A holds them, client B (another certificate) is served
+    local port, log = H.free_port(), dir .. "/b.log"
+    local b = H.spawn("client-b", { H.bin, "-role=client", "-server.addr=127.0.0.1:" .. t.server_port,
+      "-client.addr=127.0.0.1:" .. port, "-sla.log.path=" .. log, "-tls.client.ca=" .. pki.ca,
+      "-tls.client.cert=" .. pki.revoked_cert, "-tls.client.key=" .. pki.revoked_key }, log .. ".out")
+    H.wait_for(function() return H.connectable(port) end, 10, "client B")
+    for i = 1, 5 do H.assert_hello(port, http, "client B, request " .. i) end
+    H.stop(b)
+    H.stop(hold)
+    H.stop_tunnel(t)
+  end)
+
   it("refuse a session past -remux.sessions.max on its connection (RESET, policy)", function()
     local t = H.tunnel(dir, nil, { tcp = true, no_client = true, server = { ["remux.sessions.max"] = 2 } })
     local c = H.connect(t.server_port)

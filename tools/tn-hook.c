@@ -96,7 +96,8 @@ main(int argc, char **argv)
     }
     if (addr == NULL || cert == NULL || key == NULL || outp == NULL ||
         (colon = strrchr(addr, ':')) == NULL || (size_t)(colon - addr) >= sizeof(host)) {
-        fprintf(stderr, "usage: tn-hook -addr HOST:PORT -cert C -key K -out FILE [-fail N] [-big MIB]\n");
+        fprintf(stderr,
+                "usage: tn-hook -addr HOST:PORT -cert C -key K -out FILE [-fail N] [-big MIB]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
