@@ -14,11 +14,11 @@ CFLAGS += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 LDFLAGS += $(SAN)
 BUILD ?= build
 
-ENGINE := addr client dingmsg dingtalk direct flags frame log luahost main mux pool reader server session sidmap sla socks tls wthru
+ENGINE := account addr client dingmsg dingtalk direct flags frame log luahost main mux pool reader server session sidmap sla socks tls wthru
 PURE := frame socks flags log sidmap dingmsg
 OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o $(BUILD)/rules_lua.o
 TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook $(BUILD)/tn-bench $(BUILD)/tn-delay \
-	$(BUILD)/tn-tlscost
+	$(BUILD)/tn-tlscost $(BUILD)/tn-hostile
 
 # Fuzz targets (fuzz/fuzz_*.c) and the pure sources each one needs.
 FUZZ := frame socks flags
@@ -27,7 +27,7 @@ FUZZ_SRC_socks := engine/socks.c
 FUZZ_SRC_flags := engine/flags.c engine/log.c
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test demo clean format tools fuzz bench bench-bulk valgrind
+.PHONY: all test demo clean format tools fuzz bench bench-bulk bench-hostile valgrind
 all: $(BUILD)/tunnels $(BUILD)/libtunnels_pure.so $(TOOLS) $(FUZZ:%=$(BUILD)/replay-%)
 
 $(BUILD):
@@ -64,6 +64,10 @@ $(BUILD)/tn-%: tools/tn-%.c | $(BUILD)/.deps-build
 $(BUILD)/tn-tlscost: tools/tn-tlscost.c $(filter-out $(BUILD)/main.o,$(OBJS))
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS)
 
+# A hostile ReMux peer, with the engine's frame codec.
+$(BUILD)/tn-hostile: tools/tn-hostile.c $(BUILD)/frame.o
+	$(CC) $(CFLAGS) -o $@ $^ $(shell pkg-config --libs openssl)
+
 # The corpus replayer: each target with a plain main(), built by the normal compiler.
 $(BUILD)/replay-%: fuzz/fuzz_%.c fuzz/replay.c engine/*.c engine/*.h | $(BUILD)/.deps-build
 	$(CC) $(CFLAGS) -o $@ fuzz/fuzz_$*.c fuzz/replay.c $(FUZZ_SRC_$*)
@@ -85,6 +89,10 @@ fuzz: $(FUZZ:%=$(BUILD)/fuzz-%)
 
 bench-bulk: all
 	scripts/bench-bulk.sh
+
+# An honest client's latency and download while a hostile client and 1,000 strangers attack.
+bench-hostile: all
+	scripts/bench-hostile.sh
 
 # TunneLS against its peers (installs them), on loopback and over a 50 ms link; then the rule
 # library's load and decision times. Writes bench/results.md and bench/results.png.

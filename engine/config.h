@@ -13,6 +13,7 @@ struct config {
     char remux_net[8], eagersocks_net[8];
     long window_kib, window_max_kib, rtt_max_ms;
     long sessions_max, server_sessions_max, cert_sessions_max;
+    long conn_buffer_max_mib, cert_buffer_max_mib, server_buffer_max_mib;
     long handshake_max, handshake_per_addr, conn_per_cert_max;
     long ping_sec, handshake_sec, socks_handshake_sec, connect_sec, hold_ms, drain_sec;
     long idle_sec, orphan_sec, hello_sec;

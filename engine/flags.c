@@ -66,6 +66,10 @@ static const struct flag flags[] = {
      "flow-control window per session and direction at the start (KiB)"},
     {"remux.window.max.kib", I(window_max_kib), "65536", 16, 1 << 20,
      "the auto-tuned window never grows past this (KiB)"},
+    {"remux.buffer.max.mib", I(conn_buffer_max_mib), "256", 0, 1 << 20,
+     "the window bytes one connection's sessions hold (what the peer may still send and what "
+     "waits for the local socket, MiB): windows grow only within it, and the server refuses a "
+     "session whose first window it cannot hold; 0: no limit"},
     {"remux.rtt.max.ms", I(rtt_max_ms), "1000", 1, 60000,
      "window auto-tuning takes no RTT above this (ms): a peer that delays its PONGs or ACKs "
      "cannot make a window grow past what this RTT needs"},
@@ -74,6 +78,9 @@ static const struct flag flags[] = {
     {"server.sessions.max", I(server_sessions_max), "0", 0, 1 << 24,
      "server: sessions open at once in the process (each holds a descriptor); 0: the descriptor "
      "limit (raised to its hard limit at start) less a reserve of an eighth, at least 64"},
+    {"server.buffer.max.mib", I(server_buffer_max_mib), "0", 0, 1 << 24,
+     "server: as -remux.buffer.max.mib, for the whole process; 0: a quarter of the machine's "
+     "memory"},
     {"remux.ping.sec", I(ping_sec), "15", 1, 3600,
      "a connection silent this long is pinged; silent 3 times this long, closed"},
     {"eagersocks.net", S(eagersocks_net), "remux", 0, 0,
@@ -106,6 +113,8 @@ static const struct flag flags[] = {
     {"tls.client.sessions.max", I(cert_sessions_max), "0", 0, 1 << 24,
      "server: sessions open at once on all the connections of one client certificate; 0: half "
      "of the server's most (-server.sessions.max), so one client never holds them all"},
+    {"tls.client.buffer.max.mib", I(cert_buffer_max_mib), "1024", 0, 1 << 20,
+     "server: as -remux.buffer.max.mib, for all the connections of one client certificate"},
     {"tls.server.key", S(tls_server_key), "", 0, 0, "server: private key file (PEM)"},
     {"tls.server.cert", S(tls_server_cert), "", 0, 0, "server: certificate chain file (PEM)"},
     {"tls.server.ca", S(tls_server_ca), "", 0, 0,

@@ -25,6 +25,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "account.h"
 #include "log.h"
 #include "reader.h"
 #include "session.h"
@@ -38,6 +39,17 @@
 #define MUX_MAX_SESSIONS 4096
 #define MUX_RTT_PROBES 4                /* PINGs sent back to back when the connection comes up */
 #define MUX_TLS_IN_MAX (4 * READER_MAX) /* undecrypted input the reader may queue ahead */
+/* Sessions a server opens for one connection in one loop pass: the rest of what it read waits
+ * for the next pass (the other connections' turn first). A read of 256 KiB holds ten thousand
+ * opening frames, and a session's descriptor is freed only at the end of the pass in which it
+ * closes: a peer that opened and reset sessions by the thousand held thousands of descriptors
+ * at once (seen: 5,580 from one connection). */
+#define MUX_OPENS_PER_PASS 64
+/* Frames read and not yet handled, past which reading pauses (above the largest frame, which
+ * must fit). Over TLS the filter stops decrypting there (a read watermark): decrypted tiny
+ * records take a buffer chain each, 40 times their size (seen: 72 MiB of chains for 2 MiB of
+ * opening frames held back). What is held back is packed into one chain (mux_read_cb). */
+#define MUX_IN_BACKLOG_MAX (2 * (FRAME_HDR_LEN + FRAME_MAX_PAYLOAD))
 #define MUX_BULK_AFTER (1 << 20)        /* bytes sent since quiet before TLS records grow */
 #define MUX_RECORD_SMALL 1200           /* plaintext of a small TLS record: one or two segments */
 #define MUX_QUIET_US 1000000            /* nothing sent for this long: the connection is quiet */
@@ -51,11 +63,15 @@ struct mux {
     struct bufferevent *bev;
     struct evbuffer *stage; /* frames of this loop pass, for the bufferevent at its end */
     struct event *flush;    /* the end of the pass: moves stage to the bufferevent */
+    struct event *more;     /* server: frames left for the next pass (MUX_OPENS_PER_PASS) */
+    unsigned opens;         /* server: sessions opened in this pass */
+    unsigned more_due : 1;  /* more is active: the pass's allowance of opens is spent */
     struct reader *rd;      /* plain TCP: the read side (TLS reads through the bufferevent) */
     const struct config *cfg;
     const struct mux_ops *ops;
     void *arg;
     struct sidmap *sessions;
+    struct account acct; /* what its sessions hold (under its client's, on the server) */
     struct event *timer; /* handshake timeout, then the keepalive tick */
     uint32_t id;
     unsigned tls : 1, client : 1, ready : 1, closing : 1, freed_bev : 1;
@@ -98,6 +114,7 @@ mux_now_us(void)
 }
 
 static void mux_read_cb(struct bufferevent *bev, void *arg);
+static void mux_more_cb(evutil_socket_t fd, short what, void *arg);
 static void mux_write_cb(struct bufferevent *bev, void *arg);
 static void mux_event_cb(struct bufferevent *bev, short what, void *arg);
 static void mux_timer_cb(evutil_socket_t fd, short what, void *arg);
@@ -119,6 +136,7 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
     int hello = tls && !client && cfg->hello_sec < cfg->handshake_sec;
 
     if (m == NULL) goto err;
+    account_init(&m->acct, NULL, (int64_t)cfg->conn_buffer_max_mib << 20, "-remux.buffer.max.mib");
     m->base = base;
     m->bev = bev;
     m->cfg = cfg;
@@ -134,7 +152,10 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
     m->timer = event_new(base, -1, 0, mux_timer_cb, m);
     m->stage = evbuffer_new();
     m->flush = event_new(base, -1, 0, mux_flush_cb, m);
-    if (m->sessions == NULL || m->timer == NULL || m->stage == NULL || m->flush == NULL) goto err;
+    m->more = event_new(base, -1, 0, mux_more_cb, m);
+    if (m->sessions == NULL || m->timer == NULL || m->stage == NULL || m->flush == NULL ||
+        m->more == NULL)
+        goto err;
     bufferevent_setcb(bev, mux_read_cb, mux_write_cb, mux_event_cb, m);
     if (!tls) bufferevent_set_max_single_read(bev, READER_MAX); /* TLS: tls.c sets it */
     bufferevent_set_max_single_write(bev, READER_MAX);
@@ -143,9 +164,13 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
         /* The TLS filter decrypts what the reader puts in the socket bufferevent below it. */
         m->rd =
             reader_new(base, bufferevent_get_underlying(bev), mux_tls_in_cb, mux_sock_event_cb, m);
+        if (!client) bufferevent_setwatermark(bev, EV_READ, 0, MUX_IN_BACKLOG_MAX);
         if (m->rd == NULL) goto err;
         reader_enable(m->rd);
-        bufferevent_enable(bev, EV_READ | EV_WRITE);
+        /* An accepted connection decrypts from its first byte on (mux_tls_in_cb): enabling
+         * the filter sets up OpenSSL's buffers and a record's span (about 60 KiB), which a
+         * stranger that only connects would hold for nothing. */
+        bufferevent_enable(bev, client ? EV_READ | EV_WRITE : EV_WRITE);
     } else {
         m->rd = reader_new(base, bev, mux_read_cb, mux_event_cb, m);
         if (m->rd == NULL) goto err;
@@ -175,7 +200,9 @@ err:
         sidmap_free(m->sessions);
         if (m->timer != NULL) event_free(m->timer);
         if (m->flush != NULL) event_free(m->flush);
+        if (m->more != NULL) event_free(m->more);
         if (m->stage != NULL) evbuffer_free(m->stage);
+        account_fini(&m->acct);
         free(m);
     }
     bufferevent_free(bev);
@@ -197,6 +224,7 @@ mux_free_cb(evutil_socket_t fd, short what, void *arg)
     sidmap_free(m->sessions);
     free(m->waitq);
     free(m->outq);
+    account_fini(&m->acct);
     free(m);
 }
 
@@ -212,6 +240,8 @@ mux_finish(struct mux *m, int clean)
     m->timer = NULL;
     event_free(m->flush);
     m->flush = NULL;
+    event_free(m->more);
+    m->more = NULL;
     evbuffer_free(m->stage); /* an abrupt close drops what it holds */
     m->stage = NULL;
     reader_free(m->rd);
@@ -663,6 +693,7 @@ handle_data(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
         return -1;
     }
     m->last_sid = sid;
+    m->opens++;
     if (m->goaway_sent) {
         rst.sid = sid;
         mux_send_ctl(m, &rst);
@@ -685,7 +716,19 @@ mux_read_cb(struct bufferevent *bev, void *arg)
 
     m->last_rx_us = mux_now_us();
     mux_tls_resume(m);
+    if (!m->more_due) m->opens = 0; /* a new pass */
     while (!m->closing) {
+        if (m->opens >= MUX_OPENS_PER_PASS && !m->client) {
+            /* The rest on the next pass; past a backlog, nothing more is read meanwhile. */
+            if (!m->more_due) event_active(m->more, 0, 0);
+            m->more_due = 1;
+            evbuffer_pullup(in, -1);
+            if (!m->tls && evbuffer_get_length(in) > MUX_IN_BACKLOG_MAX && m->rd != NULL) {
+                reader_disable(m->rd);
+                m->rd_paused = 1;
+            }
+            break;
+        }
         have = evbuffer_get_length(in);
         if (evbuffer_copyout(in, buf, FRAME_HDR_LEN) < FRAME_HDR_LEN) break;
         frame_decode_hdr(buf, FRAME_HDR_LEN, &h);
@@ -812,6 +855,19 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
     mux_finish(m, 0);
 }
 
+/* The next pass: a new allowance of opens for what is left. */
+static void
+mux_more_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct mux *m = arg;
+
+    (void)fd;
+    (void)what;
+    m->more_due = 0;
+    if (!m->closing) mux_read_cb(m->bev, m);
+    if (!m->closing && !m->more_due) mux_tls_resume(m); /* the backlog is handled */
+}
+
 /* TLS: ciphertext the reader got is in the socket bufferevent's input; its read callback is the
  * filter's, which decrypts it all into our input and calls mux_read_cb. The filter consumes
  * everything unless its reading is off (closing); past MUX_TLS_IN_MAX the reader pauses until
@@ -821,6 +877,7 @@ mux_tls_in_cb(struct bufferevent *sock, void *arg)
 {
     struct mux *m = arg;
 
+    if (!m->heard && !m->client && !m->closing) bufferevent_enable(m->bev, EV_READ);
     m->heard = 1;
     bufferevent_trigger(sock, EV_READ, 0);
     if (m->rd != NULL && !m->closing &&
@@ -834,9 +891,10 @@ static void
 mux_tls_resume(struct mux *m)
 {
     if (!m->rd_paused || m->closing || m->rd == NULL) return;
-    if (evbuffer_get_length(bufferevent_get_input(bufferevent_get_underlying(m->bev))) >
-        MUX_TLS_IN_MAX)
+    if (m->tls && evbuffer_get_length(bufferevent_get_input(bufferevent_get_underlying(m->bev))) >
+                      MUX_TLS_IN_MAX)
         return;
+    if (!m->tls && evbuffer_get_length(bufferevent_get_input(m->bev)) > MUX_IN_BACKLOG_MAX) return;
     m->rd_paused = 0;
     reader_enable(m->rd);
 }
@@ -892,6 +950,12 @@ mux_timer_cb(evutil_socket_t fd, short what, void *arg)
     } else if (quiet >= ping - 100000) {
         send_ping(m);
     }
+}
+
+struct account *
+mux_account(struct mux *m)
+{
+    return &m->acct;
 }
 
 uint32_t

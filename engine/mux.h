@@ -93,6 +93,8 @@ void mux_before_open(struct mux *m, uint16_t sid);
  * session writes now itself. */
 int mux_defer_out(struct mux *m, uint16_t sid);
 
+/* What the sessions on m hold (account.h); the server hangs it under its client's account. */
+struct account *mux_account(struct mux *m);
 uint32_t mux_id(const struct mux *m);
 struct event_base *mux_base(const struct mux *m);
 const struct config *mux_config(const struct mux *m);

@@ -22,6 +22,7 @@
 #include <event2/listener.h>
 
 #include "addr.h"
+#include "account.h"
 #include "frame.h"
 #include "log.h"
 #include "luahost.h"
@@ -29,6 +30,17 @@
 #include "session.h"
 #include "socks.h"
 #include "tls.h"
+
+#define TENANT_BUCKETS 256
+
+/* One client certificate, while it has connections or orphaned sessions: what all of them hold
+ * (its account) and how many connections it has. Keyed by the certificate's SHA-256. */
+struct tenant {
+    struct account acct; /* first: a tenant is found from its account */
+    unsigned char fp[32];
+    unsigned conns;
+    struct tenant *next, **pprev; /* in its bucket; pprev NULL once the server is gone */
+};
 
 struct server {
     struct event_base *base;
@@ -43,13 +55,13 @@ struct server {
     size_t pending;       /* connections still in their TLS handshake */
     unsigned session_cap; /* sessions open at once, each a descriptor (see session_cap()) */
     unsigned cert_cap;    /* sessions open at once on the connections of one certificate */
+    struct tenant *tenants[TENANT_BUCKETS];
     int draining;
 };
 
 /* What the server knows of one lower connection. */
 struct srv_conn {
     struct mux *m;
-    unsigned char fp[32];   /* the client certificate's SHA-256, zero if none (yet) */
     unsigned char peer[16]; /* whose it is before a certificate says: the peer's address, an
                                IPv4 one v4-mapped, an IPv6 one cut to its /64 (one host's
                                share: a /64 is what one subscriber is given) */
@@ -223,22 +235,48 @@ resolve(struct server *srv, struct session *s, const struct mux *m, const struct
         l->req = r;
 }
 
-/* Sessions open on the connections of m's client certificate (m's alone when it has none: an
- * open server's clients are told apart by connection only). */
-static unsigned
-cert_sessions(const struct server *srv, const struct mux *m)
+static void
+tenant_release(struct account *a, void *arg)
 {
-    static const unsigned char none[32];
-    const unsigned char *fp = NULL;
-    unsigned n = 0;
-    size_t i;
+    struct tenant *t = (struct tenant *)a;
 
-    for (i = 0; i < srv->n && fp == NULL; i++)
-        if (srv->conns[i].m == m) fp = srv->conns[i].fp;
-    if (fp == NULL || memcmp(fp, none, sizeof(none)) == 0) return mux_live(m);
-    for (i = 0; i < srv->n; i++)
-        if (memcmp(srv->conns[i].fp, fp, 32) == 0) n += mux_live(srv->conns[i].m);
-    return n;
+    (void)arg;
+    if (t->pprev != NULL) {
+        *t->pprev = t->next;
+        if (t->next != NULL) t->next->pprev = t->pprev;
+    }
+    account_fini(&t->acct);
+    free(t);
+}
+
+/* The tenant of certificate fp, made when new; NULL when out of memory. */
+static struct tenant *
+tenant_get(struct server *srv, const unsigned char fp[32])
+{
+    struct tenant **b = &srv->tenants[fp[0]], *t;
+
+    for (t = *b; t != NULL; t = t->next)
+        if (memcmp(t->fp, fp, 32) == 0) return t;
+    t = calloc(1, sizeof(*t));
+    if (t == NULL) return NULL;
+    account_init(&t->acct, NULL, (int64_t)srv->cfg->cert_buffer_max_mib << 20,
+                 "-tls.client.buffer.max.mib");
+    t->acct.release = tenant_release;
+    memcpy(t->fp, fp, 32);
+    t->next = *b;
+    if (t->next != NULL) t->next->pprev = &t->next;
+    t->pprev = b;
+    *b = t;
+    return t;
+}
+
+/* m's client certificate's tenant, or NULL (an open server's client, or not known yet). */
+static struct tenant *
+tenant_of(struct mux *m)
+{
+    struct account *p = mux_account(m)->parent;
+
+    return p == account_process() ? NULL : (struct tenant *)p;
 }
 
 /* The first frame of session sid: the EagerSocks header, then the app's first bytes. */
@@ -287,11 +325,26 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
         mux_send_ctl(m, &rst);
         return 0;
     }
-    if (cert_sessions(srv, m) >= srv->cert_cap) {
+    /* Sessions open on the connections of its certificate, orphans included (an open server's
+     * clients are told apart by connection only: -remux.sessions.max below). */
+    if (tenant_of(m) != NULL && tenant_of(m)->acct.sessions >= srv->cert_cap) {
         log_msg(LOG_WARN,
                 "[sock] - %s = %u refused: its client certificate holds %u sessions "
                 "(-tls.client.sessions.max) on %08x",
                 dest, session_count(), srv->cert_cap, mux_id(m));
+        evbuffer_drain(in, len);
+        mux_send_ctl(m, &rst);
+        return 0;
+    }
+    /* A new session's first window is charged whole at once (the peer may send it before any
+     * byte drains): one that does not fit the connection's, the certificate's or the process's
+     * budget is refused, so that what sessions hold never passes them. */
+    if (account_room(mux_account(m)) < (int64_t)srv->cfg->window_kib * 1024) {
+        const struct account *a = account_tightest(mux_account(m));
+        log_msg(LOG_WARN,
+                "[sock] - %s = %u refused: its windows would pass %s=%lld on %08x (%lld KiB held)",
+                dest, session_count(), a->name, (long long)(a->bytes_max >> 20), mux_id(m),
+                (long long)(a->bytes / 1024));
         evbuffer_drain(in, len);
         mux_send_ctl(m, &rst);
         return 0;
@@ -346,6 +399,7 @@ server_closed(struct mux *m, void *arg)
     size_t i;
 
     if (srv->ctx != NULL && !mux_is_ready(m)) srv->pending--;
+    if (tenant_of(m) != NULL) tenant_of(m)->conns--;
     for (i = 0; i < srv->n; i++) {
         if (srv->conns[i].m == m) {
             srv->conns[i] = srv->conns[--srv->n];
@@ -354,27 +408,26 @@ server_closed(struct mux *m, void *arg)
     }
 }
 
-/* The handshake is done: count the connection against its client certificate's limit. */
+/* The handshake is done: the connection's account goes under its client certificate's, and
+ * counts against its limit of connections. */
 static void
 server_ready(struct mux *m, void *arg)
 {
     struct server *srv = arg;
     unsigned char fp[32] = {0};
-    size_t i, k = srv->n, same = 0;
     SSL *ssl = mux_ssl(m);
+    struct tenant *t;
 
     if (ssl == NULL) return;
     srv->pending--;
     if (tls_peer_fingerprint(ssl, fp) == -1) return; /* an open server: no certificate */
-    for (i = 0; i < srv->n; i++) {
-        if (srv->conns[i].m == m)
-            k = i;
-        else if (memcmp(srv->conns[i].fp, fp, sizeof(fp)) == 0)
-            same++;
+    t = tenant_get(srv, fp);
+    if (t == NULL) {
+        mux_close(m, LOG_ERROR, "out of memory");
+        return;
     }
-    if (k == srv->n) return;
-    memcpy(srv->conns[k].fp, fp, sizeof(fp));
-    if (same >= (size_t)srv->cfg->conn_per_cert_max) {
+    account_reparent(mux_account(m), &t->acct);
+    if (t->conns++ >= (unsigned)srv->cfg->conn_per_cert_max) {
         char why[128];
         snprintf(why, sizeof(why), "refused: its client certificate holds -tls.client.conn.max=%ld",
                  srv->cfg->conn_per_cert_max);
@@ -612,6 +665,21 @@ session_cap(const struct config *cfg)
     return (unsigned)n;
 }
 
+/* The window bytes the process's sessions may hold (-server.buffer.max.mib; 0: a quarter of
+ * the machine's memory, at least 64 MiB). */
+static int64_t
+buffer_cap(const struct config *cfg)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    int64_t n = pages > 0 && size > 0 ? (int64_t)pages * size / 4 : (int64_t)1 << 30;
+
+    if (cfg->server_buffer_max_mib > 0) n = (int64_t)cfg->server_buffer_max_mib << 20;
+    if (n < (int64_t)64 << 20 && cfg->server_buffer_max_mib == 0) n = (int64_t)64 << 20;
+    log_msg(LOG_INFO, "[main] server: sessions hold at most %lld MiB of window bytes",
+            (long long)(n >> 20));
+    return n;
+}
+
 struct server *
 server_new(struct event_base *base, const struct config *cfg, struct luahost *lua, char *err,
            size_t errlen)
@@ -630,6 +698,7 @@ server_new(struct event_base *base, const struct config *cfg, struct luahost *lu
     srv->cert_cap = cfg->cert_sessions_max > 0  ? (unsigned)cfg->cert_sessions_max
                     : srv->session_cap / 2 > 16 ? srv->session_cap / 2
                                                 : 16;
+    account_process_limit(buffer_cap(cfg));
     srv->lua = lua;
     if (!cfg->server_open && (!tls || cfg->tls_server_ca[0] == 0)) {
         snprintf(err, errlen,
@@ -708,5 +777,8 @@ server_free(struct server *srv)
     if (srv->dns != NULL) evdns_base_free(srv->dns, 1);
     if (srv->ctx != NULL) SSL_CTX_free(srv->ctx);
     free(srv->conns);
+    /* Tenants still charged (by a connection or an orphan freed later) outlive their table. */
+    for (size_t b = 0; b < TENANT_BUCKETS; b++)
+        for (struct tenant *t = srv->tenants[b]; t != NULL; t = t->next) t->pprev = NULL;
     free(srv);
 }

@@ -22,6 +22,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "account.h"
 #include "addr.h"
 #include "frame.h"
 #include "log.h"
@@ -30,6 +31,9 @@
 #include "wthru.h"
 
 #define SESSION_WINDOW_LIMIT 0x7fffffffLL
+/* Past a budget, a window shrinks as its bytes drain, to this: every session still moves (a
+ * window of 0 would wait for a drain that never comes). */
+#define SESSION_WINDOW_FLOOR (16 * 1024)
 
 struct session {
     const struct config *cfg;
@@ -51,6 +55,8 @@ struct session {
     int64_t recv_avail;  /* bytes the peer may still send */
     int64_t window_max;
     uint64_t credit; /* drained, not yet granted */
+    struct account *acct; /* charged with recv_avail + what waits for the local socket */
+    int64_t charged;      /* ... that is, recv_window - credit */
     size_t not_ours; /* bytes queued before the session (the SOCKS reply): no credit */
     uint64_t bdp_bytes;
     int64_t bdp_start_us;
@@ -69,6 +75,13 @@ static void session_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *
 static void session_later_cb(evutil_socket_t fd, short what, void *arg);
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void watch_idle(struct session *s);
+
+static void
+charge(struct session *s, int64_t delta)
+{
+    s->charged += delta;
+    account_charge(s->acct, delta);
+}
 static void session_close(struct session *s, int level, const char *why, int reset, uint8_t reason,
                           int abortive);
 
@@ -96,6 +109,9 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connecte
     s->not_ours = evbuffer_get_length(bufferevent_get_output(local));
     s->out_cb = evbuffer_add_cb(bufferevent_get_output(local), session_out_cb, s);
     if (s->out_cb == NULL || mux_attach(m, sid, s) == -1) goto err;
+    s->acct = mux_account(m);
+    account_open(s->acct);
+    charge(s, s->recv_window);
     bufferevent_setcb(local, NULL, NULL, session_event_cb, s);
     bufferevent_set_max_single_write(local, 256 * 1024);
     session_live++;
@@ -196,6 +212,7 @@ session_close(struct session *s, int level, const char *why, int reset, uint8_t 
         s->mux = NULL;
     }
     session_live--;
+    account_close(s->acct, s->charged);
     log_msg(LOG_DEBUG, "[sess] - %08x:%u = %u", s->mux_id, s->sid, session_live);
     log_msg(level, "[sock] - %s = %u%s%s", s->dest, session_live, *why ? " " : "", why);
     evbuffer_remove_cb_entry(bufferevent_get_output(s->bev), s->out_cb);
@@ -529,35 +546,60 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Returns drained bytes to the peer as WINDOW credit, growing the window when the reader keeps
- * up with a bandwidth-delay product near the window. */
+ * up with a bandwidth-delay product near the window. Within the budgets (the connection's, its
+ * client's, the process's: account.h): past one, credit is held back (the window shrinks as its
+ * bytes drain, to SESSION_WINDOW_FLOOR) and no window grows; a window shrunk below the first one
+ * gets it back when there is room again. */
 static void
 grant(struct session *s, size_t pending)
 {
     struct frame_ctl c = {.type = FRAME_CTL_WINDOW};
-    int64_t now, rtt, grow = 0;
+    int64_t now, rtt, grow = 0, give = (int64_t)s->credit, room, first;
     double bdp;
 
     if (s->mux == NULL || s->got_fin || s->credit < (uint64_t)s->recv_window / 4) return;
+    room = account_room(s->acct);
+    s->bdp_bytes += s->credit;
+    if (give > room) {
+        int64_t floor = SESSION_WINDOW_FLOOR - s->charged;
+        give = room > floor ? room : floor;
+        if (give < 0) give = 0;
+        s->recv_window -= (int64_t)s->credit - give;
+        log_msg(LOG_DEBUG, "[flow] %08x:%u window %lld KiB: held back by %s", s->mux_id, s->sid,
+                (long long)(s->recv_window / 1024), account_tightest(s->acct)->name);
+        s->bdp_start_us = mux_now_us();
+        s->bdp_bytes = 0;
+        goto send;
+    }
+    room -= give;
+    first = (int64_t)s->cfg->window_kib * 1024;
     now = mux_now_us();
     rtt = mux_credit_rtt_us(s->mux);
-    s->bdp_bytes += s->credit;
-    if (rtt > 0 && now - s->bdp_start_us >= rtt) {
+    if (s->recv_window < first) {
+        grow = first - s->recv_window; /* back from a shrink */
+    } else if (rtt > 0 && now - s->bdp_start_us >= rtt) {
         bdp = (double)s->bdp_bytes * (double)rtt / (double)(now - s->bdp_start_us);
         if (bdp * 2 > (double)s->recv_window && pending < (size_t)s->recv_window / 4 &&
             s->recv_window < s->window_max) {
             grow = s->recv_window;
             if (s->recv_window + grow > s->window_max) grow = s->window_max - s->recv_window;
-            s->recv_window += grow;
-            log_msg(LOG_DEBUG, "[flow] %08x:%u window %lld KiB", s->mux_id, s->sid,
-                    (long long)(s->recv_window / 1024));
         }
         s->bdp_start_us = now;
         s->bdp_bytes = 0;
     }
-    c.sid = s->sid;
-    c.increment = (uint32_t)(s->credit + (uint64_t)grow);
-    s->recv_avail += (int64_t)c.increment;
+    if (grow > room) grow = room > 0 ? room : 0;
+    if (grow > 0) {
+        s->recv_window += grow;
+        log_msg(LOG_DEBUG, "[flow] %08x:%u window %lld KiB", s->mux_id, s->sid,
+                (long long)(s->recv_window / 1024));
+    }
+send:
     s->credit = 0;
+    if (give + grow == 0) return; /* a WINDOW of 0 is a protocol error */
+    c.sid = s->sid;
+    c.increment = (uint32_t)(give + grow);
+    s->recv_avail += give + grow;
+    charge(s, give + grow);
     mux_send_ctl(s->mux, &c);
 }
 
@@ -571,6 +613,7 @@ session_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *
     skip = n < s->not_ours ? n : s->not_ours;
     s->not_ours -= skip;
     s->credit += n - skip;
+    charge(s, -(int64_t)(n - skip));
     grant(s, evbuffer_get_length(buf));
     if (s->got_fin && evbuffer_get_length(buf) == 0) kick(s);
 }
@@ -677,6 +720,7 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
     direct = wthru_move(s->bev, src, n);
     if (direct > 0 && !s->closed) {
         s->credit += direct;
+        charge(s, -(int64_t)direct);
         grant(s, evbuffer_get_length(bufferevent_get_output(s->bev)));
     }
     if (!s->closed) want_write(s);
@@ -740,6 +784,12 @@ session_mux_gone(struct session *s, const char *why)
      * session ends, before this side has run its own close (seen: a third of the sessions of
      * every retired connection cut off), or while a slow local reader still drains. */
     if (!session_needs_mux(s)) {
+        struct account *client = s->acct->parent;
+        /* Its charge goes up to its client's account, which it keeps until it ends. */
+        account_open(client);
+        account_charge(client, s->charged);
+        account_close(s->acct, s->charged);
+        s->acct = client;
         mux_detach(s->mux, s->sid);
         s->mux = NULL;
         watch_idle(s); /* the orphan's deadline */

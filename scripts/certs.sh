@@ -3,6 +3,7 @@
 #   ca.pem/ca.key            the CA both sides trust
 #   server.pem/server.key    the server (localhost, 127.0.0.1, ::1)
 #   client.pem/client.key    a client the server lets in
+#   mallory.pem/mallory.key  another client it lets in (a second party: the hostile one)
 #   other-ca.pem, other.pem/other.key   a client from another CA (refused)
 #   expired.pem/expired.key  a client the CA signed, valid only in January 2020 (refused)
 #   revoked.pem/revoked.key  a client the CA signed, then revoked
@@ -13,7 +14,7 @@ dir=${1:?usage: certs.sh DIR}
 mkdir -p "$dir"
 cd "$dir"
 [ -f ca.pem ] && [ -f server.pem ] && [ -f client.pem ] && [ -f other.pem ] && [ -f expired.pem ] &&
-  [ -f crl.pem ] && exit 0
+  [ -f crl.pem ] && [ -f mallory.pem ] && exit 0
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 ca() { # name
   key "$1.key"
@@ -33,6 +34,7 @@ ca other-ca
 leaf server ca localhost "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1
 extendedKeyUsage=serverAuth"
 leaf client ca "tunnels client" "extendedKeyUsage=clientAuth"
+leaf mallory ca "mallory" "extendedKeyUsage=clientAuth"
 leaf other other-ca "stranger" "extendedKeyUsage=clientAuth"
 # An expired certificate needs explicit dates, which only `openssl ca` takes in OpenSSL 3.0.
 key expired.key

@@ -143,6 +143,7 @@ function H.certs(dir)
     ca = dir .. "/ca.pem",
     server_cert = dir .. "/server.pem", server_key = dir .. "/server.key",
     client_cert = dir .. "/client.pem", client_key = dir .. "/client.key",
+    mallory_cert = dir .. "/mallory.pem", mallory_key = dir .. "/mallory.key",
     other_cert = dir .. "/other.pem", other_key = dir .. "/other.key",
     expired_cert = dir .. "/expired.pem", expired_key = dir .. "/expired.key",
     revoked_cert = dir .. "/revoked.pem", revoked_key = dir .. "/revoked.key",

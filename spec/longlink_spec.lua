@@ -57,4 +57,22 @@ describe("one session over a 50 ms link", function()
     assert.is_true(largest >= 2048, "the largest window granted: " .. largest .. " KiB")
     H.stop_tunnel(t)
   end)
+
+  it("grows no window past -remux.buffer.max.mib, the window bytes one connection may hold", function()
+    local t = H.tunnel(dir, pki, { client_netns = nsa, server_netns = nsb, server_host = "10.79.0.2",
+      client = { ["remux.buffer.max.mib"] = 1 } })
+    local bytes = 16 * 1048576
+    local out, code = H.sh("ip netns exec " .. nsa .. " " .. H.build .. "/tn-bench -mode bulk -c 1 -socks 127.0.0.1:" ..
+      t.socks_port .. " -dest 127.0.0.1:" .. http .. " -bytes " .. bytes)
+    assert.are.equal(0, code, out)
+    assert.matches("bytes=" .. bytes .. " ", out)
+    assert.matches("failed=0", out)
+    local largest = 0
+    for kib in H.read(t.clog):gmatch("%[debg%] %[flow%] %x+:%d+ window (%d+) KiB") do
+      largest = math.max(largest, tonumber(kib))
+    end
+    -- it grew (the first test's case) but stopped at the budget: 256 -> 512 -> 1024 KiB
+    assert.are.equal(1024, largest)
+    H.stop_tunnel(t)
+  end)
 end)

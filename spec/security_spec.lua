@@ -8,8 +8,8 @@ local function frame(sid, payload) return be16(sid) .. be16(#payload) .. payload
 local function header(host, port) return "\5\1\0\3" .. string.char(#host) .. host .. be16(port) end
 
 -- Reads one frame: sid, payload (nil on close or timeout).
-local function read_frame(c)
-  local h = H.recv(c, 4)
+local function read_frame(c, timeout)
+  local h = H.recv(c, 4, timeout)
   if not h or #h < 4 then return nil end
   local sid, len = h:byte(1) * 256 + h:byte(2), h:byte(3) * 256 + h:byte(4)
   local p = len > 0 and H.recv(c, len) or ""
@@ -320,6 +320,37 @@ describe("ReMux flow control and keepalive", function()
     H.stop_tunnel(t)
   end)
 
+  it("refuse a session whose first window -remux.buffer.max.mib or -server.buffer.max.mib cannot hold", function()
+    local sha = H.dest(dir, "sha")
+    for _, flag in ipairs({ "remux.buffer.max.mib", "server.buffer.max.mib" }) do
+      -- 1 MiB holds four first windows of 256 KiB
+      local t = H.tunnel(dir, nil, { tcp = true, no_client = true, server = { [flag] = 1 } })
+      local c = H.connect(t.server_port)
+      local function resets(quiet)
+        local got = {}
+        for _ = 1, 1000 do
+          local sid, p = read_frame(c, quiet)
+          if not sid then break end
+          if sid == 0 and p:byte(1) == 2 then got[#got + 1] = (p:byte(2) * 256 + p:byte(3)) .. ":" .. p:byte(4) end
+        end
+        return table.concat(got, " ")
+      end
+      for sid = 1, 5 do c:send(frame(sid, header("localhost", sha) .. string.rep("\0", 12))) end
+      -- the fifth is refused (RESET, policy), the others go on
+      assert.are.equal("5:4", resets(1), flag)
+      assert.are.equal(1, H.count(t.slog, "%[sock%] %- localhost:" .. sha .. " = 4 refused: its windows would pass %-" ..
+        flag:gsub("%.", "%%.") .. "=1 on %x+ %(%d+ KiB held%)$"), flag)
+      -- one ends (the peer resets it): its window is free again for a new one
+      c:send(frame(0, "\2\0\1\7"))
+      H.wait_for(function() return H.count(t.slog, "%[sock%] %- localhost:" .. sha .. " = 3 reset by peer") == 1 end, 5, "the end")
+      c:send(frame(6, header("localhost", sha) .. string.rep("\0", 12)))
+      assert.are.equal("", resets(1), flag)
+      assert.are.equal(5, H.count(t.slog, "%[sock%] %+ localhost:" .. sha), flag)
+      c:close()
+      H.stop_tunnel(t)
+    end
+  end)
+
   it("closes a connection whose peer sends past the window (window overflow)", function()
     local socket = require("socket")
     -- A destination that never completes a connect: its one-slot accept queue is full, so the
@@ -508,6 +539,61 @@ describe("limits", function()
     d:close()
     sink:close()
     H.stop_tunnel(t)
+  end)
+
+  it("refuse a session whose first window its certificate's -tls.client.buffer.max.mib cannot hold", function()
+    -- 1 MiB: four first windows, whichever connections they are on (two a connection here)
+    local t = H.tunnel(dir, pki, {
+      server = { ["tls.client.buffer.max.mib"] = 1, ["remux.buffer.max.mib"] = 0 },
+      client = { ["remux.reuse.max.cnt"] = 2 } })
+    local apps = {}
+    for i = 1, 4 do
+      apps[i] = app(t, "localhost", echo)
+      apps[i]:send("x")
+      assert.are.equal("x", H.recv(apps[i], 1), "session " .. i)
+    end
+    local c = app(t, "localhost", echo)
+    local _, how = H.recv_all(c, 5)
+    c:close()
+    assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
+    assert.are.equal(1, H.count(t.slog, "%[sock%] %- localhost:" .. echo ..
+      " = 4 refused: its windows would pass %-tls%.client%.buffer%.max%.mib=1 on %x+ %(%d+ KiB held%)$"))
+    assert.is_true(H.count(t.slog, "%[conn%] %+ %x+ = 2 from") >= 1, "two connections")
+    -- one ends: a new session fits again
+    apps[1]:close()
+    H.wait_for(function() return H.count(t.slog, "%[sock%] %- localhost:" .. echo .. " = 3") >= 1 end, 5, "the end")
+    apps[1] = app(t, "localhost", echo)
+    apps[1]:send("y")
+    assert.are.equal("y", H.recv(apps[1], 1))
+    for i = 1, 4 do apps[i]:close() end
+    H.stop_tunnel(t)
+  end)
+
+  it("count a certificate's orphans against its sessions until they end", function()
+    -- a destination that half-closes at once and never reads: a session's bytes, all sent with
+    -- its FIN, wait in the server when the client's connection goes (tn-hostile -mode orphans)
+    local stall = H.dest(dir, "stall")
+    local t = H.tunnel(dir, pki, { no_client = true,
+      server = { ["tls.client.sessions.max"] = 2, ["session.orphan.sec"] = 3 } })
+    local out, code = H.sh(H.build .. "/tn-hostile -mode orphans -n 2 -sec 2 -server 127.0.0.1:" .. t.server_port ..
+      " -dest 127.0.0.1:" .. stall .. " -ca " .. pki.ca .. " -cert " .. pki.client_cert .. " -key " .. pki.client_key)
+    assert.are.equal(0, code, out)
+    H.wait_for(function() return H.count(t.slog, "%[conn%] %- ") >= 1 end, 5, "the connection's end")
+    assert.are.equal(0, H.count(t.slog, "%[sock%] %- 127%.0%.0%.1:" .. stall), "orphans, not closed")
+    -- the same certificate again: its orphans still hold both of its sessions
+    local again = H.tunnel(dir, pki, { no_server = true, server_port = t.server_port })
+    local c = H.connect(again.socks_port)
+    c:send(H.socks_connect("localhost", http))
+    local _, how = H.recv_all(c, 5)
+    c:close()
+    assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
+    assert.are.equal(1, H.count(t.slog, "refused: its client certificate holds 2 sessions"))
+    -- they end at their deadline, with their lines, and the certificate is served again
+    H.wait_for(function() return H.count(t.slog, "%[sock%] %- 127%.0%.0%.1:" .. stall ..
+      " = %d+ orphan: not done 3 s after its connection closed$") == 2 end, 10, "the orphans' end")
+    H.assert_hello(again.socks_port, http)
+    H.stop(again.client_pid)
+    H.stop(t.server_pid)
   end)
 
   it("keep one client from holding every descriptor: a process cap, half of it per certificate", function()

@@ -10,6 +10,8 @@
  *       else arrives; at EOF it appends the SHA-256 of what it received and closes. Full duplex
  *       and half-close in one exchange.
  * echo: sends back what it receives; half-closes when the peer does.
+ * stall: accepts, half-closes at once and never reads (a 4 KiB receive buffer): what is sent
+ *       to it waits in the sender, and a session to it that ends its side lingers there.
  * Prints "ready" on stdout once listening. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -29,7 +31,7 @@
 
 #include "tn-rng.h"
 
-enum { M_HTTP, M_SHA, M_ECHO };
+enum { M_HTTP, M_SHA, M_ECHO, M_STALL };
 static int mode;
 static struct event_base *base;
 
@@ -207,6 +209,11 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
     (void)len;
     (void)arg;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (mode == M_STALL) {
+        free(c);
+        shutdown(fd, SHUT_WR);
+        return; /* the descriptor stays open, never read */
+    }
     c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->md = EVP_MD_CTX_new();
     EVP_DigestInit_ex(c->md, EVP_sha256(), NULL);
@@ -227,7 +234,10 @@ main(int argc, char **argv)
         if (strcmp(argv[i], "-addr") == 0) addr = argv[i + 1];
         if (strcmp(argv[i], "-mode") == 0) m = argv[i + 1];
     }
-    mode = strcmp(m, "sha") == 0 ? M_SHA : strcmp(m, "echo") == 0 ? M_ECHO : M_HTTP;
+    mode = strcmp(m, "sha") == 0     ? M_SHA
+           : strcmp(m, "echo") == 0  ? M_ECHO
+           : strcmp(m, "stall") == 0 ? M_STALL
+                                     : M_HTTP;
     signal(SIGPIPE, SIG_IGN);
     {
         struct tn_rng r;
@@ -244,6 +254,11 @@ main(int argc, char **argv)
     if (lis == NULL) {
         perror("tn-dest: listen");
         return 1;
+    }
+    if (mode == M_STALL) {
+        /* What accepted sockets inherit: the least receive buffer. */
+        int small = 4096;
+        setsockopt(evconnlistener_get_fd(lis), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
     }
     printf("ready\n");
     fflush(stdout);
