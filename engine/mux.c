@@ -45,6 +45,12 @@
  * closes: a peer that opened and reset sessions by the thousand held thousands of descriptors
  * at once (seen: 5,580 from one connection). */
 #define MUX_OPENS_PER_PASS 64
+/* Server: sessions a peer may abandon (reset before any byte came back, or have refused) before
+ * its connection is closed, once they are also more than half of those it opened: opening and
+ * resetting sessions at once costs the peer two frames and the server a connect each (HTTP/2's
+ * "rapid reset", CVE-2023-44487). An app that gives up on a slow site now and then is far from
+ * it. */
+#define MUX_ABANDONED_MIN 256
 /* Frames read and not yet handled, past which reading pauses (above the largest frame, which
  * must fit). Over TLS the filter stops decrypting there (a read watermark): decrypted tiny
  * records take a buffer chain each, 40 times their size (seen: 72 MiB of chains for 2 MiB of
@@ -65,6 +71,8 @@ struct mux {
     struct event *flush;    /* the end of the pass: moves stage to the bufferevent */
     struct event *more;     /* server: frames left for the next pass (MUX_OPENS_PER_PASS) */
     unsigned opens;         /* server: sessions opened in this pass */
+    unsigned opened, abandoned;  /* server: sessions opened, and of those, abandoned */
+    unsigned abandon_closed : 1; /* closed for abandoning too many (mux_abandoned) */
     unsigned more_due : 1;  /* more is active: the pass's allowance of opens is spent */
     struct reader *rd;      /* plain TCP: the read side (TLS reads through the bufferevent) */
     const struct config *cfg;
@@ -614,6 +622,18 @@ ping_answered(struct mux *m, uint64_t opaque)
     return 0;
 }
 
+void
+mux_abandoned(struct mux *m)
+{
+    char why[128];
+
+    if (++m->abandoned < MUX_ABANDONED_MIN || m->abandoned * 2 <= m->opened || m->closing) return;
+    snprintf(why, sizeof(why), "closed: %u of its %u sessions reset before any reply or refused",
+             m->abandoned, m->opened);
+    m->abandon_closed = 1;
+    mux_close(m, LOG_WARN, why);
+}
+
 static int
 handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
 {
@@ -637,6 +657,11 @@ handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
             return 0;
         }
         if (c.type == FRAME_CTL_WINDOW) return session_on_window(s, c.increment, err);
+        if (!m->client && !session_replied(s)) {
+            session_on_reset(s, c.reason);
+            mux_abandoned(m);
+            return 0;
+        }
         session_on_reset(s, c.reason);
         return 0;
     case FRAME_CTL_PING:
@@ -694,6 +719,7 @@ handle_data(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     }
     m->last_sid = sid;
     m->opens++;
+    m->opened++;
     if (m->goaway_sent) {
         rst.sid = sid;
         mux_send_ctl(m, &rst);
@@ -720,7 +746,13 @@ mux_read_cb(struct bufferevent *bev, void *arg)
     while (!m->closing) {
         if (m->opens >= MUX_OPENS_PER_PASS && !m->client) {
             /* The rest on the next pass; past a backlog, nothing more is read meanwhile. */
-            if (!m->more_due) event_active(m->more, 0, 0);
+            /* A timer of 0, not event_active: an active event queued from a callback runs
+             * in the same pass, before the loop polls again (seen: an honest client's requests
+             * waited 0.6-1.9 s behind a flood's backlog). The timer waits for the next poll. */
+            if (!m->more_due) {
+                struct timeval zero = {0, 0};
+                evtimer_add(m->more, &zero);
+            }
             m->more_due = 1;
             evbuffer_pullup(in, -1);
             if (!m->tls && evbuffer_get_length(in) > MUX_IN_BACKLOG_MAX && m->rd != NULL) {
@@ -950,6 +982,12 @@ mux_timer_cb(evutil_socket_t fd, short what, void *arg)
     } else if (quiet >= ping - 100000) {
         send_ping(m);
     }
+}
+
+int
+mux_abandon_closed(const struct mux *m)
+{
+    return m->abandon_closed;
 }
 
 struct account *

@@ -47,6 +47,14 @@ const char *mux_fingerprint(const struct mux *m);
  * call more than once; only the first call acts. */
 void mux_close(struct mux *m, int level, const char *reason);
 
+/* Server: the peer abandoned a session it opened: it reset it before any byte came back, or
+ * opened it past a limit (refused). A peer whose abandoned sessions pass 256 and half of those
+ * it opened is closed (HTTP/2's "rapid reset": each costs it two frames, the server a
+ * connect). */
+void mux_abandoned(struct mux *m);
+/* 1 when m was closed for that. */
+int mux_abandon_closed(const struct mux *m);
+
 /* Server: sends GOAWAY (the last session id seen) and refuses any newer session. */
 void mux_goaway(struct mux *m);
 

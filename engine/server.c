@@ -32,6 +32,11 @@
 #include "tls.h"
 
 #define TENANT_BUCKETS 256
+/* How long a client certificate whose connection was closed for abandoning sessions (opening
+ * and resetting them, mux_abandoned) is refused new connections: without it, reconnecting
+ * would make the close a mere pause in the flood. */
+#define PENALTY_SEC 10
+#define PENALTY_SEC_STR "10"
 
 /* One client certificate, while it has connections or orphaned sessions: what all of them hold
  * (its account) and how many connections it has. Keyed by the certificate's SHA-256. */
@@ -39,6 +44,10 @@ struct tenant {
     struct account acct; /* first: a tenant is found from its account */
     unsigned char fp[32];
     unsigned conns;
+    int64_t penalty_until_us; /* a connection of it was closed for abandoning sessions: none
+                                 is taken before this (mux_abandoned) */
+    struct tenant *penalty_next; /* in the server's list while penalized (holding a reference) */
+    int penalized;
     struct tenant *next, **pprev; /* in its bucket; pprev NULL once the server is gone */
 };
 
@@ -56,6 +65,7 @@ struct server {
     unsigned session_cap; /* sessions open at once, each a descriptor (see session_cap()) */
     unsigned cert_cap;    /* sessions open at once on the connections of one certificate */
     struct tenant *tenants[TENANT_BUCKETS];
+    struct tenant *penalized; /* tenants under a penalty, each holding a reference to itself */
     int draining;
 };
 
@@ -270,6 +280,37 @@ tenant_get(struct server *srv, const unsigned char fp[32])
     return t;
 }
 
+/* Refuses t new connections for PENALTY_SEC; the tenant stays (with its penalty) until then
+ * even with no connection left. */
+static void
+penalize(struct server *srv, struct tenant *t)
+{
+    t->penalty_until_us = mux_now_us() + (int64_t)PENALTY_SEC * 1000000;
+    if (t->penalized) return;
+    t->penalized = 1;
+    account_ref(&t->acct);
+    t->penalty_next = srv->penalized;
+    srv->penalized = t;
+}
+
+/* Lets go of the tenants whose penalty is over. */
+static void
+penalties_expire(struct server *srv, int all)
+{
+    struct tenant **pp = &srv->penalized, *t;
+    int64_t now = mux_now_us();
+
+    while ((t = *pp) != NULL) {
+        if (!all && now < t->penalty_until_us) {
+            pp = &t->penalty_next;
+            continue;
+        }
+        *pp = t->penalty_next;
+        t->penalized = 0;
+        account_unref(&t->acct);
+    }
+}
+
 /* m's client certificate's tenant, or NULL (an open server's client, or not known yet). */
 static struct tenant *
 tenant_of(struct mux *m)
@@ -323,6 +364,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
                 dest, session_count(), srv->session_cap);
         evbuffer_drain(in, len);
         mux_send_ctl(m, &rst);
+        mux_abandoned(m);
         return 0;
     }
     /* Sessions open on the connections of its certificate, orphans included (an open server's
@@ -334,6 +376,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
                 dest, session_count(), srv->cert_cap, mux_id(m));
         evbuffer_drain(in, len);
         mux_send_ctl(m, &rst);
+        mux_abandoned(m);
         return 0;
     }
     /* A new session's first window is charged whole at once (the peer may send it before any
@@ -347,6 +390,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
                 (long long)(a->bytes / 1024));
         evbuffer_drain(in, len);
         mux_send_ctl(m, &rst);
+        mux_abandoned(m);
         return 0;
     }
     if (mux_live(m) >= (unsigned)srv->cfg->sessions_max) {
@@ -354,6 +398,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
                 session_count(), mux_id(m), srv->cfg->sessions_max);
         evbuffer_drain(in, len);
         mux_send_ctl(m, &rst);
+        mux_abandoned(m);
         return 0;
     }
     name = req.host;
@@ -399,7 +444,10 @@ server_closed(struct mux *m, void *arg)
     size_t i;
 
     if (srv->ctx != NULL && !mux_is_ready(m)) srv->pending--;
-    if (tenant_of(m) != NULL) tenant_of(m)->conns--;
+    if (tenant_of(m) != NULL) {
+        tenant_of(m)->conns--;
+        if (mux_abandon_closed(m)) penalize(srv, tenant_of(m));
+    }
     for (i = 0; i < srv->n; i++) {
         if (srv->conns[i].m == m) {
             srv->conns[i] = srv->conns[--srv->n];
@@ -421,12 +469,20 @@ server_ready(struct mux *m, void *arg)
     if (ssl == NULL) return;
     srv->pending--;
     if (tls_peer_fingerprint(ssl, fp) == -1) return; /* an open server: no certificate */
+    penalties_expire(srv, 0);
     t = tenant_get(srv, fp);
     if (t == NULL) {
         mux_close(m, LOG_ERROR, "out of memory");
         return;
     }
     account_reparent(mux_account(m), &t->acct);
+    if (mux_now_us() < t->penalty_until_us) {
+        t->conns++; /* server_closed counts it off */
+        mux_close(m, LOG_WARN,
+                  "refused: a connection of its client certificate abandoned its sessions less "
+                  "than " PENALTY_SEC_STR " s ago");
+        return;
+    }
     if (t->conns++ >= (unsigned)srv->cfg->conn_per_cert_max) {
         char why[128];
         snprintf(why, sizeof(why), "refused: its client certificate holds -tls.client.conn.max=%ld",
@@ -777,6 +833,7 @@ server_free(struct server *srv)
     if (srv->dns != NULL) evdns_base_free(srv->dns, 1);
     if (srv->ctx != NULL) SSL_CTX_free(srv->ctx);
     free(srv->conns);
+    penalties_expire(srv, 1);
     /* Tenants still charged (by a connection or an orphan freed later) outlive their table. */
     for (size_t b = 0; b < TENANT_BUCKETS; b++)
         for (struct tenant *t = srv->tenants[b]; t != NULL; t = t->next) t->pprev = NULL;

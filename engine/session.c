@@ -64,6 +64,7 @@ struct session {
     unsigned hold_done : 1, closed : 1, bev_reads : 1, waiting : 1, woken : 1;
     unsigned out_deferred : 1; /* the output waits for the mux's end of the pass */
     unsigned idle_timing : 1;  /* the timer watches for idleness (or an orphan's deadline) */
+    unsigned replied : 1;      /* a data byte has gone to the peer */
     int64_t active_us;         /* when data last moved either way (with idle_timing) */
 };
 
@@ -153,6 +154,12 @@ session_set_header(struct session *s, const uint8_t *hdr, size_t len)
         s->hold_done = 1;
     else
         evtimer_add(s->timer, &tv);
+}
+
+int
+session_replied(const struct session *s)
+{
+    return s->replied;
 }
 
 uint16_t
@@ -268,6 +275,7 @@ pump_up(struct session *s)
         mux_before_open(s->mux, s->sid);
         mux_send(s->mux, s->sid, s->hdr, s->hdr_len, in, n);
         s->send_window -= (int64_t)n;
+        s->replied |= n > 0;
         s->hdr_len = 0;
         watch_idle(s);
         len -= n;
@@ -278,6 +286,7 @@ pump_up(struct session *s)
         if (n > FRAME_MAX_PAYLOAD) n = FRAME_MAX_PAYLOAD;
         mux_send(s->mux, s->sid, NULL, 0, in, n);
         s->send_window -= (int64_t)n;
+        s->replied = 1;
         len -= n;
     }
     if (len == 0 && s->local_eof && !s->sent_fin) {
@@ -341,6 +350,7 @@ session_readable(evutil_socket_t fd, short what, void *arg)
         got = mux_send_from_fd(s->mux, s->sid, s->hdr, s->hdr_len, fd, max);
         if (got > 0) {
             s->send_window -= got;
+            s->replied = 1;
             budget -= (size_t)got;
             if (s->hdr_len > 0) {
                 s->hdr_len = 0;

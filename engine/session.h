@@ -52,6 +52,8 @@ int session_needs_mux(const struct session *s);
 void session_wake(struct session *s);
 
 uint16_t session_sid(const struct session *s);
+/* 1 once a data byte of the session has gone to the peer. */
+int session_replied(const struct session *s);
 
 /* Client: sends the EagerSocks header alone now if the first frame has not left yet (a session
  * with a higher id is opening: see mux_before_open). */
