@@ -13,14 +13,14 @@
 #   scripts/deps.sh --list GROUP...  prints the packages of the groups
 #
 # Groups: build (the engine and its tools; the default), test (make test), fuzz (make fuzz),
-# bench (make bench: the peers, ping, gnuplot), valgrind (make valgrind), demo (make demo).
+# bench (make bench: the peers, ping, gnuplot; git names the commit measured), valgrind (make valgrind), demo (make demo).
 set -eu
 cd "$(dirname "$0")/.."
 
 group_build="build-essential pkg-config libluajit-5.1-dev luajit libevent-dev libssl-dev openssl"
 group_test="$group_build lua-busted lua-socket curl iproute2 procps strace iputils-ping"
 group_fuzz="$group_build clang libclang-rt-14-dev"
-group_bench="$group_test shadowsocks-libev trojan v2ray stunnel4 microsocks gnuplot-nox"
+group_bench="$group_test shadowsocks-libev trojan v2ray stunnel4 microsocks gnuplot-nox git"
 group_valgrind="$group_build valgrind curl procps"
 group_demo="$group_build curl"
 
