@@ -18,7 +18,7 @@ describe("tunnel end to end", function()
     body, code = H.curl(t.socks_port, "http://127.0.0.1:" .. http .. "/")
     assert.are.equal(0, code, body)
     assert.are.equal("hello from tn-dest\n", body)
-    assert.is_true(H.count(t.slog, "%[sock%] %+ localhost:" .. http .. " = ") >= 1)
+    assert.is_true(H.count(t.slog, H.LOG.sock_open .. "localhost:" .. http .. " = ") >= 1)
   end)
 
   it("moves 16 MiB through curl intact", function()
@@ -70,7 +70,7 @@ describe("tunnel end to end", function()
     assert.are.equal("a second\n", H.recv(a, 9))
     a:close()
     b:close()
-    assert.are.equal(1, H.count(h.clog, "%[conn%] %+ "))
+    assert.are.equal(1, H.count(h.clog, H.LOG.conn_open))
     H.stop_tunnel(h)
   end)
 
@@ -94,7 +94,7 @@ describe("tunnel end to end", function()
     local closed = H.free_port()
     local body, code = H.curl(t.socks_port, "http://127.0.0.1:" .. closed .. "/")
     assert.are_not.equal(0, code, body)
-    local pat = "%[sock%] %- 127%.0%.0%.1:" .. closed .. " = %d+ "
+    local pat = H.LOG.sock_close .. "127%.0%.0%.1:" .. closed .. " = %d+ "
     H.wait_for(function() return H.count(t.clog, pat .. "reset by peer: connection refused") == 1 end, 5, "the client's log line")
     assert.are.equal(1, H.count(t.slog, pat .. "connection refused"))
   end)
@@ -174,9 +174,9 @@ describe("lower connections other than the ReMux TLS pool", function()
       if m.opts.client and m.opts.client["eagersocks.net"] then
         -- a connection per session, each closed with it
         H.wait_for(function() return H.count(t.clog, "%[conn%] %- %x+ = %d+ session ended") == 51 end, 10, "51 closed connections")
-        assert.are.equal(51, H.count(t.clog, "%[conn%] %+ "))
+        assert.are.equal(51, H.count(t.clog, H.LOG.conn_open))
       else
-        assert.is_true(H.count(t.clog, "%[conn%] %+ ") < 51)
+        assert.is_true(H.count(t.clog, H.LOG.conn_open) < 51)
       end
       H.stop_tunnel(t)
     end)
@@ -203,7 +203,7 @@ describe("sessions sharing one connection", function()
     local share = tonumber(out:match("min_share=([%d.]+)"))
     assert.is_truthy(share, out)
     assert.is_true(share >= 1 / 3, out)
-    assert.are.equal(1, H.count(t.clog, "%[conn%] %+ "), "one connection carried them all")
+    assert.are.equal(1, H.count(t.clog, H.LOG.conn_open), "one connection carried them all")
     H.stop_tunnel(t)
   end)
 end)
@@ -371,7 +371,7 @@ end)
 
 -- System calls, counted by strace on the running ends: a count, not a time. A request through
 -- a connection that is up costs each end a flush of the TLS connection one way; a flush writes
--- its records at once (wthru_flush) instead of arming EV_WRITE, which cost an epoll_ctl to
+-- its records at once (writethrough_flush) instead of arming EV_WRITE, which cost an epoll_ctl to
 -- watch, a loop pass, and one to stop, twice per request on each end.
 describe("system calls per request", function()
   local dir, pki, http

@@ -25,9 +25,9 @@ describe("examples/", function()
     for _ = 1, 9 do H.curl(t.socks_port, "http://localhost:" .. http .. "/") end
     -- at most 4 sessions a connection (the next one is dialled ahead, at 3): 3 or more of them
     local n = 0
-    for id in H.read(t.clog):gmatch("%[conn%] %+ (%x+) =") do
+    for id in H.read(t.clog):gmatch(H.LOG.conn_open) do
       n = n + 1
-      assert.is_true(H.count(t.clog, "%[sess%] %+ " .. id .. ":") <= 4, id)
+      assert.is_true(H.count(t.clog, H.LOG.sess_open .. id .. ":") <= 4, id)
     end
     assert.is_true(n >= 3, n .. " connections")
     H.stop_tunnel(t)

@@ -15,7 +15,7 @@ describe("faults", function()
     local load = H.spawn_with_status("tn-load", { H.build .. "/tn-load", "-socks", "127.0.0.1:" .. t.socks_port,
       "-dest", "127.0.0.1:" .. sha, "-n", "50", "-c", "50", "-max", "268435456", "-seed", "9" },
       dir .. "/load.log", status)
-    H.wait_for(function() return H.count(t.slog, "%[sock%] %+ ") >= 50 end, 20, "50 sessions on the server")
+    H.wait_for(function() return H.count(t.slog, H.LOG.sock_open) >= 50 end, 20, "50 sessions on the server")
     H.sleep(0.3)
     local t0 = H.now()
     assert.is_true(H.stop(t.server_pid, "KILL", 10), "the killed server did not exit")
@@ -58,7 +58,7 @@ describe("faults", function()
     local _, how = H.recv_all(c, 10)
     assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
     c:close()
-    local pat = "%[sock%] %- 127%.0%.0%.1:" .. port .. " = %d+ "
+    local pat = H.LOG.sock_close .. "127%.0%.0%.1:" .. port .. " = %d+ "
     assert.are.equal(1, H.count(t.slog, "%[warn%] " .. pat .. "timeout %(connect timeout%)"))
     H.wait_for(function() return H.count(t.clog, pat .. "reset by peer: timeout") == 1 end, 5, "the client's log line")
     filler:close()
@@ -200,10 +200,10 @@ describe("integrity", function()
     for i = 1, 3 do
       local at = seen + math.random(500, 2500)
       H.wait_for(function()
-        return H.read(status) ~= "" or H.count(slog2 or t.slog, "%[sock%] %+ ") + seen >= at
+        return H.read(status) ~= "" or H.count(slog2 or t.slog, H.LOG.sock_open) + seen >= at
       end, 120, "session " .. at)
       if H.read(status) ~= "" then break end
-      seen = seen + H.count(slog2 or t.slog, "%[sock%] %+ ")
+      seen = seen + H.count(slog2 or t.slog, H.LOG.sock_open)
       assert.is_true(H.stop(server_pid, "KILL", 10), "the killed server did not exit")
       crashes[#crashes + 1] = seen
       slog2 = dir .. "/server-back" .. i .. ".log"

@@ -11,6 +11,20 @@ H.bin = H.build .. "/tunnels"
 
 local started = {}   -- pid -> {name=, log=}
 
+-- Network namespaces need root. A spec that makes them is reported as pending (a TAP "SKIP",
+-- counted apart by scripts/test.sh) when not run as root, not failed; CI runs as root.
+do
+  local p = io.popen("id -u")
+  H.is_root = p:read("*l") == "0"
+  p:close()
+end
+
+-- it(), for a spec that needs root.
+function H.it_root(name, fn)
+  if H.is_root then return it(name, fn) end
+  pending(name .. " (needs root)")
+end
+
 -- Runs a shell command; returns its output (stdout and stderr) and exit status. LuaJIT's
 -- popen():close() does not return the status, so the command reports it itself.
 function H.sh(cmd)
@@ -226,6 +240,18 @@ local IDS = {
   sess = "^%x%x%x%x%x%x%x%x:%d+$",
   sock = "^%S+$",
 }
+-- The log lines specs count most, as Lua patterns (docs: README, "Logs"): a connection opened
+-- (its id captured), closed; a session opened; a destination's session opened, closed (the
+-- destination follows these).
+H.LOG = {
+  conn_open = "%[conn%] %+ (%x+) =",
+  conn_open_id = "%[conn%] %+ ", -- then the id
+  conn_close = "%[conn%] %- ",
+  sess_open = "%[sess%] %+ ",
+  sock_open = "%[sock%] %+ ",
+  sock_close = "%[sock%] %- ",
+}
+
 function H.log_shape(line)
   local level, tag, rest = line:match("^%d%d%d%d%.%d%d%.%d%d %d%d:%d%d:%d%d %[(%a+)%] %[(%a+)%] (.*)$")
   if not level then return "not DATE TIME [level] [tag] text" end

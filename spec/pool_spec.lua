@@ -29,8 +29,8 @@ describe("ReMux pool", function()
   -- Sessions carried by each connection, in the order they were dialled.
   local function carried(log)
     local out = {}
-    for _, id in ipairs(ids(log, "%[conn%] %+ (%x+) =")) do
-      out[#out + 1] = H.count(log, "%[sess%] %+ " .. id .. ":%d+ = ")
+    for _, id in ipairs(ids(log, H.LOG.conn_open)) do
+      out[#out + 1] = H.count(log, H.LOG.sess_open .. id .. ":%d+ = ")
     end
     return out
   end
@@ -42,38 +42,38 @@ describe("ReMux pool", function()
       assert.are.equal("hello from tn-dest\n", body, "request " .. i)
     end
     assert.are.same({ 16, 16, 8 }, carried(t.clog))
-    local conns = ids(t.clog, "%[conn%] %+ (%x+) =")
+    local conns = ids(t.clog, H.LOG.conn_open)
     -- each successor was dialled while its predecessor still had headroom (a quarter of it,
     -- more at a higher session rate), and was up before its first session
     for k = 1, 2 do
       local log = H.read(t.clog)
-      local eighth = log:find("%[sess%] %+ " .. conns[k] .. ":8 = ")
-      local dialled = log:find("%[conn%] %+ " .. conns[k + 1] .. " = ")
-      local last = log:find("%[sess%] %+ " .. conns[k] .. ":16 = ")
+      local eighth = log:find(H.LOG.sess_open .. conns[k] .. ":8 = ")
+      local dialled = log:find(H.LOG.conn_open_id .. conns[k + 1] .. " = ")
+      local last = log:find(H.LOG.sess_open .. conns[k] .. ":16 = ")
       local ready = log:find("%[tls%] ~ " .. conns[k + 1] .. " ")
-      local first = log:find("%[sess%] %+ " .. conns[k + 1] .. ":1 = ")
+      local first = log:find(H.LOG.sess_open .. conns[k + 1] .. ":1 = ")
       assert.is_true(eighth < dialled and dialled < last, "successor " .. k .. " dialled ahead")
       assert.is_true(ready < first, "successor " .. k .. " up before its first session")
     end
     -- the used-up ones close once their last session ends; the last one is the warm connection
     for k = 1, 2 do
-      H.wait_for(function() return H.count(t.clog, "%[conn%] %- " .. conns[k] .. " = %d+ retired") == 1 end, 5, "retired " .. k)
+      H.wait_for(function() return H.count(t.clog, H.LOG.conn_close .. conns[k] .. " = %d+ retired") == 1 end, 5, "retired " .. k)
     end
     H.sleep(2)
-    assert.are.equal(0, H.count(t.clog, "%[conn%] %- " .. conns[3]))
-    assert.are.equal(3, H.count(t.slog, "%[conn%] %+ "))
+    assert.are.equal(0, H.count(t.clog, H.LOG.conn_close .. conns[3]))
+    assert.are.equal(3, H.count(t.slog, H.LOG.conn_open))
     H.stop_tunnel(t)
   end)
 
   it("keeps a warm connection: dialled at start, ready before the first request, kept idle", function()
     local t = H.tunnel(dir, pki, { client = { ["remux.idle.max.sec"] = 1 } })
-    H.wait_for(function() return H.count(t.slog, "%[conn%] %+ ") == 1 end, 5, "the start-up dial")
-    local id = ids(t.clog, "%[conn%] %+ (%x+) =")[1]
+    H.wait_for(function() return H.count(t.slog, H.LOG.conn_open) == 1 end, 5, "the start-up dial")
+    local id = ids(t.clog, H.LOG.conn_open)[1]
     H.assert_hello(t.socks_port, http)
-    assert.are.equal(1, H.count(t.clog, "%[sess%] %+ " .. id .. ":1 = "))
+    assert.are.equal(1, H.count(t.clog, H.LOG.sess_open .. id .. ":1 = "))
     H.sleep(2.5)
-    assert.are.equal(0, H.count(t.clog, "%[conn%] %- "))
-    assert.are.equal(1, #ids(t.clog, "%[conn%] %+ (%x+) ="))
+    assert.are.equal(0, H.count(t.clog, H.LOG.conn_close))
+    assert.are.equal(1, #ids(t.clog, H.LOG.conn_open))
     H.stop_tunnel(t)
   end)
 
@@ -110,7 +110,7 @@ describe("ReMux pool", function()
     -- never more than 2 handshakes at once: each connection was up before a third was dialled
     local pending, most = 0, 0
     for line in H.read(t.clog):gmatch("[^\n]+") do
-      if line:find("%[conn%] %+ ") then pending = pending + 1 end
+      if line:find(H.LOG.conn_open) then pending = pending + 1 end
       if line:find("%[tls%] ~ ") then pending = pending - 1 end
       most = math.max(most, pending)
     end
@@ -231,13 +231,13 @@ describe("ReMux pool", function()
     })
     H.wait_for(function() return H.count(t.clog, "%[tls%] ~ ") == 1 end, 5, "the start-up dial")
     H.assert_hello(t.socks_port, http)
-    local id = H.read(t.clog):match("%[conn%] %+ (%x+) =")
+    local id = H.read(t.clog):match(H.LOG.conn_open)
     local pick = "seen pick n=1 id=" .. id .. " age=number idle=number sessions=0 live=0 goaway=false ready=true"
     assert.are.equal(1, H.count(t.clog, pick), pick)
     assert.are.equal(1, H.count(t.clog, "seen route host=localhost port=" .. http ..
       " atyp=domain src=127%.0%.0%.1:%d+ addr=nil"))
     -- the server asks by name, then by the address the name resolved to; src is the connection
-    local conn = H.read(t.slog):match("%[conn%] %+ (%x+) =")
+    local conn = H.read(t.slog):match(H.LOG.conn_open)
     for _, addr in ipairs({ "nil", "127%.0%.0%.1" }) do
       assert.are.equal(1, H.count(t.slog, "seen route host=localhost port=" .. http ..
         " atyp=domain src=" .. conn .. " addr=" .. addr), addr)
@@ -256,10 +256,10 @@ describe("ReMux pool", function()
     for _ = 1, 6 do H.assert_hello(t.socks_port, http) end
     -- every connection carried at most 2 sessions, or 3 with one that found its successor
     -- still in the handshake; at least three connections then
-    local conns = ids(t.clog, "%[conn%] %+ (%x+) =")
+    local conns = ids(t.clog, H.LOG.conn_open)
     assert.is_true(#conns >= 3, #conns .. " connections")
     for _, id in ipairs(conns) do
-      assert.is_true(H.count(t.clog, "%[sess%] %+ " .. id .. ":") <= 3, id)
+      assert.is_true(H.count(t.clog, H.LOG.sess_open .. id .. ":") <= 3, id)
     end
     H.stop_tunnel(t)
   end)
@@ -294,7 +294,7 @@ describe("Lua hooks that fail", function()
       end
       assert.are.equal(3, H.count(t.clog, c[3]))
       -- the built-in rule still reuses one connection
-      assert.are.equal(1, #ids(t.clog, "%[conn%] %+ (%x+) ="))
+      assert.are.equal(1, #ids(t.clog, H.LOG.conn_open))
       H.stop_tunnel(t)
     end)
   end

@@ -29,7 +29,7 @@ describe("routing", function()
     ]]) } })
     -- direct: the client connects itself; the server never hears of it
     H.assert_hello(t.socks_port, http, "direct")
-    assert.are.equal(1, H.count(t.clog, "%[sock%] %+ localhost:" .. http .. " = %d+ direct"))
+    assert.are.equal(1, H.count(t.clog, H.LOG.sock_open .. "localhost:" .. http .. " = %d+ direct"))
     assert.are.equal(0, H.count(t.slog, "localhost:" .. http))
     -- tunnelled, by address
     local body, code = H.curl(t.socks_port, "http://127.0.0.1:" .. http .. "/")
@@ -76,7 +76,7 @@ describe("routing", function()
     local dead = H.free_port()
     local _, code = H.curl(t.socks_port, "http://127.0.0.1:" .. dead .. "/")
     assert.are_not.equal(0, code)
-    H.wait_for(function() return H.count(t.clog, "%[sock%] %- 127%.0%.0%.1:" .. dead .. " = %d+ direct connect: Connection refused$") == 1 end,
+    H.wait_for(function() return H.count(t.clog, H.LOG.sock_close .. "127%.0%.0%.1:" .. dead .. " = %d+ direct connect: Connection refused$") == 1 end,
       5, "the refusal in the client's log")
     H.assert_hello(t.socks_port, http, "next direct session")
     H.stop_tunnel(t)
@@ -100,7 +100,7 @@ describe("routing", function()
     H.wait_for(function() return H.count(f.clog, "server dead %(127%.0%.0%.1:" .. dead .. "%) marked down") >= 1 end,
       5, "the dead server marked down")
     for i = 1, 4 do H.assert_hello(f.socks_port, http, "failover " .. i) end
-    assert.are.equal(7, H.count(live.slog, "%[sock%] %+ localhost:" .. http))
+    assert.are.equal(7, H.count(live.slog, H.LOG.sock_open .. "localhost:" .. http))
     -- the dead server is probed again after its backoff, and stays down
     H.wait_for(function() return H.count(f.clog, "probing server dead") >= 1 end, 5, "a probe")
     H.stop(f.client_pid)
@@ -117,16 +117,16 @@ describe("routing", function()
     assert.are_not.equal(0, code3)
     H.wait_for(function() return H.count(t.slog, "denied: local address") >= 3 end, 5, "three denials")
     -- by name: denied on the address it resolved to
-    assert.are.equal(1, H.count(t.slog, "%[sock%] %- localhost:" .. http .. " = %d+ .*denied: local address 127%.0%.0%.1"))
-    assert.are.equal(1, H.count(t.slog, "%[sock%] %- 127%.0%.0%.1:" .. http .. " = %d+ denied: local address 127%.0%.0%.1"))
+    assert.are.equal(1, H.count(t.slog, H.LOG.sock_close .. "localhost:" .. http .. " = %d+ .*denied: local address 127%.0%.0%.1"))
+    assert.are.equal(1, H.count(t.slog, H.LOG.sock_close .. "127%.0%.0%.1:" .. http .. " = %d+ denied: local address 127%.0%.0%.1"))
     assert.are.equal(1, H.count(t.slog, "denied: local address ::1"))
     -- the client sees a RESET for the policy, per session; the connection goes on
     H.wait_for(function() return H.count(t.clog, "reset by peer: refused by policy") >= 3 end, 5, "the client's resets")
-    assert.are.equal(0, H.count(t.clog, "%[conn%] %- "))
+    assert.are.equal(0, H.count(t.clog, H.LOG.conn_close))
     H.stop_tunnel(t)
   end)
 
-  it("a server denies this host's own addresses: a listener on 0.0.0.0 is reached through them", function()
+  H.it_root("a server denies this host's own addresses: a listener on 0.0.0.0 is reached through them", function()
     -- a host of the spec's own: a network namespace whose address 10.200.0.1 is on its loopback
     local ns = "tn-acl-" .. dir:match("([^.]+)$")
     local out, code = H.sh("ip netns add " .. ns .. " && ip -n " .. ns .. " link set lo up && " ..
@@ -239,7 +239,7 @@ describe("routing", function()
       local _, code = H.curl(t.socks_port, "http://localhost:" .. http .. "/")
       assert.are_not.equal(0, code, "request " .. i)
     end
-    H.wait_for(function() return H.count(t.slog, "%[sock%] %- localhost:" .. http .. " = %d+ denied: the route hook failed") == 5 end,
+    H.wait_for(function() return H.count(t.slog, H.LOG.sock_close .. "localhost:" .. http .. " = %d+ denied: the route hook failed") == 5 end,
       5, "five denials")
     assert.are.equal(1, H.count(t.slog, "%[lua%] route: .*boom in acl"))
     assert.are.equal(1, H.count(t.slog, "%[lua%] route: stopped: ran past its budget"))

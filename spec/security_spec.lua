@@ -107,7 +107,7 @@ describe("mutual TLS", function()
   end
 
   it("says at info who connected (address, subject, fingerprint) and ties each session to it", function()
-    local before = H.count(t.slog, "%[conn%] %+ ")
+    local before = H.count(t.slog, H.LOG.conn_open)
     H.assert_hello(t.socks_port, http)
     local fp = fingerprint(pki.client_cert)
     local log = H.read(t.slog)
@@ -118,7 +118,7 @@ describe("mutual TLS", function()
       '"CN=tunnels client" sha256 ' .. fp .. "$") == 1)
     -- and the session by the connection it came on
     assert.is_true(H.count(t.slog, "%[info%] %[sock%] %+ localhost:" .. http .. " = %d+ on %x+$") >= 1)
-    assert.is_true(H.count(t.slog, "%[conn%] %+ ") >= before)
+    assert.is_true(H.count(t.slog, H.LOG.conn_open) >= before)
   end)
 
   it("tells the server's route hook which client asks", function()
@@ -338,14 +338,14 @@ describe("ReMux flow control and keepalive", function()
       for sid = 1, 5 do c:send(frame(sid, header("localhost", sha) .. string.rep("\0", 12))) end
       -- the fifth is refused (RESET, policy), the others go on
       assert.are.equal("5:4", resets(1), flag)
-      assert.are.equal(1, H.count(t.slog, "%[sock%] %- localhost:" .. sha .. " = 4 refused: its windows would pass %-" ..
+      assert.are.equal(1, H.count(t.slog, H.LOG.sock_close .. "localhost:" .. sha .. " = 4 refused: its windows would pass %-" ..
         flag:gsub("%.", "%%.") .. "=1 on %x+ %(%d+ KiB held%)$"), flag)
       -- one ends (the peer resets it): its window is free again for a new one
       c:send(frame(0, "\2\0\1\7"))
-      H.wait_for(function() return H.count(t.slog, "%[sock%] %- localhost:" .. sha .. " = 3 reset by peer") == 1 end, 5, "the end")
+      H.wait_for(function() return H.count(t.slog, H.LOG.sock_close .. "localhost:" .. sha .. " = 3 reset by peer") == 1 end, 5, "the end")
       c:send(frame(6, header("localhost", sha) .. string.rep("\0", 12)))
       assert.are.equal("", resets(1), flag)
-      assert.are.equal(5, H.count(t.slog, "%[sock%] %+ localhost:" .. sha), flag)
+      assert.are.equal(5, H.count(t.slog, H.LOG.sock_open .. "localhost:" .. sha), flag)
       c:close()
       H.stop_tunnel(t)
     end
@@ -473,8 +473,8 @@ describe("limits", function()
     local _, how = H.recv_all(c, 5)
     c:close()
     assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
-    H.wait_for(function() return H.count(t.slog, "%[sock%] %- localhost:" .. echo .. " = %d+ idle for 1 s$") == 1 end, 5, "the server's line")
-    H.wait_for(function() return H.count(t.clog, "%[sock%] %- localhost:" .. echo .. " = %d+ reset by peer: timeout") == 1 end, 5, "the client's line")
+    H.wait_for(function() return H.count(t.slog, H.LOG.sock_close .. "localhost:" .. echo .. " = %d+ idle for 1 s$") == 1 end, 5, "the server's line")
+    H.wait_for(function() return H.count(t.clog, H.LOG.sock_close .. "localhost:" .. echo .. " = %d+ reset by peer: timeout") == 1 end, 5, "the client's line")
     -- a session that keeps talking is not idle, however long it lives
     local busy = app(t, "localhost", echo)
     for i = 1, 6 do
@@ -534,7 +534,7 @@ describe("limits", function()
     c:send(frame(1, "")) -- our FIN; the destination's came first
     H.sleep(0.2)
     c:close()
-    H.wait_for(function() return H.count(t.slog, "%[sock%] %- 127%.0%.0%.1:" .. sport ..
+    H.wait_for(function() return H.count(t.slog, H.LOG.sock_close .. "127%.0%.0%.1:" .. sport ..
       " = %d+ orphan: not done 1 s after its connection closed$") == 1 end, 5, "the orphan's end")
     d:close()
     sink:close()
@@ -556,12 +556,12 @@ describe("limits", function()
     local _, how = H.recv_all(c, 5)
     c:close()
     assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
-    assert.are.equal(1, H.count(t.slog, "%[sock%] %- localhost:" .. echo ..
+    assert.are.equal(1, H.count(t.slog, H.LOG.sock_close .. "localhost:" .. echo ..
       " = 4 refused: its windows would pass %-tls%.client%.buffer%.max%.mib=1 on %x+ %(%d+ KiB held%)$"))
     assert.is_true(H.count(t.slog, "%[conn%] %+ %x+ = 2 from") >= 1, "two connections")
     -- one ends: a new session fits again
     apps[1]:close()
-    H.wait_for(function() return H.count(t.slog, "%[sock%] %- localhost:" .. echo .. " = 3") >= 1 end, 5, "the end")
+    H.wait_for(function() return H.count(t.slog, H.LOG.sock_close .. "localhost:" .. echo .. " = 3") >= 1 end, 5, "the end")
     apps[1] = app(t, "localhost", echo)
     apps[1]:send("y")
     assert.are.equal("y", H.recv(apps[1], 1))
@@ -578,8 +578,8 @@ describe("limits", function()
     local out, code = H.sh(H.build .. "/tn-hostile -mode orphans -n 2 -sec 2 -server 127.0.0.1:" .. t.server_port ..
       " -dest 127.0.0.1:" .. stall .. " -ca " .. pki.ca .. " -cert " .. pki.client_cert .. " -key " .. pki.client_key)
     assert.are.equal(0, code, out)
-    H.wait_for(function() return H.count(t.slog, "%[conn%] %- ") >= 1 end, 5, "the connection's end")
-    assert.are.equal(0, H.count(t.slog, "%[sock%] %- 127%.0%.0%.1:" .. stall), "orphans, not closed")
+    H.wait_for(function() return H.count(t.slog, H.LOG.conn_close) >= 1 end, 5, "the connection's end")
+    assert.are.equal(0, H.count(t.slog, H.LOG.sock_close .. "127%.0%.0%.1:" .. stall), "orphans, not closed")
     -- the same certificate again: its orphans still hold both of its sessions
     local again = H.tunnel(dir, pki, { no_server = true, server_port = t.server_port })
     local c = H.connect(again.socks_port)
@@ -589,7 +589,7 @@ describe("limits", function()
     assert.is_truthy(how == "closed" or how == "connection reset by peer", how)
     assert.are.equal(1, H.count(t.slog, "refused: its client certificate holds 2 sessions"))
     -- they end at their deadline, with their lines, and the certificate is served again
-    H.wait_for(function() return H.count(t.slog, "%[sock%] %- 127%.0%.0%.1:" .. stall ..
+    H.wait_for(function() return H.count(t.slog, H.LOG.sock_close .. "127%.0%.0%.1:" .. stall ..
       " = %d+ orphan: not done 3 s after its connection closed$") == 2 end, 10, "the orphans' end")
     H.assert_hello(again.socks_port, http)
     H.stop(again.client_pid)
@@ -605,11 +605,11 @@ describe("limits", function()
     assert.are.equal(0, code, out)
     assert.are.equal(1, H.count(t.slog, "%[warn%] %[conn%] %- %x+ = %d+ closed: 256 of its %d+ sessions reset before any reply or refused$"))
     -- at once again: refused after its handshake, its sessions never opened
-    local opened = H.count(t.slog, "%[sock%] %+ ")
+    local opened = H.count(t.slog, H.LOG.sock_open)
     out, code = H.sh(hostile)
     assert.are.equal(0, code, out)
     assert.are.equal(1, H.count(t.slog, "refused: a connection of its client certificate abandoned its sessions less than 10 s ago$"))
-    assert.are.equal(opened, H.count(t.slog, "%[sock%] %+ "))
+    assert.are.equal(opened, H.count(t.slog, H.LOG.sock_open))
     -- the other certificate was served all along
     H.assert_hello(t.socks_port, http)
     H.stop_tunnel(t)
@@ -628,7 +628,7 @@ describe("limits", function()
     local before = rss()
     local hold = H.spawn("strangers", { H.build .. "/tn-hostile", "-mode", "strangers", "-n", "1000", "-sources", "16",
       "-sec", "3", "-server", "127.0.0.1:" .. t.server_port }, dir .. "/strangers.out")
-    H.wait_for(function() return H.count(t.slog, "%[conn%] %+ ") >= 1500 end, 10, "1,500 connections")
+    H.wait_for(function() return H.count(t.slog, H.LOG.conn_open) >= 1500 end, 10, "1,500 connections")
     local grown = rss() - before
     H.wait_for(function() return not H.alive(hold) end, 10, "the strangers to go")
     assert.is_true(grown < (asan and 64 or 48) * 1024, "the server grew by " .. grown .. " KiB")
