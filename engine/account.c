@@ -79,7 +79,8 @@ account_open(struct account *a)
     struct account *p;
 
     account_ref(a);
-    for (p = a; p != NULL; p = p->parent) p->sessions++;
+    for (p = a; p != NULL; p = p->parent)
+        p->sessions++;
 }
 
 void
@@ -97,7 +98,8 @@ account_close(struct account *a, int64_t bytes)
 void
 account_charge(struct account *a, int64_t delta)
 {
-    for (; a != NULL; a = a->parent) a->bytes += delta;
+    for (; a != NULL; a = a->parent)
+        a->bytes += delta;
 }
 
 int64_t

@@ -9,6 +9,11 @@
 #include <string.h>
 
 #include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "log.h"
 
 static int
 split(const char *hostport, char *host, size_t hlen, const char **port)
@@ -45,7 +50,7 @@ addr_host(const char *hostport, char *out, size_t len)
 }
 
 int
-addr_resolve(const char *hostport, const char *net, int passive, struct sockaddr_storage *ss,
+addr_resolve(const char *hostport, int family, enum addr_use use, struct sockaddr_storage *ss,
              socklen_t *sslen, char *err, size_t errlen)
 {
     struct addrinfo hints, *res = NULL;
@@ -58,11 +63,9 @@ addr_resolve(const char *hostport, const char *net, int passive, struct sockaddr
         return -1;
     }
     memset(&hints, 0, sizeof(hints));
-    hints.ai_family = strcmp(net, "tcp4") == 0   ? AF_INET
-                      : strcmp(net, "tcp6") == 0 ? AF_INET6
-                                                 : AF_UNSPEC;
+    hints.ai_family = family;
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = passive ? AI_PASSIVE : 0;
+    hints.ai_flags = use == ADDR_TO_LISTEN_ON ? AI_PASSIVE : 0;
     rc = getaddrinfo(host[0] != 0 ? host : NULL, port, &hints, &res);
     if (rc != 0) {
         snprintf(err, errlen, "\"%s\": %s", hostport, gai_strerror(rc));
@@ -152,4 +155,15 @@ addr_dns_new(struct event_base *base)
         if (dns != NULL) evdns_base_load_hosts(dns, NULL);
     }
     return dns;
+}
+
+void
+addr_listener_pause(struct evconnlistener *lis, struct event *resume)
+{
+    struct timeval tv = {0, 200000};
+
+    log_msg(LOG_WARN, "[listen] accept: %s; pausing 200 ms",
+            evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    evconnlistener_disable(lis);
+    evtimer_add(resume, &tv);
 }

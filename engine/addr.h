@@ -1,13 +1,19 @@
-/* addr.h: "host:port" text to socket addresses, and socket options every connection gets. */
+/* addr.h: "host:port" text to socket addresses, the socket options every connection gets, and
+ * what a listener does when accept fails. */
 #ifndef TUNNELS_ADDR_H
 #define TUNNELS_ADDR_H
 
 #include <stddef.h>
 #include <sys/socket.h>
 
-/* Resolves "host:port", "[v6]:port" or ":port" for net (tcp, tcp4, tcp6). Blocking: for
- * start-up only. passive: an empty host means every address. Returns 0 or -1 with err. */
-int addr_resolve(const char *hostport, const char *net, int passive, struct sockaddr_storage *ss,
+enum addr_use {
+    ADDR_TO_DIAL,      /* an empty host is this host */
+    ADDR_TO_LISTEN_ON, /* an empty host means every address */
+};
+
+/* Resolves "host:port", "[v6]:port" or ":port" in family (AF_UNSPEC, AF_INET, AF_INET6).
+ * Blocking: for start-up only. Returns 0 or -1 with err. */
+int addr_resolve(const char *hostport, int family, enum addr_use use, struct sockaddr_storage *ss,
                  socklen_t *sslen, char *err, size_t errlen);
 
 /* The host part of "host:port" (without brackets) into out. */
@@ -29,8 +35,15 @@ int addr_keepalive(int fd);
 /* 1 when the TCP socket fd is established (TCP_INFO), 0 when not or unknown. */
 int addr_tcp_established(int fd);
 
+struct event;
 struct event_base;
 struct evdns_base;
+struct evconnlistener;
+
+/* A listener's accept failed (out of descriptors, as a rule): logs it, stops accepting and arms
+ * resume (a timer whose callback re-enables lis) for 200 ms, rather than spin on a listener
+ * that stays readable. The client's SOCKS5 listener and the server's share it. */
+void addr_listener_pause(struct evconnlistener *lis, struct event *resume);
 
 /* An async resolver from /etc/resolv.conf, or from /etc/hosts alone when there is none. NULL
  * when neither can be set up. */

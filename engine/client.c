@@ -28,7 +28,7 @@
 #include "session.h"
 #include "socks.h"
 #include "tls.h"
-#include "wthru.h"
+#include "writethrough.h"
 
 struct client {
     struct event_base *base;
@@ -167,9 +167,7 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
     char dest[SOCKS_DEST_MAX], why[200], msg[SOCKS_DEST_MAX + 220];
     struct luahost_req r = {.host = req->host,
                             .port = req->port,
-                            .atyp = req->atyp == SOCKS_ATYP_DOMAIN ? "domain"
-                                    : req->atyp == SOCKS_ATYP_IPV4 ? "ipv4"
-                                                                   : "ipv6",
+                            .atyp = socks_atyp_name(req->atyp),
                             .addr = req->atyp == SOCKS_ATYP_DOMAIN ? NULL : req->host,
                             .src = h->peer};
     int server, route = luahost_route(c->lua, &r, &server, why, sizeof(why));
@@ -177,16 +175,16 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
     socks_format_dest(req, dest, sizeof(dest));
     if (route == LUAHOST_BLOCK) {
         /* Reply 02, "connection not allowed by ruleset": the app learns why at once. */
-        socks_encode_reply(reply, 2);
+        socks_encode_reply(reply, SOCKS_REP_NOT_ALLOWED);
         snprintf(msg, sizeof(msg), "%s blocked%s%s", dest, why[0] ? ": " : "", why);
         hs_refuse_at(h, reply, sizeof(reply), LOG_INFO, msg);
         return;
     }
     /* Eager: the reply leaves before the far side is reached, with any reply not yet written
      * (a greeting and its request that came together are answered in one write). */
-    socks_encode_reply(reply, 0);
+    socks_encode_reply(reply, SOCKS_REP_SUCCEEDED);
     hs_reply(h, reply, sizeof(reply));
-    wthru_write(bev, h->out, h->nout);
+    writethrough_write(bev, h->out, h->nout);
     /* Bytes the app sent after its request are the session's first; the bufferevent reads on
      * from here until the session or relay watches the socket itself. Prepended: a socket
      * bufferevent's input takes appends only from its own reads (its end is frozen). */
@@ -268,19 +266,21 @@ hs_parse(struct handshake *h)
     if (rc == SOCKS_NEED) return 0;
     if (rc == SOCKS_ERR) {
         snprintf(why, sizeof(why), "bad request: %s", err);
-        socks_encode_reply(reply, strstr(err, "address type") != NULL ? 8 : 1);
+        socks_encode_reply(reply, strstr(err, "address type") != NULL
+                                      ? SOCKS_REP_ADDRESS_NOT_SUPPORTED
+                                      : SOCKS_REP_GENERAL_FAILURE);
         hs_refuse(h, reply, sizeof(reply), why);
         return 1;
     }
     if (req.atyp == SOCKS_ATYP_DOMAIN && socks_check_name(req.host, &err) == -1) {
         snprintf(why, sizeof(why), "bad request: invalid destination: %s", err);
-        socks_encode_reply(reply, 4); /* host unreachable: no such name can be reached */
+        socks_encode_reply(reply, SOCKS_REP_HOST_UNREACHABLE); /* no such name can be reached */
         hs_refuse(h, reply, sizeof(reply), why);
         return 1;
     }
     if (req.cmd != SOCKS_CMD_CONNECT) {
         snprintf(why, sizeof(why), "command %u is not supported (only CONNECT)", req.cmd);
-        socks_encode_reply(reply, 7);
+        socks_encode_reply(reply, SOCKS_REP_COMMAND_NOT_SUPPORTED);
         hs_refuse(h, reply, sizeof(reply), why);
         return 1;
     }
@@ -312,7 +312,7 @@ hs_readable(evutil_socket_t fd, short what, void *arg)
     h->len += (size_t)got;
     if (hs_parse(h)) return;
     if (h->nout > 0) {
-        wthru_write(h->bev, h->out, h->nout);
+        writethrough_write(h->bev, h->out, h->nout);
         h->nout = 0;
     }
     /* A persistent event's timeout starts again at each read: put the handshake's own end back
@@ -389,13 +389,8 @@ static void
 accept_error_cb(struct evconnlistener *lis, void *arg)
 {
     struct client *c = arg;
-    struct timeval tv = {0, 200000};
-    int e = EVUTIL_SOCKET_ERROR();
 
-    /* Out of descriptors: pause accepting for a moment rather than spin on the listener. */
-    log_msg(LOG_WARN, "[listen] accept: %s; pausing 200 ms", evutil_socket_error_to_string(e));
-    evconnlistener_disable(lis);
-    evtimer_add(c->resume, &tv);
+    addr_listener_pause(lis, c->resume);
 }
 
 /* Reads -socks.auth: one line "user:password". */
@@ -437,7 +432,7 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
     struct sockaddr_storage ss;
     socklen_t sslen;
     char why[256];
-    int tls = strcmp(cfg->remux_net, "tcp") != 0 && strcmp(cfg->eagersocks_net, "tcp") != 0, i;
+    int tls = cfg->lower == LOWER_TLS, i;
 
     if (c == NULL) return NULL;
     c->base = base;
@@ -450,8 +445,8 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
     }
     if (cfg->socks_auth[0] != 0 && load_login(c, cfg->socks_auth, err, errlen) == -1) goto err;
     for (i = 0; i < cfg->nservers; i++) {
-        if (addr_resolve(cfg->servers[i].addr, cfg->server_net, 0, &ss, &sslen, why, sizeof(why)) ==
-            -1) {
+        if (addr_resolve(cfg->servers[i].addr, cfg->server_family, ADDR_TO_DIAL, &ss, &sslen, why,
+                         sizeof(why)) == -1) {
             snprintf(err, errlen, "tunnels: -server.addr: %s", why);
             goto err;
         }
@@ -468,7 +463,8 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
         snprintf(err, errlen, "tunnels: cannot set up DNS");
         goto err;
     }
-    if (addr_resolve(cfg->client_addr, cfg->client_net, 1, &ss, &sslen, why, sizeof(why)) == -1) {
+    if (addr_resolve(cfg->client_addr, cfg->client_family, ADDR_TO_LISTEN_ON, &ss, &sslen, why,
+                     sizeof(why)) == -1) {
         snprintf(err, errlen, "tunnels: -client.addr: %s", why);
         goto err;
     }

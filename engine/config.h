@@ -5,7 +5,25 @@
 
 #define CONFIG_SERVERS_MAX 8
 
+/* What the text flags mean, parsed once by flags.c (the text stays for -h and the Lua hooks). */
+enum config_role {
+    ROLE_CLIENT = 1, /* -role=client */
+    ROLE_SERVER,     /* -role=server */
+};
+enum config_lower {
+    LOWER_TLS, /* the lower connections are TLS (the default) */
+    LOWER_TCP, /* plain TCP: -remux.net=tcp or -eagersocks.net=tcp (tests, a trusted link) */
+};
+enum config_pooling {
+    POOL_REMUX,       /* sessions share the pool's connections (-eagersocks.net=remux) */
+    POOL_PER_SESSION, /* every session a connection of its own (-eagersocks.net=tls|tcp) */
+};
+
 struct config {
+    enum config_role role_kind;
+    enum config_lower lower;
+    enum config_pooling pooling;
+    int server_family, client_family; /* -server.net, -client.net: AF_UNSPEC, AF_INET or AF_INET6 */
     char role[16];
     char server_net[8], server_addr[256];
     char client_net[8], client_addr[256];

@@ -19,7 +19,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "dingmsg.h"
+#include "dingtalk_msg.h"
 #include "log.h"
 
 #define DT_QUEUE 16
@@ -140,7 +140,7 @@ start(struct dingtalk *d)
     body = malloc(DT_BODY_MAX);
     ssl = SSL_new(d->ctx);
     if (body == NULL || ssl == NULL) goto fail;
-    blen = dingmsg_json(d->queue[d->head], body, DT_BODY_MAX);
+    blen = dingtalk_msg_json(d->queue[d->head], body, DT_BODY_MAX);
     SSL_set_tlsext_host_name(ssl, d->host);
     SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     if (SSL_set1_host(ssl, d->host) != 1) goto fail;
@@ -165,14 +165,14 @@ start(struct dingtalk *d)
     evhttp_add_header(hdr, "Content-Type", "application/json; charset=utf-8");
     evhttp_add_header(hdr, "Connection", "close");
     evbuffer_add(evhttp_request_get_output_buffer(req), body, blen);
-    dingmsg_urlencode(cfg->dingtalk_token, tok, sizeof(tok));
+    dingtalk_msg_urlencode(cfg->dingtalk_token, tok, sizeof(tok));
     n = snprintf(uri, sizeof(uri), "%s%caccess_token=%s", d->path,
                  strchr(d->path, '?') != NULL ? '&' : '?', tok);
     if (cfg->dingtalk_secret[0] != 0) {
         long long ms;
         gettimeofday(&tv, NULL);
         ms = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-        dingmsg_sign(cfg->dingtalk_secret, ms, sign, sizeof(sign));
+        dingtalk_msg_sign(cfg->dingtalk_secret, ms, sign, sizeof(sign));
         snprintf(uri + n, sizeof(uri) - (size_t)n, "&timestamp=%lld&sign=%s", ms, sign);
     }
     free(body);

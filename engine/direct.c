@@ -38,14 +38,19 @@ direct_count(void)
     return ndirect;
 }
 
-/* The one close path. abortive: RST the app's socket, so it learns the session failed. */
+enum direct_end {
+    DIRECT_FINISHED, /* both ways done: FIN */
+    DIRECT_FAILED,   /* RST the app's socket, so it learns the session failed */
+};
+
+/* The one close path. */
 static void
-direct_close(struct direct *d, int level, const char *why, int abortive)
+direct_close(struct direct *d, enum direct_end how, int level, const char *why)
 {
     struct linger lg = {1, 0};
     evutil_socket_t fd = bufferevent_getfd(d->app);
 
-    if (abortive && fd >= 0) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    if (how == DIRECT_FAILED && fd >= 0) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     if (d->prev != NULL)
         d->prev->next = d->next;
     else
@@ -62,7 +67,7 @@ void
 direct_close_all(void)
 {
     while (directs != NULL)
-        direct_close(directs, LOG_INFO, "shutdown", 1);
+        direct_close(directs, DIRECT_FAILED, LOG_INFO, "shutdown");
 }
 
 static struct bufferevent *
@@ -85,7 +90,7 @@ maybe_shut(struct direct *d)
         d->app_shut = 1;
     }
     if (d->app_shut && d->dst_shut) {
-        direct_close(d, LOG_INFO, "", 0);
+        direct_close(d, DIRECT_FINISHED, LOG_INFO, "");
         return 1;
     }
     return 0;
@@ -150,13 +155,13 @@ event_cb(struct bufferevent *bev, short what, void *arg)
         else
             snprintf(why, sizeof(why), "connect: %s",
                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-        direct_close(d, LOG_ERROR, why, 1);
+        direct_close(d, DIRECT_FAILED, LOG_ERROR, why);
         return;
     }
     snprintf(why, sizeof(why), "%s: %s", bev == d->app ? "app" : "destination",
              (what & BEV_EVENT_TIMEOUT) ? "timed out"
                                         : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    direct_close(d, LOG_INFO, why, 1);
+    direct_close(d, DIRECT_FAILED, LOG_INFO, why);
 }
 
 void
@@ -212,5 +217,5 @@ direct_open(struct evdns_base *dns, struct bufferevent *app, const struct socks_
         rc = bufferevent_socket_connect(d->dst, (struct sockaddr *)sin6, sizeof(*sin6));
     }
     /* bufferevent_free drops callbacks still deferred, so closing here is the only close. */
-    if (rc == -1) direct_close(d, LOG_ERROR, "connect: cannot start", 1);
+    if (rc == -1) direct_close(d, DIRECT_FAILED, LOG_ERROR, "connect: cannot start");
 }

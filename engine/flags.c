@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "log.h"
 
@@ -274,6 +275,15 @@ one_of(const char *v, const char *a, const char *b, const char *c)
     return strcmp(v, a) == 0 || strcmp(v, b) == 0 || (c != NULL && strcmp(v, c) == 0);
 }
 
+/* The address family of a checked -*.net value. */
+static int
+net_family(const char *net)
+{
+    if (strcmp(net, "tcp4") == 0) return AF_INET;
+    if (strcmp(net, "tcp6") == 0) return AF_INET6;
+    return AF_UNSPEC;
+}
+
 /* Checks that only make sense once every flag is known. */
 static int split_servers(struct config *cfg, char *err, size_t errlen);
 
@@ -311,6 +321,13 @@ check(struct config *cfg, char *err, size_t errlen)
                  printable(cfg->eagersocks_net, SIZE_MAX, q, sizeof(q)));
         return -1;
     }
+    cfg->role_kind = client ? ROLE_CLIENT : ROLE_SERVER;
+    cfg->lower = strcmp(cfg->remux_net, "tcp") == 0 || strcmp(cfg->eagersocks_net, "tcp") == 0
+                     ? LOWER_TCP
+                     : LOWER_TLS;
+    cfg->pooling = strcmp(cfg->eagersocks_net, "remux") == 0 ? POOL_REMUX : POOL_PER_SESSION;
+    cfg->server_family = net_family(cfg->server_net);
+    cfg->client_family = net_family(cfg->client_net);
     if (cfg->server_addr[0] == 0) {
         snprintf(err, errlen, "tunnels: -server.addr: missing (host:port %s)",
                  client ? "of the server to dial" : "to listen on");

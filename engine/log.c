@@ -88,8 +88,8 @@ log_reopen(void)
     log_fd = fd;
 }
 
-static const char *
-level_tag(int level)
+const char *
+log_level_tag(int level)
 {
     if (level >= LOG_FATAL) return "fata";
     if (level >= LOG_ERROR) return "erro";
@@ -142,7 +142,7 @@ log_msg(int level, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     localtime_r(&tv.tv_sec, &tm);
     n = strftime(line, sizeof(line), "%Y.%m.%d %H:%M:%S", &tm);
-    n += (size_t)snprintf(line + n, sizeof(line) - n, " [%s] ", level_tag(level));
+    n += (size_t)snprintf(line + n, sizeof(line) - n, " [%s] ", log_level_tag(level));
     head = n;
     va_start(ap, fmt);
     k = vsnprintf(msg, sizeof(msg), fmt, ap);

@@ -11,6 +11,9 @@ enum log_level {
     LOG_FATAL = 500,
 };
 
+/* The four letters a line shows for level: "debg", "info", "warn", "erro" or "fata". */
+const char *log_level_tag(int level);
+
 /* Parses "debug", "info", "warn", "error", "fatal" (or debg/erro/fata) or an integer 0-999. */
 int log_parse_level(const char *s, int *out);
 

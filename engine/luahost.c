@@ -25,7 +25,9 @@
 #include <luajit.h>
 #include <lualib.h>
 
+#include "clock.h"
 #include "log.h"
+#include "reuse.h"
 
 #define LUAHOST_COUNT 1000
 
@@ -136,10 +138,7 @@ static struct luahost *luahost_running;
 static double
 now_ms(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    return (double)clock_now_us() / 1e3;
 }
 
 static void
@@ -597,8 +596,7 @@ push_conn(lua_State *L, int keys, const struct luahost_conn *c)
 static int
 builtin_reusable(const struct config *cfg, const struct luahost_conn *c)
 {
-    return !c->goaway && c->age < (double)cfg->reuse_max_sec &&
-           c->sessions < (unsigned)cfg->reuse_max_cnt;
+    return reuse_allowed(cfg->reuse_max_sec, cfg->reuse_max_cnt, c->goaway, c->age, c->sessions);
 }
 
 static void
@@ -755,7 +753,7 @@ try_route(struct luahost *h, int ref, const struct luahost_req *r, int *server, 
           size_t whylen)
 {
     lua_State *L = h->L;
-    int client = strcmp(h->cfg->role, "client") == 0, d = -1, k, keys;
+    int client = h->cfg->role_kind == ROLE_CLIENT, d = -1, k, keys;
     const char *a, *detail;
 
     keys = push_keys(h);
@@ -822,7 +820,7 @@ luahost_route(struct luahost *h, const struct luahost_req *r, int *server, char 
 {
     int d = -1;
 
-    int client = strcmp(h->cfg->role, "client") == 0;
+    int client = h->cfg->role_kind == ROLE_CLIENT;
 
     why[0] = 0;
     *server = 0;
@@ -842,17 +840,8 @@ luahost_route(struct luahost *h, const struct luahost_req *r, int *server, char 
 static void
 push_event(lua_State *L, const struct luahost_event *ev)
 {
-    char lv[8];
-    const char *tag;
-
     lua_createtable(L, 0, 7);
-    tag = ev->level >= LOG_FATAL   ? "fata"
-          : ev->level >= LOG_ERROR ? "erro"
-          : ev->level >= LOG_WARN  ? "warn"
-          : ev->level >= LOG_INFO  ? "info"
-                                   : "debg";
-    snprintf(lv, sizeof(lv), "%s", tag);
-    set_str(L, "level", lv);
+    set_str(L, "level", log_level_tag(ev->level));
     set_num(L, "severity", ev->level);
     set_str(L, "tag", ev->tag);
     set_str(L, "text", ev->text);

@@ -9,7 +9,9 @@
 
 #include <event2/event.h>
 
+#include "alerts.h"
 #include "client.h"
+#include "clock.h"
 #include "config.h"
 #include "flags.h"
 #include "log.h"
@@ -17,15 +19,15 @@
 #include "mux.h"
 #include "server.h"
 #include "session.h"
-#include "sla.h"
 #include "tls.h"
+#include "writethrough.h"
 
 struct app {
     struct event_base *base;
     struct client *client;
     struct server *server;
     struct luahost *lua;
-    struct sla *sla;
+    struct alerts *alerts;
     struct event *drain;
     int64_t drain_deadline_us;
     int draining;
@@ -40,7 +42,7 @@ drain_tick(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (session_count() > 0 && mux_now_us() < a->drain_deadline_us) return;
+    if (session_count() > 0 && clock_now_us() < a->drain_deadline_us) return;
     if (session_count() > 0)
         log_msg(LOG_WARN, "[main] drain: %u sessions still open after -drain.sec", session_count());
     if (a->client != NULL) client_close_all(a->client);
@@ -70,7 +72,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
         if (a->server != NULL && server_reload(a->server, err, sizeof(err)) == -1)
             log_msg(LOG_ERROR, "[main] SIGHUP: TLS not reloaded, the old certificates stay: %s",
                     err + (strncmp(err, "tunnels: ", 9) == 0 ? 9 : 0));
-        sla_reload(a->sla);
+        alerts_reload(a->alerts);
         return;
     }
     if (a->draining) {
@@ -83,7 +85,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
             session_count());
     if (a->client != NULL) client_stop_accepting(a->client);
     if (a->server != NULL) server_stop_accepting(a->server);
-    a->drain_deadline_us = mux_now_us() + (int64_t)a->drain_sec * 1000000;
+    a->drain_deadline_us = clock_now_us() + (int64_t)a->drain_sec * 1000000;
     evtimer_add(a->drain, &tv);
 }
 
@@ -154,6 +156,10 @@ main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 2;
     }
+    if (!writethrough_libevent_ok(err, sizeof(err))) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     if (load_secret(cfg.dingtalk_token, sizeof(cfg.dingtalk_token), "sla.dingtalk.token",
                     "TUNNELS_DINGTALK_TOKEN", err, sizeof(err)) == -1 ||
         load_secret(cfg.dingtalk_secret, sizeof(cfg.dingtalk_secret), "sla.dingtalk.secret",
@@ -179,10 +185,10 @@ main(int argc, char **argv)
     if (lua == NULL) goto fail;
     a.lua = lua;
     if (cfg.dingtalk_token[0] != 0) {
-        a.sla = sla_new(a.base, &cfg, lua, err, sizeof(err));
-        if (a.sla == NULL) goto fail;
+        a.alerts = alerts_new(a.base, &cfg, lua, err, sizeof(err));
+        if (a.alerts == NULL) goto fail;
     }
-    if (strcmp(cfg.role, "client") == 0) {
+    if (cfg.role_kind == ROLE_CLIENT) {
         a.client = client_new(a.base, &cfg, lua, err, sizeof(err));
         if (a.client == NULL) goto fail;
     } else {
@@ -200,18 +206,19 @@ main(int argc, char **argv)
     log_msg(LOG_INFO, "[main] exit");
     client_free(a.client);
     server_free(a.server);
-    sla_free(a.sla);
+    alerts_free(a.alerts);
     luahost_free(lua);
     for (i = 0; sigs[i] != NULL; i++)
         event_free(sigs[i]);
     event_free(a.drain);
     mux_free_all();
+    session_free_closed();
     tls_linger_free_all();
     event_base_free(a.base);
     return 0;
 fail:
     fprintf(stderr, "%s\n", err);
-    sla_free(a.sla);
+    alerts_free(a.alerts);
     luahost_free(lua);
     event_base_free(a.base);
     return 1;

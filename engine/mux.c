@@ -26,19 +26,21 @@
 #include <openssl/ssl.h>
 
 #include "account.h"
+#include "clock.h"
 #include "log.h"
-#include "reader.h"
+#include "bulkread.h"
 #include "session.h"
+#include "turns.h"
 #include "sidmap.h"
 #include "tls.h"
-#include "wthru.h"
+#include "writethrough.h"
 
 #define MUX_OUT_HIGH (1024 * 1024)      /* past this much queued output, sessions stop reading */
 #define MUX_OUT_MAX (16 * MUX_OUT_HIGH) /* only replies to a peer that never reads get here */
 #define MUX_CLOSE_DRAIN_SEC 2           /* how long a closing mux may flush before it is dropped */
 #define MUX_MAX_SESSIONS 4096
-#define MUX_RTT_PROBES 4                /* PINGs sent back to back when the connection comes up */
-#define MUX_TLS_IN_MAX (4 * READER_MAX) /* undecrypted input the reader may queue ahead */
+#define MUX_RTT_PROBES 4                  /* PINGs sent back to back when the connection comes up */
+#define MUX_TLS_IN_MAX (4 * BULKREAD_MAX) /* undecrypted input the bulk reader may queue */
 /* Sessions a server opens for one connection in one loop pass: the rest of what it read waits
  * for the next pass (the other connections' turn first). A read of 256 KiB holds ten thousand
  * opening frames, and a session's descriptor is freed only at the end of the pass in which it
@@ -56,10 +58,10 @@
  * records take a buffer chain each, 40 times their size (seen: 72 MiB of chains for 2 MiB of
  * opening frames held back). What is held back is packed into one chain (mux_read_cb). */
 #define MUX_IN_BACKLOG_MAX (2 * (FRAME_HDR_LEN + FRAME_MAX_PAYLOAD))
-#define MUX_BULK_AFTER (1 << 20)        /* bytes sent since quiet before TLS records grow */
-#define MUX_RECORD_SMALL 1200           /* plaintext of a small TLS record: one or two segments */
-#define MUX_QUIET_US 1000000            /* nothing sent for this long: the connection is quiet */
-#define MUX_TCP_RTT_EVERY_US 10000      /* the kernel's smoothed RTT is asked at most this often */
+#define MUX_BULK_AFTER (1 << 20)   /* bytes sent since quiet before TLS records grow */
+#define MUX_RECORD_SMALL 1200      /* plaintext of a small TLS record: one or two segments */
+#define MUX_QUIET_US 1000000       /* nothing sent for this long: the connection is quiet */
+#define MUX_TCP_RTT_EVERY_US 10000 /* the kernel's smoothed RTT is asked at most this often */
 
 struct mux {
     char peer[64];     /* server: the peer's address */
@@ -67,14 +69,14 @@ struct mux {
     char fp[65];       /* server: its certificate's SHA-256, hex */
     struct event_base *base;
     struct bufferevent *bev;
-    struct evbuffer *stage; /* frames of this loop pass, for the bufferevent at its end */
-    struct event *flush;    /* the end of the pass: moves stage to the bufferevent */
-    struct event *more;     /* server: frames left for the next pass (MUX_OPENS_PER_PASS) */
-    unsigned opens;         /* server: sessions opened in this pass */
+    struct evbuffer *stage;      /* frames of this loop pass, for the bufferevent at its end */
+    struct event *flush;         /* the end of the pass: moves stage to the bufferevent */
+    struct event *more;          /* server: frames left for the next pass (MUX_OPENS_PER_PASS) */
+    unsigned opens;              /* server: sessions opened in this pass */
     unsigned opened, abandoned;  /* server: sessions opened, and of those, abandoned */
     unsigned abandon_closed : 1; /* closed for abandoning too many (mux_abandoned) */
-    unsigned more_due : 1;  /* more is active: the pass's allowance of opens is spent */
-    struct reader *rd;      /* plain TCP: the read side (TLS reads through the bufferevent) */
+    unsigned more_due : 1;       /* more is active: the pass's allowance of opens is spent */
+    struct bulkread *rd;         /* plain TCP: the read side (TLS reads through the bufferevent) */
     const struct config *cfg;
     const struct mux_ops *ops;
     void *arg;
@@ -86,15 +88,14 @@ struct mux {
     unsigned out_of_memory : 1; /* a frame could not be staged: closed at the end of the pass */
     unsigned heard : 1;         /* a byte came from the peer (server: its ClientHello began) */
     unsigned hello_due : 1;     /* server: the timer is the -tls.hello.sec deadline */
-    unsigned goaway_sent : 1, goaway_rcvd : 1, overflow : 1, rd_paused : 1, wake_all : 1;
+    unsigned goaway_sent : 1, goaway_rcvd : 1, overflow : 1, rd_paused : 1;
     uint16_t next_sid;  /* client: the next id to open */
     uint16_t open_next; /* client: the lowest id whose first frame has not left */
     uint16_t last_sid;  /* server: the highest id opened */
     uint16_t goaway_last;
     unsigned carried;
-    uint16_t *waitq; /* sids waiting for output room, oldest first (a ring) */
-    uint16_t waitq_head, waitq_n;
-    uint16_t *outq; /* sids whose local socket output waits for the end of the pass */
+    struct turns turns; /* sessions waiting for output room (turns.h) */
+    uint16_t *outq;     /* sids whose local socket output waits for the end of the pass */
     uint16_t outq_n;
     int64_t born_us, idle_since_us, last_rx_us, min_rtt_us;
     int64_t tcp_rtt_us, tcp_rtt_at_us; /* the kernel's smoothed RTT, and when it was asked */
@@ -112,16 +113,8 @@ static struct mux *all_muxes;
 
 static unsigned mux_open_count;
 
-int64_t
-mux_now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void mux_read_cb(struct bufferevent *bev, void *arg);
+static void open_in_order(struct mux *m, uint16_t sid);
 static void mux_more_cb(evutil_socket_t fd, short what, void *arg);
 static void mux_write_cb(struct bufferevent *bev, void *arg);
 static void mux_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -134,14 +127,15 @@ static void send_ping(struct mux *m);
 static void mux_flush_cb(evutil_socket_t fd, short what, void *arg);
 
 struct mux *
-mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
-        const struct config *cfg, const struct mux_ops *ops, void *arg, const char *peer)
+mux_new(struct event_base *base, struct bufferevent *bev, enum mux_transport transport,
+        enum mux_role role, const struct config *cfg, const struct mux_ops *ops, void *arg,
+        const char *peer)
 {
     struct mux *m = calloc(1, sizeof(*m));
     struct timeval tv = {cfg->handshake_sec, 0};
     /* An accepted TLS connection gets -tls.hello.sec for its first byte: a stranger that only
      * connects holds a handshake slot that long, not -tls.handshake.sec. */
-    int hello = tls && !client && cfg->hello_sec < cfg->handshake_sec;
+    int hello = transport == MUX_TLS && role == MUX_SERVER && cfg->hello_sec < cfg->handshake_sec;
 
     if (m == NULL) goto err;
     account_init(&m->acct, NULL, (int64_t)cfg->conn_buffer_max_mib << 20, "-remux.buffer.max.mib");
@@ -150,11 +144,11 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
     m->cfg = cfg;
     m->ops = ops;
     m->arg = arg;
-    m->tls = tls != 0;
-    m->client = client != 0;
+    m->tls = transport == MUX_TLS;
+    m->client = role == MUX_CLIENT;
     m->next_sid = 1;
     m->open_next = 1;
-    m->born_us = m->idle_since_us = m->last_rx_us = mux_now_us();
+    m->born_us = m->idle_since_us = m->last_rx_us = clock_now_us();
     evutil_secure_rng_get_bytes(&m->id, sizeof(m->id));
     m->sessions = sidmap_new();
     m->timer = event_new(base, -1, 0, mux_timer_cb, m);
@@ -165,24 +159,24 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
         m->more == NULL)
         goto err;
     bufferevent_setcb(bev, mux_read_cb, mux_write_cb, mux_event_cb, m);
-    if (!tls) bufferevent_set_max_single_read(bev, READER_MAX); /* TLS: tls.c sets it */
-    bufferevent_set_max_single_write(bev, READER_MAX);
+    if (!m->tls) bufferevent_set_max_single_read(bev, BULKREAD_MAX); /* TLS: tls.c sets it */
+    bufferevent_set_max_single_write(bev, BULKREAD_MAX);
     bufferevent_setwatermark(bev, EV_WRITE, MUX_OUT_HIGH / 2, 0);
-    if (tls) {
-        /* The TLS filter decrypts what the reader puts in the socket bufferevent below it. */
-        m->rd =
-            reader_new(base, bufferevent_get_underlying(bev), mux_tls_in_cb, mux_sock_event_cb, m);
-        if (!client) bufferevent_setwatermark(bev, EV_READ, 0, MUX_IN_BACKLOG_MAX);
+    if (m->tls) {
+        /* The TLS filter decrypts what the bulk reader puts in the socket bufferevent below it. */
+        m->rd = bulkread_new(base, bufferevent_get_underlying(bev), mux_tls_in_cb,
+                             mux_sock_event_cb, m);
+        if (!m->client) bufferevent_setwatermark(bev, EV_READ, 0, MUX_IN_BACKLOG_MAX);
         if (m->rd == NULL) goto err;
-        reader_enable(m->rd);
+        bulkread_enable(m->rd);
         /* An accepted connection decrypts from its first byte on (mux_tls_in_cb): enabling
          * the filter sets up OpenSSL's buffers and a record's span (about 60 KiB), which a
          * stranger that only connects would hold for nothing. */
-        bufferevent_enable(bev, client ? EV_READ | EV_WRITE : EV_WRITE);
+        bufferevent_enable(bev, m->client ? EV_READ | EV_WRITE : EV_WRITE);
     } else {
-        m->rd = reader_new(base, bev, mux_read_cb, mux_event_cb, m);
+        m->rd = bulkread_new(base, bev, mux_read_cb, mux_event_cb, m);
         if (m->rd == NULL) goto err;
-        reader_enable(m->rd);
+        bulkread_enable(m->rd);
         bufferevent_enable(bev, EV_WRITE);
     }
     if (hello) {
@@ -200,11 +194,11 @@ mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
     } else {
         log_msg(LOG_INFO, "[conn] + %08x = %u", m->id, mux_open_count);
     }
-    if (!tls && !client) mux_on_ready(m); /* an accepted TCP socket is up already */
+    if (!m->tls && !m->client) mux_on_ready(m); /* an accepted TCP socket is up already */
     return m;
 err:
     if (m != NULL) {
-        reader_free(m->rd);
+        bulkread_free(m->rd);
         sidmap_free(m->sessions);
         if (m->timer != NULL) event_free(m->timer);
         if (m->flush != NULL) event_free(m->flush);
@@ -230,7 +224,7 @@ mux_free_cb(evutil_socket_t fd, short what, void *arg)
         all_muxes = m->all_next;
     if (m->all_next != NULL) m->all_next->all_prev = m->all_prev;
     sidmap_free(m->sessions);
-    free(m->waitq);
+    turns_free(&m->turns);
     free(m->outq);
     account_fini(&m->acct);
     free(m);
@@ -238,7 +232,7 @@ mux_free_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Sends close_notify (TLS) and frees the bufferevent, then the struct on a later pass. */
 static void
-mux_finish(struct mux *m, int clean)
+mux_finish(struct mux *m, enum mux_close_how how)
 {
     struct timeval now = {0, 0};
 
@@ -252,10 +246,11 @@ mux_finish(struct mux *m, int clean)
     m->more = NULL;
     evbuffer_free(m->stage); /* an abrupt close drops what it holds */
     m->stage = NULL;
-    reader_free(m->rd);
+    bulkread_free(m->rd);
     m->rd = NULL;
     if (m->tls)
-        tls_bufferevent_free(m->bev, clean && m->ready);
+        tls_bufferevent_free(m->bev,
+                             how == MUX_CLOSE_ORDERLY && m->ready ? TLS_CLOSE_NOTIFY : TLS_SILENT);
     else
         bufferevent_free(m->bev);
     m->bev = NULL;
@@ -300,7 +295,7 @@ mux_flush(struct mux *m)
     if (n == 0) return;
     out = bufferevent_get_output(m->bev);
     if (m->tls) {
-        now = mux_now_us();
+        now = clock_now_us();
         if (now - m->last_flush_us >= MUX_QUIET_US) m->since_quiet = 0;
         m->last_flush_us = now;
         m->since_quiet += n;
@@ -337,7 +332,7 @@ mux_flush_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (m->out_of_memory) {
-        mux_close(m, LOG_ERROR, "out of memory");
+        mux_close(m, MUX_CLOSE_ABORT, LOG_ERROR, "out of memory");
         return;
     }
     /* Sessions' local sockets first: the WINDOW credit their writes return joins this flush.
@@ -346,14 +341,15 @@ mux_flush_cb(evutil_socket_t fd, short what, void *arg)
         if ((s = sidmap_get(m->sessions, m->outq[i])) != NULL) session_flush_out(s);
     m->outq_n = 0;
     mux_flush(m);
-    /* The pass's records go to the socket now (wthru.h): waiting for EV_WRITE cost two
+    /* The pass's records go to the socket now (writethrough.h): waiting for EV_WRITE cost two
      * epoll_ctl and a loop pass per flush, twice per request on each end. Only on a connection
      * that is up, and not closing: the write callback that follows may finish a closing mux. */
-    if (m->ready && !m->closing) wthru_flush(m->tls ? bufferevent_get_underlying(m->bev) : m->bev);
+    if (m->ready && !m->closing)
+        writethrough_flush(m->tls ? bufferevent_get_underlying(m->bev) : m->bev);
 }
 
 void
-mux_close(struct mux *m, int level, const char *reason)
+mux_close(struct mux *m, enum mux_close_how how, int level, const char *reason)
 {
     void *live[MUX_MAX_SESSIONS];
     size_t n, i;
@@ -370,16 +366,16 @@ mux_close(struct mux *m, int level, const char *reason)
     } while (n == MUX_MAX_SESSIONS);
     if (m->ops->closed != NULL) m->ops->closed(m, m->arg);
     bufferevent_disable(m->bev, EV_READ);
-    if (m->rd != NULL) reader_disable(m->rd);
+    if (m->rd != NULL) bulkread_disable(m->rd);
     /* An orderly close flushes what is queued (a RESET, a GOAWAY) before close_notify. */
-    if (level < LOG_ERROR) mux_flush(m);
-    if (level < LOG_ERROR && evbuffer_get_length(bufferevent_get_output(m->bev)) > 0) {
+    if (how == MUX_CLOSE_ORDERLY) mux_flush(m);
+    if (how == MUX_CLOSE_ORDERLY && evbuffer_get_length(bufferevent_get_output(m->bev)) > 0) {
         bufferevent_setwatermark(m->bev, EV_WRITE, 0, 0);
         event_del(m->timer);
         evtimer_add(m->timer, &tv);
         return;
     }
-    mux_finish(m, level < LOG_ERROR);
+    mux_finish(m, how);
 }
 
 void
@@ -414,7 +410,7 @@ mux_detach(struct mux *m, uint16_t sid)
 {
     sidmap_del(m->sessions, sid);
     if (sidmap_count(m->sessions) == 0) {
-        m->idle_since_us = mux_now_us();
+        m->idle_since_us = clock_now_us();
         if (!m->closing && m->ops->idle != NULL) m->ops->idle(m, m->arg);
     }
 }
@@ -428,6 +424,7 @@ mux_send(struct mux *m, uint16_t sid, const void *prefix, size_t plen, struct ev
     uint8_t *p;
 
     if (m->closing || m->out_of_memory) return;
+    if (m->client && sid > m->open_next) open_in_order(m, sid);
     out = mux_stage(m);
     /* One copy into contiguous space: the TLS bufferevent calls SSL_write once per buffer
      * chain, so frames moved in as small chains would leave as small records (a 4-byte header
@@ -460,6 +457,7 @@ mux_send_from_fd(struct mux *m, uint16_t sid, const void *prefix, size_t plen, i
         errno = EPIPE;
         return -1;
     }
+    if (m->client && sid > m->open_next) open_in_order(m, sid);
     out = mux_stage(m);
     if (evbuffer_reserve_space(out, (ev_ssize_t)(FRAME_HDR_LEN + plen + max), &v, 1) != 1) {
         errno = ENOMEM;
@@ -507,8 +505,12 @@ mux_writable(const struct mux *m)
     return !m->closing && mux_queued(m) < MUX_OUT_HIGH;
 }
 
-void
-mux_before_open(struct mux *m, uint16_t sid)
+/* Client: session sid is sending a frame. Sessions below it that have not sent their first
+ * send their EagerSocks header alone now: ids must open on the wire in ascending order, since
+ * the server takes a frame for an id at or below the highest it opened for a session already
+ * closed (and drops it). Here, not in session.c, so that no path of a session can forget it. */
+static void
+open_in_order(struct mux *m, uint16_t sid)
 {
     while (m->open_next < sid) {
         struct session *s = sidmap_get(m->sessions, m->open_next);
@@ -518,31 +520,15 @@ mux_before_open(struct mux *m, uint16_t sid)
 }
 
 void
-mux_note_blocked(struct mux *m, uint16_t sid, int front)
+mux_wait_turn(struct mux *m, struct turn_ticket *k, uint16_t sid)
 {
-    /* A FIFO, not a flag: waking every session in id order let the lowest ids refill the
-     * output each time and starved the highest (seen: 200 sessions on one connection, a few
-     * got no byte for 60 s). Who used a turn and has more to send goes to the back. */
-    if (m->waitq == NULL) m->waitq = malloc(MUX_MAX_SESSIONS * sizeof(*m->waitq));
-    if (m->waitq == NULL || m->waitq_n == MUX_MAX_SESSIONS) {
-        /* Out of memory, or the ring is full (ids of sessions that ended while waiting stay
-         * until their turn): everyone is woken next time, in id order. */
-        m->wake_all = 1;
-        return;
-    }
-    if (front) {
-        m->waitq_head = (uint16_t)((m->waitq_head + MUX_MAX_SESSIONS - 1) % MUX_MAX_SESSIONS);
-        m->waitq[m->waitq_head] = sid;
-    } else {
-        m->waitq[(m->waitq_head + m->waitq_n) % MUX_MAX_SESSIONS] = sid;
-    }
-    m->waitq_n++;
+    turns_wait(&m->turns, k, sid);
 }
 
 int
 mux_has_waiters(const struct mux *m)
 {
-    return m->waitq_n > 0 || m->wake_all;
+    return turns_waiting(&m->turns);
 }
 
 /* Wakes the first session in line that still exists; 0 when the line is empty. */
@@ -552,10 +538,7 @@ wake_next(struct mux *m)
     struct session *s;
     uint16_t sid;
 
-    while (m->waitq_n > 0) {
-        sid = m->waitq[m->waitq_head];
-        m->waitq_head = (uint16_t)((m->waitq_head + 1) % MUX_MAX_SESSIONS);
-        m->waitq_n--;
+    while ((sid = turns_next(&m->turns)) != 0) {
         s = sidmap_get(m->sessions, sid);
         if (s != NULL) {
             session_wake(s);
@@ -571,19 +554,15 @@ mux_pass_turn(struct mux *m)
     if (mux_writable(m)) wake_next(m);
 }
 
-/* Room came (the output fell to its low-water mark): as many turns as it holds. Waking the
- * whole line let the first few fill the output and sent everyone else to the back each time;
- * sessions reading on their own (epoll) took room ahead of the line as well (seen: 2-7 of 400
- * sessions on two connections got no byte for 60 s). */
+/* Room came (the output fell to its low-water mark): as many turns as it holds (turns.h). */
 static void
 wake_waiting(struct mux *m)
 {
     void *live[MUX_MAX_SESSIONS];
     size_t out = mux_queued(m), k, i;
-    size_t turns = (out < MUX_OUT_HIGH ? MUX_OUT_HIGH - out : 0) / MUX_TURN_BYTES + 1;
+    size_t turns = turns_for_room(out < MUX_OUT_HIGH ? MUX_OUT_HIGH - out : 0);
 
-    if (m->wake_all) {
-        m->wake_all = 0;
+    if (turns_take_wake_all(&m->turns)) {
         k = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
         for (i = 0; i < k; i++)
             session_wake(live[i]);
@@ -597,7 +576,7 @@ send_ping(struct mux *m)
 {
     struct frame_ctl c = {.type = FRAME_CTL_PING};
 
-    c.opaque = (uint64_t)mux_now_us();
+    c.opaque = (uint64_t)clock_now_us();
     if (m->nping_out == MUX_RTT_PROBES) { /* the oldest is taken as lost */
         memmove(&m->ping_out[0], &m->ping_out[1], (MUX_RTT_PROBES - 1) * sizeof(m->ping_out[0]));
         m->nping_out--;
@@ -631,7 +610,7 @@ mux_abandoned(struct mux *m)
     snprintf(why, sizeof(why), "closed: %u of its %u sessions reset before any reply or refused",
              m->abandoned, m->opened);
     m->abandon_closed = 1;
-    mux_close(m, LOG_WARN, why);
+    mux_close(m, MUX_CLOSE_ORDERLY, LOG_WARN, why);
 }
 
 static int
@@ -670,7 +649,7 @@ handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
         return 0;
     case FRAME_CTL_PONG:
         if (!ping_answered(m, c.opaque)) return 0; /* not one of ours: ignored */
-        rtt = mux_now_us() - (int64_t)c.opaque;
+        rtt = clock_now_us() - (int64_t)c.opaque;
         /* The smallest sample is the path's RTT; the others include queueing behind data
          * (a PONG waits in the peer's output), and a window sized to a queue grows the queue.
          * A few samples back to back at the start: the first one includes handshake work. */
@@ -740,7 +719,7 @@ mux_read_cb(struct bufferevent *bev, void *arg)
     char why[128];
     size_t have;
 
-    m->last_rx_us = mux_now_us();
+    m->last_rx_us = clock_now_us();
     mux_tls_resume(m);
     if (!m->more_due) m->opens = 0; /* a new pass */
     while (!m->closing) {
@@ -756,7 +735,7 @@ mux_read_cb(struct bufferevent *bev, void *arg)
             m->more_due = 1;
             evbuffer_pullup(in, -1);
             if (!m->tls && evbuffer_get_length(in) > MUX_IN_BACKLOG_MAX && m->rd != NULL) {
-                reader_disable(m->rd);
+                bulkread_disable(m->rd);
                 m->rd_paused = 1;
             }
             break;
@@ -779,7 +758,7 @@ mux_read_cb(struct bufferevent *bev, void *arg)
     }
     if (err != NULL && !m->closing) {
         snprintf(why, sizeof(why), "protocol error: %s", err);
-        mux_close(m, LOG_ERROR, why);
+        mux_close(m, MUX_CLOSE_ABORT, LOG_ERROR, why);
     }
 }
 
@@ -789,7 +768,7 @@ mux_write_cb(struct bufferevent *bev, void *arg)
     struct mux *m = arg;
 
     if (m->closing) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) mux_finish(m, 1);
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) mux_finish(m, MUX_CLOSE_ORDERLY);
         return;
     }
     wake_waiting(m);
@@ -813,7 +792,7 @@ mux_on_ready(struct mux *m)
     struct timeval wtv = {3 * m->cfg->ping_sec, 0};
 
     m->ready = 1;
-    m->last_rx_us = mux_now_us();
+    m->last_rx_us = clock_now_us();
     event_del(m->timer);
     event_assign(m->timer, m->base, -1, EV_PERSIST, mux_timer_cb, m);
     evtimer_add(m->timer, &tv);
@@ -862,7 +841,7 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (m->closing) {
-        mux_finish(m, 0);
+        mux_finish(m, MUX_CLOSE_ABORT);
         return;
     }
     lost = sessions_needing(m) > 0;
@@ -883,8 +862,11 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
         snprintf(why, sizeof(why), "%s", m->ready ? "connection error" : "handshake failed");
     if (!m->ready && m->tls && (what & BEV_EVENT_EOF))
         snprintf(why, sizeof(why), "tls handshake: peer closed");
-    mux_close(m, (what & BEV_EVENT_EOF) && !lost ? LOG_INFO : LOG_ERROR, why);
-    mux_finish(m, 0);
+    if ((what & BEV_EVENT_EOF) && !lost)
+        mux_close(m, MUX_CLOSE_ORDERLY, LOG_INFO, why);
+    else
+        mux_close(m, MUX_CLOSE_ABORT, LOG_ERROR, why);
+    mux_finish(m, MUX_CLOSE_ABORT);
 }
 
 /* The next pass: a new allowance of opens for what is left. */
@@ -900,9 +882,9 @@ mux_more_cb(evutil_socket_t fd, short what, void *arg)
     if (!m->closing && !m->more_due) mux_tls_resume(m); /* the backlog is handled */
 }
 
-/* TLS: ciphertext the reader got is in the socket bufferevent's input; its read callback is the
- * filter's, which decrypts it all into our input and calls mux_read_cb. The filter consumes
- * everything unless its reading is off (closing); past MUX_TLS_IN_MAX the reader pauses until
+/* TLS: ciphertext the bulk reader got is in the socket bufferevent's input; its read callback is
+ * the filter's, which decrypts it all into our input and calls mux_read_cb. The filter consumes
+ * everything unless its reading is off (closing); past MUX_TLS_IN_MAX the bulk reader pauses until
  * the filter catches up (mux_read_cb and the tick resume it). */
 static void
 mux_tls_in_cb(struct bufferevent *sock, void *arg)
@@ -914,7 +896,7 @@ mux_tls_in_cb(struct bufferevent *sock, void *arg)
     bufferevent_trigger(sock, EV_READ, 0);
     if (m->rd != NULL && !m->closing &&
         evbuffer_get_length(bufferevent_get_input(sock)) > MUX_TLS_IN_MAX) {
-        reader_disable(m->rd);
+        bulkread_disable(m->rd);
         m->rd_paused = 1;
     }
 }
@@ -928,7 +910,7 @@ mux_tls_resume(struct mux *m)
         return;
     if (!m->tls && evbuffer_get_length(bufferevent_get_input(m->bev)) > MUX_IN_BACKLOG_MAX) return;
     m->rd_paused = 0;
-    reader_enable(m->rd);
+    bulkread_enable(m->rd);
 }
 
 /* TLS: EOF or an error on the socket itself (the filter reports TLS errors and close_notify). */
@@ -945,13 +927,13 @@ static void
 mux_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct mux *m = arg;
-    int64_t quiet = mux_now_us() - m->last_rx_us, ping = (int64_t)m->cfg->ping_sec * 1000000;
+    int64_t quiet = clock_now_us() - m->last_rx_us, ping = (int64_t)m->cfg->ping_sec * 1000000;
     char why[96];
 
     (void)fd;
     (void)what;
     if (m->closing) {
-        mux_finish(m, 0); /* the drain took too long */
+        mux_finish(m, MUX_CLOSE_ABORT); /* the drain took too long */
         return;
     }
     if (!m->ready && m->hello_due) {
@@ -960,25 +942,26 @@ mux_timer_cb(evutil_socket_t fd, short what, void *arg)
         if (!m->heard) {
             snprintf(why, sizeof(why), "no ClientHello in %ld s (-tls.hello.sec)",
                      m->cfg->hello_sec);
-            mux_close(m, LOG_WARN, why);
+            mux_close(m, MUX_CLOSE_ORDERLY, LOG_WARN, why);
             return;
         }
         evtimer_add(m->timer, &rest); /* the rest of -tls.handshake.sec */
         return;
     }
     if (!m->ready) {
-        mux_close(m, LOG_ERROR, m->tls ? "tls handshake timeout" : "connect timeout");
+        mux_close(m, MUX_CLOSE_ABORT, LOG_ERROR,
+                  m->tls ? "tls handshake timeout" : "connect timeout");
         return;
     }
     if (m->overflow) {
-        mux_close(m, LOG_ERROR, "output over 16 MiB: the peer is not reading");
+        mux_close(m, MUX_CLOSE_ABORT, LOG_ERROR, "output over 16 MiB: the peer is not reading");
         return;
     }
     mux_tls_resume(m);
     if (quiet >= 3 * ping) {
         snprintf(why, sizeof(why), "keepalive timeout: nothing received for %lld s",
                  (long long)(quiet / 1000000));
-        mux_close(m, LOG_ERROR, why);
+        mux_close(m, MUX_CLOSE_ABORT, LOG_ERROR, why);
     } else if (quiet >= ping - 100000) {
         send_ping(m);
     }
@@ -1029,14 +1012,14 @@ mux_carried(const struct mux *m)
 double
 mux_age(const struct mux *m)
 {
-    return (double)(mux_now_us() - m->born_us) / 1e6;
+    return (double)(clock_now_us() - m->born_us) / 1e6;
 }
 
 double
 mux_idle(const struct mux *m)
 {
     if (sidmap_count(m->sessions) > 0) return 0;
-    return (double)(mux_now_us() - m->idle_since_us) / 1e6;
+    return (double)(clock_now_us() - m->idle_since_us) / 1e6;
 }
 
 int
@@ -1087,7 +1070,7 @@ mux_credit_rtt_us(struct mux *m)
     struct tcp_info ti;
     socklen_t len = sizeof(ti);
     struct bufferevent *sock;
-    int64_t now = mux_now_us(), rtt;
+    int64_t now = clock_now_us(), rtt;
     evutil_socket_t fd;
 
     if (m->bev != NULL && now - m->tcp_rtt_at_us >= MUX_TCP_RTT_EVERY_US) {
@@ -1124,9 +1107,9 @@ mux_free_all(void)
         struct mux *m = all_muxes;
         if (!m->closing) {
             m->ops = &gone; /* its owner is freed already */
-            mux_close(m, LOG_DEBUG, "exit");
+            mux_close(m, MUX_CLOSE_ORDERLY, LOG_DEBUG, "exit");
         }
-        mux_finish(m, 0);      /* no-op when done; else drops what could not leave */
-        mux_free_cb(-1, 0, m); /* the pass that would have freed it will not come */
+        mux_finish(m, MUX_CLOSE_ABORT); /* no-op when done; else drops what could not leave */
+        mux_free_cb(-1, 0, m);          /* the pass that would have freed it will not come */
     }
 }

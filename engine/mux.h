@@ -16,6 +16,7 @@ struct event_base;
 struct evbuffer;
 struct mux;
 struct session;
+struct turn_ticket;
 
 struct mux_ops {
     /* The lower connection is up (TLS handshake done). */
@@ -31,11 +32,20 @@ struct mux_ops {
     void (*idle)(struct mux *m, void *arg);
 };
 
+enum mux_transport {
+    MUX_TCP, /* bev is a socket bufferevent */
+    MUX_TLS, /* bev is a TLS bufferevent of tls_bufferevent_new */
+};
+enum mux_role {
+    MUX_CLIENT, /* dialled by the pool: opens sessions */
+    MUX_SERVER, /* accepted by the server: sessions are opened by the peer */
+};
+
 /* Wraps bev (a connected or connecting socket or TLS bufferevent, which the mux now owns).
  * peer: the accepted peer's address as text, for the `[conn] +` line (NULL when dialling). */
-struct mux *mux_new(struct event_base *base, struct bufferevent *bev, int tls, int client,
-                    const struct config *cfg, const struct mux_ops *ops, void *arg,
-                    const char *peer);
+struct mux *mux_new(struct event_base *base, struct bufferevent *bev, enum mux_transport transport,
+                    enum mux_role role, const struct config *cfg, const struct mux_ops *ops,
+                    void *arg, const char *peer);
 
 /* Server: who is on the other end: the peer's address, and once the TLS handshake is done its
  * certificate's subject (RFC 2253) and SHA-256 fingerprint (hex); "" when not known. */
@@ -43,9 +53,15 @@ const char *mux_peer(const struct mux *m);
 const char *mux_subject(const struct mux *m);
 const char *mux_fingerprint(const struct mux *m);
 
+/* How a close ends the lower connection. */
+enum mux_close_how {
+    MUX_CLOSE_ORDERLY, /* what is queued (a RESET, a GOAWAY) leaves first, then close_notify */
+    MUX_CLOSE_ABORT,   /* broken, timed out or hostile: dropped at once, nothing flushed */
+};
+
 /* Closes the mux and every session on it, logging `[conn] - id = n reason` at level. Safe to
  * call more than once; only the first call acts. */
-void mux_close(struct mux *m, int level, const char *reason);
+void mux_close(struct mux *m, enum mux_close_how how, int level, const char *reason);
 
 /* Server: the peer abandoned a session it opened: it reset it before any byte came back, or
  * opened it past a limit (refused). A peer whose abandoned sessions pass 256 and half of those
@@ -65,7 +81,9 @@ uint16_t mux_next_sid(struct mux *m);
 int mux_attach(struct mux *m, uint16_t sid, struct session *s);
 void mux_detach(struct mux *m, uint16_t sid);
 
-/* Queues one frame: header, then prefix (plen bytes), then n bytes moved out of src. */
+/* Queues one frame: header, then prefix (plen bytes), then n bytes moved out of src. On the
+ * client, a session's first frame makes the sessions below it that have not sent theirs send
+ * their EagerSocks header alone first (ids open in ascending order: mux.c, open_in_order). */
 void mux_send(struct mux *m, uint16_t sid, const void *prefix, size_t plen, struct evbuffer *src,
               size_t n);
 /* Reads up to max bytes from fd straight into the output as one frame (header, prefix, data):
@@ -77,23 +95,15 @@ void mux_send_ctl(struct mux *m, const struct frame_ctl *c);
 /* 0 while the lower connection's output is over its bound: sessions stop reading. */
 int mux_writable(const struct mux *m);
 
-/* Room on a full connection goes to sessions in turn. A session that found the mux full, or
- * found others waiting, queues with mux_note_blocked (front: it was woken for a turn it could
- * not use, so it keeps its place). When room comes, the mux wakes sessions in queue order
- * (session_wake), about as many as the room holds at MUX_TURN_BYTES each; a woken session
- * reads at most that much and passes the turn on (mux_pass_turn) while room is left. */
-#define MUX_TURN_BYTES (64 * 1024)
-void mux_note_blocked(struct mux *m, uint16_t sid, int front);
+/* Room on a full connection goes to sessions in turn (turns.h): a session that found the mux
+ * full, or others waiting, gets in line with mux_wait_turn. When room comes, the mux gives
+ * turns in line order (session_wake); a session that used one passes the next on
+ * (mux_pass_turn) while room is left. */
+void mux_wait_turn(struct mux *m, struct turn_ticket *k, uint16_t sid);
 /* 1 while sessions wait in line: one that is not on its turn must queue, not read. */
 int mux_has_waiters(const struct mux *m);
 /* Wakes the next session in line if the mux is writable. */
 void mux_pass_turn(struct mux *m);
-
-/* Client: session sid is about to send its first frame. Sessions below it that have not sent
- * theirs send their EagerSocks header alone first: ids must open on the wire in ascending
- * order, since the server takes a frame for an id at or below the highest it opened for a
- * session already closed (and drops it). */
-void mux_before_open(struct mux *m, uint16_t sid);
 
 /* Session sid has put bytes for its local socket in the socket's output: the mux writes them
  * (session_flush_out) at the end of the loop pass, with what the rest of the pass's frames add,
@@ -127,8 +137,5 @@ int64_t mux_credit_rtt_us(struct mux *m);
 void mux_rtt_hint(struct mux *m, int64_t us);
 /* The TLS connection under m, or NULL for plain TCP. */
 struct ssl_st *mux_ssl(const struct mux *m);
-
-/* Microseconds on the monotonic clock. */
-int64_t mux_now_us(void);
 
 #endif

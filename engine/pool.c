@@ -17,6 +17,8 @@
 #include <event2/event.h>
 
 #include "addr.h"
+#include "array.h"
+#include "clock.h"
 #include "log.h"
 #include "luahost.h"
 #include "mux.h"
@@ -52,7 +54,7 @@ struct pool {
     int closing_all;       /* shutdown: closes are not failures */
     int single;            /* one connection per session (-eagersocks.net=tls|tcp) */
     struct mux **conns;
-    size_t n, cap;
+    size_t n, cap, info_cap; /* conns and info: n used, each its own capacity */
     struct luahost_conn *info;
     struct event *tick;
     struct event *sweep; /* a connection new sessions no longer go to has emptied */
@@ -146,19 +148,24 @@ close_idle(struct pool *p, const struct luahost_conn *c)
     struct mux *m = find(p, c->id);
 
     if (m != NULL)
-        mux_close(m, LOG_INFO, c->idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
+        mux_close(m, MUX_CLOSE_ORDERLY, LOG_INFO,
+                  c->idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
 }
 
-/* Asks the policy's idle() about each connection with no session: all of them (the tick), or
- * only those new sessions do not go to (the sweep). */
+enum idle_ask {
+    ASK_ALL,    /* the tick: every connection with no session */
+    ASK_PASSED, /* the sweep: only those new sessions do not go to */
+};
+
+/* Asks the policy's idle() about the connections with no session (which: enum idle_ask). */
 static void
-ask_idle(struct pool *p, int all)
+ask_idle(struct pool *p, enum idle_ask which)
 {
     size_t i, k = fill_all(p);
 
     for (i = k; i > 0; i--) {
         const struct luahost_conn *c = &p->info[i - 1];
-        if (c->live > 0 || (!all && (c->id == p->last_pick || !c->ready))) continue;
+        if (c->live > 0 || (which == ASK_PASSED && (c->id == p->last_pick || !c->ready))) continue;
         if (luahost_pool_idle(p->lua, c, p->info, k)) close_idle(p, c);
     }
 }
@@ -179,8 +186,8 @@ pool_tick(evutil_socket_t fd, short what, void *arg)
         p->taken_now = 0;
     }
     p->started = 1;
-    ask_idle(p, 1);
-    fail_parked(p, mux_now_us(), "waited -connect.sec for a connection");
+    ask_idle(p, ASK_ALL);
+    fail_parked(p, clock_now_us(), "waited -connect.sec for a connection");
     k = fill_all(p);
     if (!p->single && p->down_until_us == 0 && !p->closing_all &&
         p->n < (size_t)p->cfg->conn_max_cnt && p->dialing < (size_t)p->cfg->dial_max) {
@@ -191,10 +198,10 @@ pool_tick(evutil_socket_t fd, short what, void *arg)
         }
     }
     /* A server marked down is probed once its time is up; sessions go elsewhere meanwhile. */
-    if (p->down_until_us != 0 && mux_now_us() >= p->down_until_us && p->n == 0) {
+    if (p->down_until_us != 0 && clock_now_us() >= p->down_until_us && p->n == 0) {
         log_msg(LOG_INFO, "[pool] probing server %s (%s), down since %u failed dials", p->label,
                 p->addr, p->fails);
-        p->down_until_us = mux_now_us() + (int64_t)3600 * 1000000; /* until the probe ends */
+        p->down_until_us = clock_now_us() + (int64_t)3600 * 1000000; /* until the probe ends */
         dial(p);
     }
 }
@@ -240,7 +247,7 @@ pool_new(struct event_base *base, const struct config *cfg, struct luahost *lua,
     p->ctx = ctx;
     memcpy(&p->sa, sa, salen);
     p->salen = salen;
-    p->single = strcmp(cfg->eagersocks_net, "remux") != 0;
+    p->single = cfg->pooling == POOL_PER_SESSION;
     snprintf(p->label, sizeof(p->label), "%s", label);
     snprintf(p->addr, sizeof(p->addr), "%s", addr);
     if (cfg->tls_client_name[0] != 0)
@@ -267,7 +274,7 @@ pool_close_all(struct pool *p)
 {
     p->closing_all = 1;
     while (p->n > 0)
-        mux_close(p->conns[p->n - 1], LOG_INFO, "shutdown");
+        mux_close(p->conns[p->n - 1], MUX_CLOSE_ORDERLY, LOG_INFO, "shutdown");
 }
 
 void
@@ -299,7 +306,7 @@ pool_closed(struct mux *m, void *arg)
         int64_t backoff = (int64_t)1000000 << (p->fails < 5 ? p->fails : 5);
         if (backoff > 30000000) backoff = 30000000;
         p->fails++;
-        p->down_until_us = mux_now_us() + backoff;
+        p->down_until_us = clock_now_us() + backoff;
         log_msg(LOG_WARN, "[pool] server %s (%s) marked down for %lld s: %u failed dials in a row",
                 p->label, p->addr, (long long)(backoff / 1000000), p->fails);
         fail_parked(p, INT64_MAX, "its dial failed");
@@ -321,7 +328,7 @@ pool_idle(struct mux *m, void *arg)
 
     /* A connection of its own per session ends with its session. */
     if (p->single) {
-        mux_close(m, LOG_INFO, "session ended");
+        mux_close(m, MUX_CLOSE_ORDERLY, LOG_INFO, "session ended");
         return;
     }
     /* One that new sessions no longer go to (retired, or passed over) is asked about at once,
@@ -337,7 +344,7 @@ pool_sweep(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    ask_idle(arg, 0);
+    ask_idle(arg, ASK_PASSED);
 }
 
 static int
@@ -388,8 +395,8 @@ dial(struct pool *p)
             SSL_SESSION_free(t);
         }
         /* The TLS bufferevent owns ssl and fd from here, even when it fails. */
-        bev = tls_bufferevent_new(p->base, fd, ssl, 1, (struct sockaddr *)&p->sa, (int)p->salen,
-                                  opts);
+        bev = tls_bufferevent_new(p->base, fd, ssl, TLS_DIALLED, (struct sockaddr *)&p->sa,
+                                  (int)p->salen, opts);
         if (bev == NULL) {
             log_msg(LOG_ERROR, "[pool] cannot dial %s: %s", p->addr, strerror(errno));
             return NULL;
@@ -407,23 +414,17 @@ dial(struct pool *p)
         bufferevent_free(bev);
         return NULL;
     }
-    m = mux_new(p->base, bev, p->ctx != NULL, 1, p->cfg, &pool_ops, p, NULL);
+    m = mux_new(p->base, bev, p->ctx != NULL ? MUX_TLS : MUX_TCP, MUX_CLIENT, p->cfg, &pool_ops, p,
+                NULL);
     if (m == NULL) return NULL;
     if (p->ctx != NULL) tls_fastopen_send(bev); /* mux_new queued the ClientHello */
     for (i = 0; i < p->n; i++)
         learn_rtt(p, p->conns[i]);
     mux_rtt_hint(m, p->path_rtt_us);
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 8;
-        struct mux **c = realloc(p->conns, cap * sizeof(*c));
-        struct luahost_conn *in = realloc(p->info, cap * sizeof(*in));
-        if (c != NULL) p->conns = c;
-        if (in != NULL) p->info = in;
-        if (c == NULL || in == NULL) {
-            mux_close(m, LOG_ERROR, "out of memory");
-            return NULL;
-        }
-        p->cap = cap;
+    if (array_grow(&p->conns, &p->cap, p->n, sizeof(*p->conns), 8) == -1 ||
+        array_grow(&p->info, &p->info_cap, p->n, sizeof(*p->info), 8) == -1) {
+        mux_close(m, MUX_CLOSE_ABORT, LOG_ERROR, "out of memory");
+        return NULL;
     }
     p->conns[p->n++] = m;
     return m;
@@ -493,7 +494,7 @@ start(struct bufferevent *bev, struct mux *m, uint16_t sid, const uint8_t *hdr, 
     struct session *s;
 
     bufferevent_enable(bev, EV_READ);
-    s = session_new(m, sid, bev, 1, dest);
+    s = session_new(m, sid, bev, SESSION_LOCAL_UP, dest);
     if (s == NULL) {
         log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", dest, session_count());
         return;
@@ -535,7 +536,7 @@ pool_open(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size_t hd
     memcpy(w->hdr, hdr, hdrlen);
     w->hdrlen = hdrlen;
     snprintf(w->dest, sizeof(w->dest), "%s", dest);
-    w->until_us = mux_now_us() + (int64_t)tv.tv_sec * 1000000;
+    w->until_us = clock_now_us() + (int64_t)tv.tv_sec * 1000000;
     if (p->parked_tail != NULL)
         p->parked_tail->next = w;
     else

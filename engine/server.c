@@ -23,6 +23,8 @@
 
 #include "addr.h"
 #include "account.h"
+#include "array.h"
+#include "clock.h"
 #include "frame.h"
 #include "log.h"
 #include "luahost.h"
@@ -44,8 +46,8 @@ struct tenant {
     struct account acct; /* first: a tenant is found from its account */
     unsigned char fp[32];
     unsigned conns;
-    int64_t penalty_until_us; /* a connection of it was closed for abandoning sessions: none
-                                 is taken before this (mux_abandoned) */
+    int64_t penalty_until_us;    /* a connection of it was closed for abandoning sessions: none
+                                    is taken before this (mux_abandoned) */
     struct tenant *penalty_next; /* in the server's list while penalized (holding a reference) */
     int penalized;
     struct tenant *next, **pprev; /* in its bucket; pprev NULL once the server is gone */
@@ -285,7 +287,7 @@ tenant_get(struct server *srv, const unsigned char fp[32])
 static void
 penalize(struct server *srv, struct tenant *t)
 {
-    t->penalty_until_us = mux_now_us() + (int64_t)PENALTY_SEC * 1000000;
+    t->penalty_until_us = clock_now_us() + (int64_t)PENALTY_SEC * 1000000;
     if (t->penalized) return;
     t->penalized = 1;
     account_ref(&t->acct);
@@ -293,15 +295,20 @@ penalize(struct server *srv, struct tenant *t)
     srv->penalized = t;
 }
 
-/* Lets go of the tenants whose penalty is over. */
+enum penalties_which {
+    PENALTIES_OVER, /* those whose time is up */
+    PENALTIES_ALL,  /* every one (the server is going) */
+};
+
+/* Lets go of penalized tenants. */
 static void
-penalties_expire(struct server *srv, int all)
+penalties_expire(struct server *srv, enum penalties_which which)
 {
     struct tenant **pp = &srv->penalized, *t;
-    int64_t now = mux_now_us();
+    int64_t now = clock_now_us();
 
     while ((t = *pp) != NULL) {
-        if (!all && now < t->penalty_until_us) {
+        if (which == PENALTIES_OVER && now < t->penalty_until_us) {
             pp = &t->penalty_next;
             continue;
         }
@@ -406,10 +413,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
         inet_ntop(req.atyp == SOCKS_ATYP_IPV4 ? AF_INET : AF_INET6, req.addr, host, sizeof(host));
         name = host;
     }
-    if (!allowed(srv, m, name, req.port,
-                 req.atyp == SOCKS_ATYP_DOMAIN ? "domain"
-                 : req.atyp == SOCKS_ATYP_IPV4 ? "ipv4"
-                                               : "ipv6",
+    if (!allowed(srv, m, name, req.port, socks_atyp_name(req.atyp),
                  req.atyp == SOCKS_ATYP_DOMAIN ? NULL : host, why, sizeof(why))) {
         log_msg(LOG_WARN, "[sock] - %s = %u denied: %s", dest, session_count(),
                 why[0] ? why : "by the route hook");
@@ -418,7 +422,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
         return 0;
     }
     bev = bufferevent_socket_new(srv->base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    s = bev != NULL ? session_new(m, sid, bev, 0, dest) : NULL;
+    s = bev != NULL ? session_new(m, sid, bev, SESSION_LOCAL_CONNECTING, dest) : NULL;
     if (s == NULL) {
         struct frame_ctl c = {.type = FRAME_CTL_RESET, .sid = sid, .reason = FRAME_RST_ABORTED};
         log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", dest, session_count());
@@ -469,16 +473,16 @@ server_ready(struct mux *m, void *arg)
     if (ssl == NULL) return;
     srv->pending--;
     if (tls_peer_fingerprint(ssl, fp) == -1) return; /* an open server: no certificate */
-    penalties_expire(srv, 0);
+    penalties_expire(srv, PENALTIES_OVER);
     t = tenant_get(srv, fp);
     if (t == NULL) {
-        mux_close(m, LOG_ERROR, "out of memory");
+        mux_close(m, MUX_CLOSE_ABORT, LOG_ERROR, "out of memory");
         return;
     }
     account_reparent(mux_account(m), &t->acct);
-    if (mux_now_us() < t->penalty_until_us) {
+    if (clock_now_us() < t->penalty_until_us) {
         t->conns++; /* server_closed counts it off */
-        mux_close(m, LOG_WARN,
+        mux_close(m, MUX_CLOSE_ORDERLY, LOG_WARN,
                   "refused: a connection of its client certificate abandoned its sessions less "
                   "than " PENALTY_SEC_STR " s ago");
         return;
@@ -487,7 +491,7 @@ server_ready(struct mux *m, void *arg)
         char why[128];
         snprintf(why, sizeof(why), "refused: its client certificate holds -tls.client.conn.max=%ld",
                  srv->cfg->conn_per_cert_max);
-        mux_close(m, LOG_WARN, why);
+        mux_close(m, MUX_CLOSE_ORDERLY, LOG_WARN, why);
     }
 }
 
@@ -496,7 +500,7 @@ server_idle(struct mux *m, void *arg)
 {
     struct server *srv = arg;
 
-    if (srv->draining) mux_close(m, LOG_INFO, "shutdown");
+    if (srv->draining) mux_close(m, MUX_CLOSE_ORDERLY, LOG_INFO, "shutdown");
 }
 
 static const struct mux_ops server_ops = {
@@ -590,7 +594,8 @@ admit(struct server *srv, const unsigned char key[16], const char *peer)
                 srv->cfg->handshake_max);
         return 0;
     }
-    mux_close(victim, LOG_WARN, "handshake evicted: -tls.handshake.max handshakes pending");
+    mux_close(victim, MUX_CLOSE_ORDERLY, LOG_WARN,
+              "handshake evicted: -tls.handshake.max handshakes pending");
     return 1;
 }
 
@@ -614,15 +619,9 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
         evutil_closesocket(fd);
         return;
     }
-    if (srv->n == srv->cap) {
-        size_t cap = srv->cap ? srv->cap * 2 : 16;
-        struct srv_conn *c = realloc(srv->conns, cap * sizeof(*c));
-        if (c == NULL) {
-            evutil_closesocket(fd);
-            return;
-        }
-        srv->conns = c;
-        srv->cap = cap;
+    if (array_grow(&srv->conns, &srv->cap, srv->n, sizeof(*srv->conns), 16) == -1) {
+        evutil_closesocket(fd);
+        return;
     }
     if (srv->ctx != NULL) {
         ssl = SSL_new(srv->ctx);
@@ -630,7 +629,7 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
             evutil_closesocket(fd);
             return;
         }
-        bev = tls_bufferevent_new(srv->base, fd, ssl, 0, NULL, 0, opts);
+        bev = tls_bufferevent_new(srv->base, fd, ssl, TLS_ACCEPTED, NULL, 0, opts);
     } else {
         bev = bufferevent_socket_new(srv->base, fd, opts);
     }
@@ -639,7 +638,8 @@ accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa, i
     memset(&srv->conns[srv->n], 0, sizeof(srv->conns[0]));
     memcpy(srv->conns[srv->n].peer, key, 16);
     if (srv->ctx != NULL) srv->pending++;
-    m = mux_new(srv->base, bev, srv->ctx != NULL, 0, srv->cfg, &server_ops, srv, peer);
+    m = mux_new(srv->base, bev, srv->ctx != NULL ? MUX_TLS : MUX_TCP, MUX_SERVER, srv->cfg,
+                &server_ops, srv, peer);
     if (m == NULL) {
         if (srv->ctx != NULL) srv->pending--;
         return;
@@ -661,12 +661,8 @@ static void
 accept_error_cb(struct evconnlistener *lis, void *arg)
 {
     struct server *srv = arg;
-    struct timeval tv = {0, 200000};
 
-    log_msg(LOG_WARN, "[listen] accept: %s; pausing 200 ms",
-            evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    evconnlistener_disable(lis);
-    evtimer_add(srv->resume, &tv);
+    addr_listener_pause(lis, srv->resume);
 }
 
 int
@@ -687,7 +683,8 @@ server_reload(struct server *srv, char *err, size_t errlen)
         SSL *ssl = mux_ssl(m);
         if (ssl == NULL || !mux_is_ready(m) || !tls_revoked(ssl, srv->cfg->tls_server_crl))
             continue;
-        mux_close(m, LOG_WARN, "its client certificate is revoked (-tls.server.crl)");
+        mux_close(m, MUX_CLOSE_ORDERLY, LOG_WARN,
+                  "its client certificate is revoked (-tls.server.crl)");
         closed++;
     }
     if (closed > 0)
@@ -744,7 +741,7 @@ server_new(struct event_base *base, const struct config *cfg, struct luahost *lu
     struct sockaddr_storage ss;
     socklen_t sslen;
     char why[256];
-    int tls = strcmp(cfg->remux_net, "tcp") != 0 && strcmp(cfg->eagersocks_net, "tcp") != 0;
+    int tls = cfg->lower == LOWER_TLS;
     int fastopen;
 
     if (srv == NULL) return NULL;
@@ -772,7 +769,8 @@ server_new(struct event_base *base, const struct config *cfg, struct luahost *lu
         snprintf(err, errlen, "tunnels: cannot set up DNS");
         goto err;
     }
-    if (addr_resolve(cfg->server_addr, cfg->server_net, 1, &ss, &sslen, why, sizeof(why)) == -1) {
+    if (addr_resolve(cfg->server_addr, cfg->server_family, ADDR_TO_LISTEN_ON, &ss, &sslen, why,
+                     sizeof(why)) == -1) {
         snprintf(err, errlen, "tunnels: -server.addr: %s", why);
         goto err;
     }
@@ -813,14 +811,14 @@ server_stop_accepting(struct server *srv)
         mux_goaway(srv->conns[i].m);
     for (i = srv->n; i > 0; i--)
         if (mux_live(srv->conns[i - 1].m) == 0)
-            mux_close(srv->conns[i - 1].m, LOG_INFO, "shutdown");
+            mux_close(srv->conns[i - 1].m, MUX_CLOSE_ORDERLY, LOG_INFO, "shutdown");
 }
 
 void
 server_close_all(struct server *srv)
 {
     while (srv->n > 0)
-        mux_close(srv->conns[srv->n - 1].m, LOG_INFO, "shutdown");
+        mux_close(srv->conns[srv->n - 1].m, MUX_CLOSE_ORDERLY, LOG_INFO, "shutdown");
 }
 
 void
@@ -833,9 +831,10 @@ server_free(struct server *srv)
     if (srv->dns != NULL) evdns_base_free(srv->dns, 1);
     if (srv->ctx != NULL) SSL_CTX_free(srv->ctx);
     free(srv->conns);
-    penalties_expire(srv, 1);
+    penalties_expire(srv, PENALTIES_ALL);
     /* Tenants still charged (by a connection or an orphan freed later) outlive their table. */
     for (size_t b = 0; b < TENANT_BUCKETS; b++)
-        for (struct tenant *t = srv->tenants[b]; t != NULL; t = t->next) t->pprev = NULL;
+        for (struct tenant *t = srv->tenants[b]; t != NULL; t = t->next)
+            t->pprev = NULL;
     free(srv);
 }

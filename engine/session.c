@@ -24,11 +24,13 @@
 
 #include "account.h"
 #include "addr.h"
+#include "clock.h"
 #include "frame.h"
 #include "log.h"
 #include "mux.h"
 #include "socks.h"
-#include "wthru.h"
+#include "turns.h"
+#include "writethrough.h"
 
 #define SESSION_WINDOW_LIMIT 0x7fffffffLL
 /* Past a budget, a window shrinks as its bytes drain, to this: every session still moves (a
@@ -37,13 +39,15 @@
 
 struct session {
     const struct config *cfg;
+    struct event_base *base;
+    struct session *next_closed; /* in the list freed on the next pass (reap) */
     struct mux *mux;
     uint16_t sid;
     uint32_t mux_id;
     struct bufferevent *bev;
     struct event *rev; /* the local socket is readable: read straight into the mux */
     struct evbuffer_cb_entry *out_cb;
-    struct event *later; /* deferred pump and finish, so callbacks never recurse */
+    struct event *work;  /* the pump and finish, run from the loop so callbacks never recurse */
     struct event *timer; /* client: the first-frame hold; server: the connect timeout */
     void (*cancel)(void *arg);
     void *cancel_arg;
@@ -54,14 +58,15 @@ struct session {
     int64_t recv_window; /* the window we grant */
     int64_t recv_avail;  /* bytes the peer may still send */
     int64_t window_max;
-    uint64_t credit; /* drained, not yet granted */
+    uint64_t credit;      /* drained, not yet granted */
     struct account *acct; /* charged with recv_avail + what waits for the local socket */
     int64_t charged;      /* ... that is, recv_window - credit */
-    size_t not_ours; /* bytes queued before the session (the SOCKS reply): no credit */
+    size_t uncredited;    /* bytes queued before the session (the SOCKS reply): no credit */
     uint64_t bdp_bytes;
     int64_t bdp_start_us;
     unsigned connected : 1, local_eof : 1, sent_fin : 1, got_fin : 1, shut_wr : 1;
-    unsigned hold_done : 1, closed : 1, bev_reads : 1, waiting : 1, woken : 1;
+    unsigned hold_done : 1, closed : 1, bev_reads : 1;
+    struct turn_ticket turn;   /* its place in line for room on the mux (turns.h) */
     unsigned out_deferred : 1; /* the output waits for the mux's end of the pass */
     unsigned idle_timing : 1;  /* the timer watches for idleness (or an orphan's deadline) */
     unsigned replied : 1;      /* a data byte has gone to the peer */
@@ -69,11 +74,15 @@ struct session {
 };
 
 static unsigned session_live;
+/* Closed sessions, freed on a later loop pass (reap_cb), as muxes are: a callback that closed
+ * its session, or had it closed under it, still reads s->closed, never freed memory. */
+static struct session *closed_sessions;
+static struct event *reaper;
 
 static int start_reading(struct session *s);
 static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 static void session_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
-static void session_later_cb(evutil_socket_t fd, short what, void *arg);
+static void session_work_cb(evutil_socket_t fd, short what, void *arg);
 static void session_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void watch_idle(struct session *s);
 
@@ -83,11 +92,13 @@ charge(struct session *s, int64_t delta)
     s->charged += delta;
     account_charge(s->acct, delta);
 }
-static void session_close(struct session *s, int level, const char *why, int reset, uint8_t reason,
-                          int abortive);
+static void session_finish(struct session *s);
+static void session_abort(struct session *s, int level, const char *why);
+static void session_reset(struct session *s, int level, const char *why, uint8_t reason);
 
 struct session *
-session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connected, const char *dest)
+session_new(struct mux *m, uint16_t sid, struct bufferevent *local, enum session_local state,
+            const char *dest)
 {
     const struct config *cfg = mux_config(m);
     struct session *s = calloc(1, sizeof(*s));
@@ -95,19 +106,20 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connecte
 
     if (s == NULL) goto err;
     s->cfg = cfg;
+    s->base = mux_base(m);
     s->mux = m;
     s->sid = sid;
     s->mux_id = mux_id(m);
     s->bev = local;
-    s->connected = connected != 0;
+    s->connected = state == SESSION_LOCAL_UP;
     snprintf(s->dest, sizeof(s->dest), "%s", dest);
     s->send_window = s->recv_window = s->recv_avail = (int64_t)cfg->window_kib * 1024;
     s->window_max = (int64_t)cfg->window_max_kib * 1024;
-    s->bdp_start_us = mux_now_us();
-    s->later = event_new(mux_base(m), -1, 0, session_later_cb, s);
+    s->bdp_start_us = clock_now_us();
+    s->work = event_new(mux_base(m), -1, 0, session_work_cb, s);
     s->timer = event_new(mux_base(m), -1, 0, session_timer_cb, s);
-    if (s->later == NULL || s->timer == NULL) goto err;
-    s->not_ours = evbuffer_get_length(bufferevent_get_output(local));
+    if (s->work == NULL || s->timer == NULL) goto err;
+    s->uncredited = evbuffer_get_length(bufferevent_get_output(local));
     s->out_cb = evbuffer_add_cb(bufferevent_get_output(local), session_out_cb, s);
     if (s->out_cb == NULL || mux_attach(m, sid, s) == -1) goto err;
     s->acct = mux_account(m);
@@ -120,12 +132,12 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connecte
     /* "on" the connection it goes over: at info, what ties a destination to a client (the
      * server's [conn] + and [tls] lines name the peer and its certificate). */
     log_msg(LOG_INFO, "[sock] + %s = %u on %08x", s->dest, session_live, s->mux_id);
-    if (connected) {
+    if (s->connected) {
         if (start_reading(s) == -1) {
-            session_close(s, LOG_ERROR, "out of memory", 1, FRAME_RST_ABORTED, 1);
+            session_reset(s, LOG_ERROR, "out of memory", FRAME_RST_ABORTED);
             return NULL;
         }
-        event_active(s->later, 0, 0); /* the app may have sent data with its request */
+        event_active(s->work, 0, 0); /* the app may have sent data with its request */
     } else {
         bufferevent_disable(local, EV_READ | EV_WRITE);
         evtimer_add(s->timer, &tv);
@@ -134,7 +146,7 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connecte
 err:
     if (s != NULL) {
         if (s->out_cb != NULL) evbuffer_remove_cb_entry(bufferevent_get_output(local), s->out_cb);
-        if (s->later != NULL) event_free(s->later);
+        if (s->work != NULL) event_free(s->work);
         if (s->timer != NULL) event_free(s->timer);
         free(s);
     }
@@ -190,11 +202,40 @@ session_on_close(struct session *s, void (*cancel)(void *arg), void *arg)
     s->cancel_arg = arg;
 }
 
-/* The one close path. reset: send RESET(reason) to the peer. abortive: close the local socket
- * with RST, so its reader sees an error rather than a clean end. */
+/* How a session ends (the one close path, session_close, under three names). */
+enum session_end {
+    END_FINISHED, /* both ways done: the local socket closes with FIN */
+    END_ABORT,    /* the local socket closes with RST, so its reader sees an error, not a clean
+                     end; the peer learns nothing from here (it reset, or its connection is gone) */
+    END_RESET,    /* as END_ABORT, and RESET(reason) tells the peer */
+};
+
 static void
-session_close(struct session *s, int level, const char *why, int reset, uint8_t reason,
-              int abortive)
+reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s;
+
+    (void)fd;
+    (void)what;
+    (void)arg;
+    while ((s = closed_sessions) != NULL) {
+        closed_sessions = s->next_closed;
+        free(s);
+    }
+}
+
+void
+session_free_closed(void)
+{
+    reap_cb(-1, 0, NULL);
+    if (reaper != NULL) event_free(reaper);
+    reaper = NULL;
+}
+
+/* The one close path: logs, leaves the mux, frees the socket and events now, and s itself on a
+ * later pass. */
+static void
+session_close(struct session *s, enum session_end how, int level, const char *why, uint8_t reason)
 {
     struct linger lg = {1, 0};
     struct frame_ctl c = {.type = FRAME_CTL_RESET};
@@ -203,19 +244,19 @@ session_close(struct session *s, int level, const char *why, int reset, uint8_t 
     if (s->closed) return;
     s->closed = 1;
     /* What arrived before the end (a RESET, a failure) in the same pass still goes out first. */
-    if (s->out_deferred) (void)wthru_send_queued(s->bev);
+    if (s->out_deferred) (void)writethrough_send_queued(s->bev);
     if (s->cancel != NULL) s->cancel(s->cancel_arg);
     s->cancel = NULL;
     if (s->mux != NULL) {
         /* A client session whose first frame never left was never opened: nothing to reset
          * (a RESET for an id the server never saw is a protocol error). */
-        if (reset && s->hdr_len == 0) {
+        if (how == END_RESET && s->hdr_len == 0) {
             c.sid = s->sid;
             c.reason = reason;
             mux_send_ctl(s->mux, &c);
         }
         mux_detach(s->mux, s->sid);
-        if (s->woken) mux_pass_turn(s->mux); /* a turn it will not use: the line moves on */
+        if (turns_use(&s->turn)) mux_pass_turn(s->mux); /* one it will not use: pass it on */
         s->mux = NULL;
     }
     session_live--;
@@ -226,29 +267,52 @@ session_close(struct session *s, int level, const char *why, int reset, uint8_t 
     if (s->rev != NULL) event_free(s->rev);
     s->rev = NULL;
     fd = bufferevent_getfd(s->bev);
-    if (abortive && fd >= 0) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    if (how != END_FINISHED && fd >= 0) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     bufferevent_free(s->bev);
     s->bev = NULL;
-    event_free(s->later);
+    event_free(s->work);
+    s->work = NULL;
     event_free(s->timer);
-    free(s);
+    s->timer = NULL;
+    if (reaper == NULL) reaper = event_new(s->base, -1, 0, reap_cb, NULL);
+    s->next_closed = closed_sessions;
+    closed_sessions = s;
+    if (reaper != NULL)
+        event_active(reaper, EV_TIMEOUT, 0);
+    else
+        session_free_closed(); /* out of memory: free what is closed now, as before */
+}
+
+/* Both ways done. Closes s (s->closed; freed on a later pass). */
+static void
+session_finish(struct session *s)
+{
+    session_close(s, END_FINISHED, LOG_INFO, "", 0);
 }
 
 static void
-kick(struct session *s)
+session_abort(struct session *s, int level, const char *why)
 {
-    event_active(s->later, 0, 0);
+    session_close(s, END_ABORT, level, why, 0);
 }
 
-/* Waits in line for room on the mux (mux.h). Woken for a turn it could not use, it keeps its
- * place at the front. */
+static void
+session_reset(struct session *s, int level, const char *why, uint8_t reason)
+{
+    session_close(s, END_RESET, level, why, reason);
+}
+
+static void
+schedule_work(struct session *s) /* session_work_cb, later in this loop pass, off the stack */
+{
+    event_active(s->work, 0, 0);
+}
+
+/* Waits in line for room on the mux (turns.h). */
 static void
 get_in_line(struct session *s)
 {
-    if (s->waiting) return;
-    s->waiting = 1;
-    mux_note_blocked(s->mux, s->sid, s->woken);
-    s->woken = 0;
+    mux_wait_turn(s->mux, &s->turn, s->sid);
 }
 
 /* Local -> mux, for bytes already in the bufferevent's input (what the app sent along with its
@@ -272,7 +336,6 @@ pump_up(struct session *s)
         n = len;
         if ((int64_t)n > s->send_window) n = (size_t)s->send_window;
         if (n > FRAME_MAX_PAYLOAD - s->hdr_len) n = FRAME_MAX_PAYLOAD - s->hdr_len;
-        mux_before_open(s->mux, s->sid);
         mux_send(s->mux, s->sid, s->hdr, s->hdr_len, in, n);
         s->send_window -= (int64_t)n;
         s->replied |= n > 0;
@@ -327,11 +390,10 @@ session_readable(evutil_socket_t fd, short what, void *arg)
     size_t budget = 256 * 1024, max;
     ssize_t got;
     char why[160];
-    int turn = s->woken;
+    int turn = turns_use(&s->turn);
 
     (void)what;
-    s->woken = 0;
-    s->active_us = mux_now_us();
+    s->active_us = clock_now_us();
     if (s->closed || m == NULL) return;
     if (mux_has_waiters(m)) {
         if (!turn) {
@@ -340,13 +402,12 @@ session_readable(evutil_socket_t fd, short what, void *arg)
             mux_pass_turn(m); /* room now: the line moves */
             return;
         }
-        budget = MUX_TURN_BYTES;
+        budget = TURN_BYTES;
     }
     while (budget > 0 && s->send_window > 0 && mux_writable(s->mux)) {
         max = FRAME_MAX_PAYLOAD - s->hdr_len;
         if ((int64_t)max > s->send_window) max = (size_t)s->send_window;
         if (max > budget) max = budget;
-        if (s->hdr_len > 0) mux_before_open(s->mux, s->sid);
         got = mux_send_from_fd(s->mux, s->sid, s->hdr, s->hdr_len, fd, max);
         if (got > 0) {
             s->send_window -= got;
@@ -365,12 +426,12 @@ session_readable(evutil_socket_t fd, short what, void *arg)
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
         snprintf(why, sizeof(why), "read: %s", strerror(errno));
-        session_close(s, LOG_INFO, why, 1, FRAME_RST_ABORTED, 1);
+        session_reset(s, LOG_INFO, why, FRAME_RST_ABORTED);
         if (turn) mux_pass_turn(m); /* the mux outlives this pass */
         return;
     }
     pump_up(s);
-    if (s->local_eof) kick(s);
+    if (s->local_eof) schedule_work(s);
     if (turn) mux_pass_turn(m);
 }
 
@@ -422,11 +483,11 @@ session_connected(struct session *s)
      * A write error is the bufferevent's to report, with the rest. */
     if (evbuffer_get_length(out) > 0) evbuffer_write(out, bufferevent_getfd(s->bev));
     want_write(s);
-    kick(s);
+    schedule_work(s);
 }
 
 static void
-session_later_cb(evutil_socket_t fd, short what, void *arg)
+session_work_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
     evutil_socket_t sock;
@@ -442,18 +503,18 @@ session_later_cb(evutil_socket_t fd, short what, void *arg)
         s->shut_wr = 1;
     }
     if (s->sent_fin && s->shut_wr) {
-        session_close(s, LOG_INFO, "", 0, 0, 0); /* frees s */
+        session_finish(s);
         return;
     }
-    if (s->woken) {
+    if (turns_held(&s->turn)) {
         /* Its turn for room on the mux: read now, in the order the sessions blocked, not when
          * epoll reports the socket (its order let the same sessions win every time: with 200
-         * sessions on one connection some got no byte for 60 s). Last: it may free s. A
+         * sessions on one connection some got no byte for 60 s). Last: it may close s. A
          * session with nothing it may read now (no window) passes the turn on. */
         if (s->rev != NULL && event_pending(s->rev, EV_READ, NULL)) {
             session_readable(event_get_fd(s->rev), EV_READ, s);
         } else {
-            s->woken = 0;
+            turns_use(&s->turn);
             if (s->mux != NULL) mux_pass_turn(s->mux);
         }
     }
@@ -482,7 +543,7 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     if (what & BEV_EVENT_EOF) {
         s->local_eof = 1;
-        kick(s);
+        schedule_work(s);
         return;
     }
     if (!s->connected) {
@@ -492,7 +553,7 @@ session_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     snprintf(why, sizeof(why), "%s: %s", what & BEV_EVENT_WRITING ? "write" : "read",
              evutil_socket_error_to_string(e));
-    session_close(s, LOG_INFO, why, 1, FRAME_RST_ABORTED, 1);
+    session_reset(s, LOG_INFO, why, FRAME_RST_ABORTED);
 }
 
 /* From the first frame on (the connect, on the server), the timer watches the session: one
@@ -505,7 +566,7 @@ watch_idle(struct session *s)
     struct timeval tv = {s->mux == NULL ? s->cfg->orphan_sec : s->cfg->idle_sec, 0};
 
     s->idle_timing = 1;
-    s->active_us = mux_now_us();
+    s->active_us = clock_now_us();
     if (tv.tv_sec == 0) {
         event_del(s->timer);
         return;
@@ -516,19 +577,19 @@ watch_idle(struct session *s)
 static void
 idle_check(struct session *s)
 {
-    int64_t quiet = mux_now_us() - s->active_us, limit = (int64_t)s->cfg->idle_sec * 1000000;
+    int64_t quiet = clock_now_us() - s->active_us, limit = (int64_t)s->cfg->idle_sec * 1000000;
     struct timeval tv;
     char why[96];
 
     if (s->mux == NULL) {
         snprintf(why, sizeof(why), "orphan: not done %ld s after its connection closed",
                  s->cfg->orphan_sec);
-        session_close(s, LOG_INFO, why, 0, 0, 1);
+        session_abort(s, LOG_INFO, why);
         return;
     }
     if (quiet >= limit) {
         snprintf(why, sizeof(why), "idle for %ld s", s->cfg->idle_sec);
-        session_close(s, LOG_INFO, why, 1, FRAME_RST_TIMEOUT, 1);
+        session_reset(s, LOG_INFO, why, FRAME_RST_TIMEOUT);
         return;
     }
     tv.tv_sec = (limit - quiet) / 1000000;
@@ -577,13 +638,13 @@ grant(struct session *s, size_t pending)
         s->recv_window -= (int64_t)s->credit - give;
         log_msg(LOG_DEBUG, "[flow] %08x:%u window %lld KiB: held back by %s", s->mux_id, s->sid,
                 (long long)(s->recv_window / 1024), account_tightest(s->acct)->name);
-        s->bdp_start_us = mux_now_us();
+        s->bdp_start_us = clock_now_us();
         s->bdp_bytes = 0;
         goto send;
     }
     room -= give;
     first = (int64_t)s->cfg->window_kib * 1024;
-    now = mux_now_us();
+    now = clock_now_us();
     rtt = mux_credit_rtt_us(s->mux);
     if (s->recv_window < first) {
         grow = first - s->recv_window; /* back from a shrink */
@@ -620,12 +681,12 @@ session_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *
     size_t n = info->n_deleted, skip;
 
     if (n == 0 || s->closed) return;
-    skip = n < s->not_ours ? n : s->not_ours;
-    s->not_ours -= skip;
+    skip = n < s->uncredited ? n : s->uncredited;
+    s->uncredited -= skip;
     s->credit += n - skip;
     charge(s, -(int64_t)(n - skip));
     grant(s, evbuffer_get_length(buf));
-    if (s->got_fin && evbuffer_get_length(buf) == 0) kick(s);
+    if (s->got_fin && evbuffer_get_length(buf) == 0) schedule_work(s);
 }
 
 static void
@@ -690,7 +751,7 @@ session_fail(struct session *s, uint8_t reason, const char *why)
 
     snprintf(buf, sizeof(buf), "%s (%s)", frame_reason_str(reason), why);
     /* A warning: the destination failed the user (and ops may subscribe alerts to it). */
-    session_close(s, LOG_WARN, buf, 1, reason, 1);
+    session_reset(s, LOG_WARN, buf, reason);
 }
 
 int
@@ -708,7 +769,7 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
         return -1;
     }
     s->recv_avail -= (int64_t)n;
-    s->active_us = mux_now_us();
+    s->active_us = clock_now_us();
     if (!s->connected) {
         evbuffer_remove_buffer(src, bufferevent_get_output(s->bev), n);
         return 0;
@@ -717,7 +778,7 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
      * a frame is at most 64 KiB, a pass of a bulk transfer decrypts several, and each write to
      * a loopback socket runs the receiver's whole TCP path in this process. The bytes move
      * (their buffer chains, not a copy) into an output that is empty or already waits; what the
-     * app leaves queued is copied from then on (wthru_move), as before. */
+     * app leaves queued is copied from then on (writethrough_move), as before. */
     out = bufferevent_get_output(s->bev);
     if (s->out_deferred || (evbuffer_get_length(out) == 0 && mux_defer_out(s->mux, s->sid) == 0)) {
         s->out_deferred = 1;
@@ -727,7 +788,7 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
     }
     /* Bytes the socket took at once never pass the output buffer and its drain callback:
      * they are credit now. */
-    direct = wthru_move(s->bev, src, n);
+    direct = writethrough_move(s->bev, src, n);
     if (direct > 0 && !s->closed) {
         s->credit += direct;
         charge(s, -(int64_t)direct);
@@ -742,7 +803,7 @@ session_flush_out(struct session *s)
 {
     if (!s->out_deferred) return;
     s->out_deferred = 0;
-    wthru_flush(s->bev); /* credit for what it writes: session_out_cb */
+    writethrough_flush(s->bev); /* credit for what it writes: session_out_cb */
 }
 
 int
@@ -753,7 +814,7 @@ session_on_fin(struct session *s, const char **err)
         return -1;
     }
     s->got_fin = 1;
-    kick(s);
+    schedule_work(s);
     return 0;
 }
 
@@ -765,7 +826,7 @@ session_on_window(struct session *s, uint32_t inc, const char **err)
         return -1;
     }
     s->send_window += inc;
-    kick(s);
+    schedule_work(s);
     return 0;
 }
 
@@ -775,7 +836,7 @@ session_on_reset(struct session *s, uint8_t reason)
     char why[96];
 
     snprintf(why, sizeof(why), "reset by peer: %s", frame_reason_str(reason));
-    session_close(s, LOG_INFO, why, 0, 0, 1);
+    session_abort(s, LOG_INFO, why);
 }
 
 int
@@ -803,17 +864,16 @@ session_mux_gone(struct session *s, const char *why)
         mux_detach(s->mux, s->sid);
         s->mux = NULL;
         watch_idle(s); /* the orphan's deadline */
-        kick(s);
+        schedule_work(s);
         return;
     }
     snprintf(buf, sizeof(buf), "connection lost: %s", why);
-    session_close(s, LOG_INFO, buf, 0, 0, 1);
+    session_abort(s, LOG_INFO, buf);
 }
 
 void
 session_wake(struct session *s)
 {
-    s->waiting = 0;
-    s->woken = 1;
-    kick(s);
+    turns_grant(&s->turn);
+    schedule_work(s);
 }

@@ -13,11 +13,15 @@ struct evbuffer;
 struct mux;
 struct session;
 
-/* A new session on m under sid, owning local (a bufferevent; connected says whether its socket
- * is up yet). dest is the destination as text, for the logs. Returns NULL on out of memory, in
- * which case local is freed. */
-struct session *session_new(struct mux *m, uint16_t sid, struct bufferevent *local, int connected,
-                            const char *dest);
+enum session_local {
+    SESSION_LOCAL_UP,         /* client: the app's socket, connected */
+    SESSION_LOCAL_CONNECTING, /* server: the destination's, connected later (session_connect_fd) */
+};
+
+/* A new session on m under sid, owning local (a bufferevent). dest is the destination as text,
+ * for the logs. Returns NULL on out of memory, in which case local is freed. */
+struct session *session_new(struct mux *m, uint16_t sid, struct bufferevent *local,
+                            enum session_local state, const char *dest);
 
 /* Client: the EagerSocks header that leads the first frame. It leaves with the app's first
  * bytes, or alone once -eagersocks.hold.ms passes without any. */
@@ -56,8 +60,13 @@ uint16_t session_sid(const struct session *s);
 int session_replied(const struct session *s);
 
 /* Client: sends the EagerSocks header alone now if the first frame has not left yet (a session
- * with a higher id is opening: see mux_before_open). */
+ * with a higher id is opening: see mux_send). */
 void session_send_header(struct session *s);
 unsigned session_count(void);
+
+/* Sessions are freed on a later loop pass than the one that closed them (as muxes are), so a
+ * function that may close s leaves it readable. At exit, once the loop has stopped: frees the
+ * closed sessions no pass will free now. */
+void session_free_closed(void);
 
 #endif

@@ -196,3 +196,10 @@ socks_format_dest(const struct socks_req *r, char *buf, size_t len)
     else
         snprintf(buf, len, "%s:%u", r->host, (unsigned)r->port);
 }
+
+const char *
+socks_atyp_name(uint8_t atyp)
+{
+    if (atyp == SOCKS_ATYP_DOMAIN) return "domain";
+    return atyp == SOCKS_ATYP_IPV4 ? "ipv4" : "ipv6";
+}

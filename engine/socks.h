@@ -14,6 +14,16 @@ enum {
     SOCKS_CMD_UDP = 3,
 };
 
+/* Reply codes (RFC 1928, 6). */
+enum {
+    SOCKS_REP_SUCCEEDED = 0,
+    SOCKS_REP_GENERAL_FAILURE = 1,
+    SOCKS_REP_NOT_ALLOWED = 2,
+    SOCKS_REP_HOST_UNREACHABLE = 4,
+    SOCKS_REP_COMMAND_NOT_SUPPORTED = 7,
+    SOCKS_REP_ADDRESS_NOT_SUPPORTED = 8,
+};
+
 enum {
     SOCKS_ATYP_IPV4 = 1,
     SOCKS_ATYP_DOMAIN = 3,
@@ -64,5 +74,8 @@ void socks_encode_reply(uint8_t out[10], uint8_t rep);
 
 /* Formats "host:port", "1.2.3.4:port" or "[::1]:port" into buf (SOCKS_DEST_MAX bytes). */
 void socks_format_dest(const struct socks_req *r, char *buf, size_t len);
+
+/* What a route hook calls the address type (req.atyp): "domain", "ipv4" or "ipv6". */
+const char *socks_atyp_name(uint8_t atyp);
 
 #endif

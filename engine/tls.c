@@ -19,7 +19,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
-#include "wthru.h"
+#include "writethrough.h"
 
 #define TLS_RECORD_MAX 16384  /* plaintext bytes in one TLS record */
 #define TLS_SERVER_CACHE 1024 /* resumable sessions the server keeps */
@@ -229,7 +229,7 @@ tls_errors(struct bufferevent *bev, char *out, size_t len)
 }
 
 struct bufferevent *
-tls_bufferevent_new(struct event_base *base, int fd, SSL *ssl, int connecting,
+tls_bufferevent_new(struct event_base *base, int fd, SSL *ssl, enum tls_side side,
                     const struct sockaddr *sa, int salen, int opts)
 {
     struct bufferevent *sock, *bev;
@@ -258,9 +258,10 @@ tls_bufferevent_new(struct event_base *base, int fd, SSL *ssl, int connecting,
             return NULL;
         }
     }
-    bev = bufferevent_openssl_filter_new(
-        base, sock, ssl, connecting ? BUFFEREVENT_SSL_CONNECTING : BUFFEREVENT_SSL_ACCEPTING,
-        opts | BEV_OPT_CLOSE_ON_FREE);
+    bev = bufferevent_openssl_filter_new(base, sock, ssl,
+                                         side == TLS_DIALLED ? BUFFEREVENT_SSL_CONNECTING
+                                                             : BUFFEREVENT_SSL_ACCEPTING,
+                                         opts | BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL) {
         /* Out of memory. Whether libevent freed ssl depends on where it failed: a leak here
          * is better than a double free. */
@@ -275,7 +276,7 @@ tls_bufferevent_new(struct event_base *base, int fd, SSL *ssl, int connecting,
      * the socket bufferevent holds at once, it does not wait for the socket. */
     bufferevent_set_max_single_read(bev, TLS_RECORD_MAX);
     bufferevent_setwatermark(bev, EV_READ, 0, 4 * TLS_IO_BATCH);
-    /* The owner reads the socket (reader.h: libevent's socket reads stop at 4 KiB) and calls
+    /* The owner reads the socket (bulkread.h: libevent's socket reads stop at 4 KiB) and calls
      * bufferevent_trigger(sock, EV_READ) to have the filter decrypt. */
     bufferevent_disable(sock, EV_READ);
     return bev;
@@ -345,14 +346,14 @@ linger_start(struct bufferevent *sock)
 }
 
 void
-tls_bufferevent_free(struct bufferevent *bev, int notify)
+tls_bufferevent_free(struct bufferevent *bev, enum tls_goodbye goodbye)
 {
     struct bufferevent *sock = bufferevent_get_underlying(bev);
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
     struct evbuffer *queued;
 
     /* One call: the alert goes out now; we do not wait for the peer's. */
-    if (notify && ssl != NULL && SSL_shutdown(ssl) < 0) ERR_clear_error();
+    if (goodbye == TLS_CLOSE_NOTIFY && ssl != NULL && SSL_shutdown(ssl) < 0) ERR_clear_error();
     if (sock != NULL) {
         queued = bufferevent_get_output(sock);
         /* A socket bufferevent freezes its output's front outside its own writes. */
@@ -382,7 +383,7 @@ tls_fastopen_send(struct bufferevent *bev)
     struct bufferevent *sock = bufferevent_get_underlying(bev);
 
     if (sock != NULL)
-        (void)wthru_send_queued(sock); /* EINPROGRESS, EAGAIN: libevent writes it later */
+        (void)writethrough_send_queued(sock); /* EINPROGRESS, EAGAIN: libevent writes it later */
 }
 
 int

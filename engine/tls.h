@@ -37,10 +37,16 @@ int tls_peer_fingerprint(SSL *ssl, unsigned char out[32]);
  * and writes move up to TLS_IO_BATCH bytes per system call instead of one 16 KiB record each.
  * With sa, the socket connects to it first. Owns fd and ssl from here, even when it fails.
  * The socket bufferevent (bufferevent_get_underlying) does not read: its owner reads the socket
- * into its input with a reader (reader.h) and calls bufferevent_trigger(sock, EV_READ, 0). */
+ * into its input with a bulk reader (bulkread.h) and calls bufferevent_trigger(sock, EV_READ, 0).
+ */
 #define TLS_IO_BATCH (256 * 1024)
-struct bufferevent *tls_bufferevent_new(struct event_base *base, int fd, SSL *ssl, int connecting,
-                                        const struct sockaddr *sa, int salen, int opts);
+enum tls_side {
+    TLS_DIALLED,  /* we connected: our side sends the ClientHello */
+    TLS_ACCEPTED, /* the peer connected to our listener */
+};
+struct bufferevent *tls_bufferevent_new(struct event_base *base, int fd, SSL *ssl,
+                                        enum tls_side side, const struct sockaddr *sa, int salen,
+                                        int opts);
 
 /* TCP Fast Open for a dial of tls_bufferevent_new (called with the ClientHello queued, i.e. once
  * the bufferevent is enabled): writes the ClientHello itself, so that it rides in the SYN when
@@ -55,7 +61,11 @@ int tls_fastopen_listen(int fd);
  * the socket has not taken yet (records, the alert) leaves from a lingering socket for up to
  * TLS_LINGER_SEC: the encrypted queue would otherwise die with the filter. */
 #define TLS_LINGER_SEC 2
-void tls_bufferevent_free(struct bufferevent *bev, int notify);
+enum tls_goodbye {
+    TLS_CLOSE_NOTIFY, /* an orderly end of a connection that is up */
+    TLS_SILENT,       /* broken, hostile, or never up: nothing more is sent */
+};
+void tls_bufferevent_free(struct bufferevent *bev, enum tls_goodbye goodbye);
 
 /* Frees the lingering sockets that are still flushing (at exit). */
 void tls_linger_free_all(void);

@@ -20,7 +20,7 @@ end
 
 local function json(text, size)
   local buf = ffi.new("char[?]", size or 4096)
-  local n = lib.dingmsg_json(text, buf, size or 4096)
+  local n = lib.dingtalk_msg_json(text, buf, size or 4096)
   return ffi.string(buf, n)
 end
 
@@ -28,12 +28,12 @@ describe("DingTalk message", function()
   it("signs as DingTalk specifies, the same as openssl dgst -hmac", function()
     local buf = ffi.new("char[256]")
     for _, c in ipairs({ { "SEC123abc", 1700000000000 }, { "SECxyz-_/+=", 1764028800123 }, { "s", 0 } }) do
-      local n = lib.dingmsg_sign(c[1], c[2], buf, 256)
+      local n = lib.dingtalk_msg_sign(c[1], c[2], buf, 256)
       assert.is_true(n > 0)
       assert.are.equal(openssl_sign(c[1], tostring(c[2])), ffi.string(buf, n))
     end
     -- too small an output: refused, not cut
-    assert.are.equal(0, lib.dingmsg_sign("SEC", 1, buf, 10))
+    assert.are.equal(0, lib.dingtalk_msg_sign("SEC", 1, buf, 10))
   end)
 
   it("writes the text message as JSON, escaped", function()
@@ -52,7 +52,7 @@ describe("DingTalk message", function()
       local content = s:match('"content":"(.*)%.%.%."}}$')
       assert.are.equal(0, #content % 3)
     end
-    assert.are.equal(0, tonumber(lib.dingmsg_json("x", ffi.new("char[10]"), 10)))
+    assert.are.equal(0, tonumber(lib.dingtalk_msg_json("x", ffi.new("char[10]"), 10)))
   end)
 end)
 

@@ -1,4 +1,5 @@
--- ffi.lua: the engine's pure modules (frame, socks, sidmap, dingmsg, log) through LuaJIT's FFI, from the
+-- ffi.lua: the engine's pure modules (frame, socks, sidmap, dingtalk_msg, log, reuse,
+-- turns) through LuaJIT's FFI, from the
 -- shared library `make` builds (build/libtunnels_pure.so). The declarations mirror the headers.
 local ffi = require("ffi")
 
@@ -31,9 +32,23 @@ int sidmap_put(struct sidmap *m, uint16_t sid, void *val);
 void sidmap_del(struct sidmap *m, uint16_t sid);
 size_t sidmap_count(const struct sidmap *m);
 
-size_t dingmsg_sign(const char *secret, long long ts_ms, char *out, size_t outlen);
-size_t dingmsg_urlencode(const char *in, char *out, size_t outlen);
-size_t dingmsg_json(const char *text, char *out, size_t outlen);
+size_t dingtalk_msg_sign(const char *secret, long long ts_ms, char *out, size_t outlen);
+size_t dingtalk_msg_urlencode(const char *in, char *out, size_t outlen);
+size_t dingtalk_msg_json(const char *text, char *out, size_t outlen);
+
+int reuse_allowed(long reuse_max_sec, long reuse_max_cnt, int goaway, double age, unsigned sessions);
+
+struct turns { uint16_t *ring; uint16_t head, n; unsigned wake_all : 1; };
+struct turn_ticket { unsigned waiting : 1, holding : 1; };
+void turns_free(struct turns *t);
+void turns_wait(struct turns *t, struct turn_ticket *k, uint16_t sid);
+int turns_waiting(const struct turns *t);
+uint16_t turns_next(struct turns *t);
+int turns_take_wake_all(struct turns *t);
+size_t turns_for_room(size_t room);
+void turns_grant(struct turn_ticket *k);
+int turns_held(const struct turn_ticket *k);
+int turns_use(struct turn_ticket *k);
 ]]
 
 local root = os.getenv("TUNNELS_ROOT") or "."

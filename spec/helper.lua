@@ -19,10 +19,12 @@ do
   p:close()
 end
 
--- it(), for a spec that needs root.
+-- it(), for a spec that needs root. busted's it and pending live in the spec file's
+-- environment, not this module's: taken from the caller's.
 function H.it_root(name, fn)
-  if H.is_root then return it(name, fn) end
-  pending(name .. " (needs root)")
+  local env = getfenv(2)
+  if H.is_root then return env.it(name, fn) end
+  env.pending(name .. " (needs root)")
 end
 
 -- Runs a shell command; returns its output (stdout and stderr) and exit status. LuaJIT's

@@ -19,6 +19,30 @@ describe("default pool policy", function()
       live = t.live or 0, goaway = t.goaway or false, ready = true }
   end
 
+  it("says what the engine's C fallback says about reuse (engine/reuse.c), at and around every limit", function()
+    -- The engine decides with reuse_allowed when the script cannot: the two must never differ.
+    local lib = require("spec.ffi")
+    local checked = 0
+    for _, max_sec in ipairs({ 1, 60, 3600 }) do
+      for _, max_cnt in ipairs({ 1, 16, 65535 }) do
+        for _, goaway in ipairs({ false, true }) do
+          for _, age in ipairs({ 0, 0.5, max_sec - 0.001, max_sec, max_sec + 0.001, max_sec * 2 }) do
+            for _, sessions in ipairs({ 0, max_cnt - 1, max_cnt, max_cnt + 1 }) do
+              local c = conn(1, { age = age, sessions = sessions, goaway = goaway })
+              local limits = { reuse_max_sec = max_sec, reuse_max_cnt = max_cnt }
+              local lua = policy.reusable(c, limits) and true or false
+              local C = lib.reuse_allowed(max_sec, max_cnt, goaway and 1 or 0, age, sessions) == 1
+              assert.are.equal(C, lua, ("sec %s cnt %s goaway %s age %s sessions %s"):format(
+                max_sec, max_cnt, tostring(goaway), age, sessions))
+              checked = checked + 1
+            end
+          end
+        end
+      end
+    end
+    assert.are.equal(3 * 3 * 2 * 6 * 4, checked)
+  end)
+
   it("dials when there is no connection", function()
     assert.is_nil(policy.pick({}, cfg))
   end)

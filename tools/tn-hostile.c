@@ -357,7 +357,8 @@ orphans(int n, double end)
     while (now() < quiet && now() < end) {
         for (sid = 1; sid <= n; sid++) {
             while (credit[sid] > 0) {
-                size_t k = credit[sid] < (int64_t)sizeof(chunk) ? (size_t)credit[sid] : sizeof(chunk);
+                size_t k =
+                    credit[sid] < (int64_t)sizeof(chunk) ? (size_t)credit[sid] : sizeof(chunk);
                 if (send_frame((uint16_t)sid, chunk, k) == -1) return;
                 credit[sid] -= (int64_t)k;
                 sent_bytes += k;
@@ -378,7 +379,8 @@ orphans(int n, double end)
     if (ssl != NULL) SSL_shutdown(ssl);
     close(fd);
     fd = -1;
-    while (now() < end) usleep(100000);
+    while (now() < end)
+        usleep(100000);
 }
 
 static void
@@ -389,7 +391,8 @@ slowread(int n, double end)
 
     for (sid = 1; sid <= n; sid++)
         if (open_session((uint16_t)sid, get_req, sizeof(get_req) - 1) == -1) return;
-    while (now() < end) usleep(100000);
+    while (now() < end)
+        usleep(100000);
 }
 
 static void
@@ -404,7 +407,8 @@ strangers(int n, double end)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    for (i = 0; i < n; i++) fds[i] = -1;
+    for (i = 0; i < n; i++)
+        fds[i] = -1;
     while (now() < end) {
         for (i = 0; i < n; i++) {
             char b[64];
@@ -442,16 +446,26 @@ main(int argc, char **argv)
             plain_tcp = 1;
             continue;
         }
-        if (strcmp(argv[i], "-server") == 0) server = v;
-        else if (strcmp(argv[i], "-dest") == 0) dest = v;
-        else if (strcmp(argv[i], "-mode") == 0) mode = v;
-        else if (strcmp(argv[i], "-n") == 0) n_arg = atoi(v);
-        else if (strcmp(argv[i], "-sec") == 0) seconds = atof(v);
-        else if (strcmp(argv[i], "-sources") == 0) sources = atoi(v) > 254 ? 254 : atoi(v);
-        else if (strcmp(argv[i], "-ca") == 0) ca = v;
-        else if (strcmp(argv[i], "-cert") == 0) cert = v;
-        else if (strcmp(argv[i], "-key") == 0) key = v;
-        else if (strcmp(argv[i], "-name") == 0) name = v;
+        if (strcmp(argv[i], "-server") == 0)
+            server = v;
+        else if (strcmp(argv[i], "-dest") == 0)
+            dest = v;
+        else if (strcmp(argv[i], "-mode") == 0)
+            mode = v;
+        else if (strcmp(argv[i], "-n") == 0)
+            n_arg = atoi(v);
+        else if (strcmp(argv[i], "-sec") == 0)
+            seconds = atof(v);
+        else if (strcmp(argv[i], "-sources") == 0)
+            sources = atoi(v) > 254 ? 254 : atoi(v);
+        else if (strcmp(argv[i], "-ca") == 0)
+            ca = v;
+        else if (strcmp(argv[i], "-cert") == 0)
+            cert = v;
+        else if (strcmp(argv[i], "-key") == 0)
+            key = v;
+        else if (strcmp(argv[i], "-name") == 0)
+            name = v;
         else {
             fprintf(stderr, "tn-hostile: unknown flag %s\n", argv[i]);
             return 2;
@@ -474,17 +488,20 @@ main(int argc, char **argv)
         return 1;
     }
     n = n_arg;
-    if (strcmp(mode, "hog") == 0) hog(n > 0 ? n : 64, end);
-    else if (strcmp(mode, "flood") == 0) flood(n > 0 ? n : 64, end);
-    else if (strcmp(mode, "orphans") == 0) orphans(n > 0 ? n : 2, end);
-    else if (strcmp(mode, "slowread") == 0) slowread(n > 0 ? n : 64, end);
+    if (strcmp(mode, "hog") == 0)
+        hog(n > 0 ? n : 64, end);
+    else if (strcmp(mode, "flood") == 0)
+        flood(n > 0 ? n : 64, end);
+    else if (strcmp(mode, "orphans") == 0)
+        orphans(n > 0 ? n : 2, end);
+    else if (strcmp(mode, "slowread") == 0)
+        slowread(n > 0 ? n : 64, end);
     else {
         fprintf(stderr, "tn-hostile: unknown mode %s\n", mode);
         return 2;
     }
     printf("mode=%s sent=%llu windows=%llu resets=%llu fins=%llu pings=%llu pongs=%llu\n", mode,
-           (unsigned long long)sent_bytes, (unsigned long long)windows,
-           (unsigned long long)resets, (unsigned long long)fins, (unsigned long long)pings,
-           (unsigned long long)pongs);
+           (unsigned long long)sent_bytes, (unsigned long long)windows, (unsigned long long)resets,
+           (unsigned long long)fins, (unsigned long long)pings, (unsigned long long)pongs);
     return 0;
 }

@@ -1,13 +1,34 @@
-/* wthru.c: see wthru.h. */
-#include "wthru.h"
+/* writethrough.c: see writethrough.h. */
+#include "writethrough.h"
 
+#include <stdio.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/bufferevent_struct.h> /* ev_write, see wthru_flush */
+#include <event2/bufferevent_struct.h> /* ev_write, see writethrough_flush */
 #include <event2/event.h>
+
+/* struct bufferevent is libevent's own (bufferevent_struct.h says so: it may change). The field
+ * used here is checked against the 2.1 series at build time, and main.c refuses to start on a
+ * run-time libevent of another series than the one built against (writethrough_libevent_ok). */
+#if LIBEVENT_VERSION_NUMBER < 0x02010000 || LIBEVENT_VERSION_NUMBER >= 0x02020000
+#error "writethrough.c uses struct bufferevent's ev_write as libevent 2.1 lays it out: check it"
+#endif
+
+int
+writethrough_libevent_ok(char *err, size_t errlen)
+{
+    ev_uint32_t run = event_get_version_number();
+
+    if ((run >> 16) == (LIBEVENT_VERSION_NUMBER >> 16)) return 1;
+    snprintf(err, errlen,
+             "tunnels: built against libevent %s, running with %s: rebuild (writethrough.c "
+             "uses a struct of libevent's own)",
+             LIBEVENT_VERSION, event_get_version());
+    return 0;
+}
 
 static int
 writable_now(struct bufferevent *bev)
@@ -39,7 +60,7 @@ queue_copy(struct evbuffer *out, struct evbuffer *src, size_t n)
 }
 
 size_t
-wthru_write(struct bufferevent *bev, const void *data, size_t n)
+writethrough_write(struct bufferevent *bev, const void *data, size_t n)
 {
     ssize_t w = 0;
 
@@ -52,7 +73,7 @@ wthru_write(struct bufferevent *bev, const void *data, size_t n)
 }
 
 size_t
-wthru_move(struct bufferevent *bev, struct evbuffer *src, size_t n)
+writethrough_move(struct bufferevent *bev, struct evbuffer *src, size_t n)
 {
     int w = 0;
 
@@ -65,7 +86,7 @@ wthru_move(struct bufferevent *bev, struct evbuffer *src, size_t n)
 }
 
 int
-wthru_send_queued(struct bufferevent *sock)
+writethrough_send_queued(struct bufferevent *sock)
 {
     struct evbuffer *out = bufferevent_get_output(sock);
     int fd = bufferevent_getfd(sock), w;
@@ -79,11 +100,11 @@ wthru_send_queued(struct bufferevent *sock)
 }
 
 void
-wthru_flush(struct bufferevent *sock)
+writethrough_flush(struct bufferevent *sock)
 {
     struct evbuffer *out = bufferevent_get_output(sock);
 
-    if (wthru_send_queued(sock) <= 0) return; /* EAGAIN, or an error its own write reports */
+    if (writethrough_send_queued(sock) <= 0) return; /* EAGAIN, or an error its own write reports */
     /* Emptied: the EV_WRITE that adding the bytes armed has nothing left to write. Deleted in
      * the pass that armed it, it never reaches epoll (the base's changelist, main.c). No
      * function of libevent's does this without re-arming it, hence the struct's field. */

@@ -1,9 +1,9 @@
-/* sla.c: see sla.h. The sink runs inside log_msg, which may be inside a Lua hook, a mux
+/* alerts.c: see alerts.h. The sink runs inside log_msg, which may be inside a Lua hook, a mux
  * callback, anything: it only copies the event into a fixed ring and activates an event. The
  * hook runs from that event. Lines logged while the alert hook itself runs (its own errors)
  * are sent as they are, without the hook, so a failing hook cannot feed itself. The [sla] tag
  * (delivery trouble) never alerts: it would report on itself. */
-#include "sla.h"
+#include "alerts.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +14,7 @@
 #include <event2/event.h>
 
 #include "addr.h"
+#include "clock.h"
 #include "dingtalk.h"
 #include "log.h"
 #include "luahost.h"
@@ -22,21 +23,21 @@
 #define SLA_RING 64
 #define SLA_TEXT 2048
 
-struct sla_event {
+struct alerts_event {
     int level, raw;
     char tag[16];
     char line[1024];
     double time;
 };
 
-struct sla {
+struct alerts {
     struct event_base *base;
     const struct config *cfg;
     struct luahost *lua;
     struct evdns_base *dns;
     struct dingtalk *dt;
     struct event *process, *tick;
-    struct sla_event ring[SLA_RING];
+    struct alerts_event ring[SLA_RING];
     size_t head, len;
     int in_hook;
     double tokens;
@@ -50,8 +51,8 @@ struct sla {
 static void
 sink(int level, const char *line, const char *msg, void *arg)
 {
-    struct sla *s = arg;
-    struct sla_event *ev;
+    struct alerts *s = arg;
+    struct alerts_event *ev;
     char tag[16] = "";
     const char *end;
     struct timeval tv;
@@ -65,7 +66,7 @@ sink(int level, const char *line, const char *msg, void *arg)
     if (level < luahost_alert_level(s->lua, tag)) return;
     if (s->len == SLA_RING) {
         /* A storm: counted, and reported in the next summary. */
-        if (s->held + s->dropped++ == 0) s->held_since_us = mux_now_us();
+        if (s->held + s->dropped++ == 0) s->held_since_us = clock_now_us();
         return;
     }
     ev = &s->ring[(s->head + s->len) % SLA_RING];
@@ -80,9 +81,9 @@ sink(int level, const char *line, const char *msg, void *arg)
 }
 
 static void
-refill(struct sla *s)
+refill(struct alerts *s)
 {
-    int64_t now = mux_now_us();
+    int64_t now = clock_now_us();
 
     s->tokens += (double)(now - s->refilled_us) / 1e6 / (double)s->cfg->alert_every_sec;
     if (s->tokens > (double)s->cfg->alert_burst) s->tokens = (double)s->cfg->alert_burst;
@@ -90,9 +91,9 @@ refill(struct sla *s)
 }
 
 static void
-hold(struct sla *s, const char *text)
+hold(struct alerts *s, const char *text)
 {
-    if (s->held++ + s->dropped == 0) s->held_since_us = mux_now_us();
+    if (s->held++ + s->dropped == 0) s->held_since_us = clock_now_us();
     if (s->held_first[0] == 0)
         snprintf(s->held_first, sizeof(s->held_first), "%s", text);
     else
@@ -100,7 +101,7 @@ hold(struct sla *s, const char *text)
 }
 
 static void
-deliver(struct sla *s, const char *text)
+deliver(struct alerts *s, const char *text)
 {
     refill(s);
     if (s->held > 0 || s->tokens < 1) {
@@ -116,14 +117,14 @@ deliver(struct sla *s, const char *text)
 
 /* Past the limit, one message tells what was held. */
 static void
-flush_held(struct sla *s)
+flush_held(struct alerts *s)
 {
     char text[SLA_TEXT];
 
     refill(s);
     if (s->held + s->dropped == 0 || s->tokens < 1 || s->len > 0) return;
     snprintf(text, sizeof(text), "%u alerts held by the rate limit over the last %lld s%s%s%s%s",
-             s->held + s->dropped, (long long)((mux_now_us() - s->held_since_us) / 1000000),
+             s->held + s->dropped, (long long)((clock_now_us() - s->held_since_us) / 1000000),
              s->held_first[0] ? "; first: " : "", s->held_first, s->held_last[0] ? "; last: " : "",
              s->held_last);
     if (dingtalk_send(s->dt, text) == -1) return;
@@ -135,13 +136,13 @@ flush_held(struct sla *s)
 static void
 process_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct sla *s = arg;
+    struct alerts *s = arg;
     char text[SLA_TEXT];
 
     (void)fd;
     (void)what;
     while (s->len > 0) {
-        struct sla_event ev = s->ring[s->head];
+        struct alerts_event ev = s->ring[s->head];
         const char *msg = strstr(ev.line, "] [");
         struct luahost_event le = {ev.level, ev.tag, "", ev.line, ev.time};
         int r;
@@ -165,7 +166,7 @@ process_cb(evutil_socket_t fd, short what, void *arg)
 static void
 tick_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct sla *s = arg;
+    struct alerts *s = arg;
     char text[SLA_TEXT];
     int r;
 
@@ -179,16 +180,16 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 void
-sla_reload(struct sla *s)
+alerts_reload(struct alerts *s)
 {
     if (s != NULL) log_set_sink(sink, luahost_alert_min_level(s->lua), s);
 }
 
-struct sla *
-sla_new(struct event_base *base, const struct config *cfg, struct luahost *lua, char *err,
-        size_t errlen)
+struct alerts *
+alerts_new(struct event_base *base, const struct config *cfg, struct luahost *lua, char *err,
+           size_t errlen)
 {
-    struct sla *s = calloc(1, sizeof(*s));
+    struct alerts *s = calloc(1, sizeof(*s));
     struct timeval sec = {1, 0};
 
     if (s == NULL) {
@@ -199,7 +200,7 @@ sla_new(struct event_base *base, const struct config *cfg, struct luahost *lua, 
     s->cfg = cfg;
     s->lua = lua;
     s->tokens = (double)cfg->alert_burst;
-    s->refilled_us = mux_now_us();
+    s->refilled_us = clock_now_us();
     s->dns = addr_dns_new(base);
     if (s->dns == NULL) {
         snprintf(err, errlen, "tunnels: cannot set up DNS for alerts");
@@ -214,17 +215,17 @@ sla_new(struct event_base *base, const struct config *cfg, struct luahost *lua, 
         goto err;
     }
     evtimer_add(s->tick, &sec);
-    sla_reload(s);
+    alerts_reload(s);
     log_msg(LOG_INFO, "[sla] alerts to DingTalk (%s): burst %ld, then one per %ld s",
             cfg->dingtalk_url, cfg->alert_burst, cfg->alert_every_sec);
     return s;
 err:
-    sla_free(s);
+    alerts_free(s);
     return NULL;
 }
 
 void
-sla_free(struct sla *s)
+alerts_free(struct alerts *s)
 {
     if (s == NULL) return;
     log_set_sink(NULL, LOG_ERROR, NULL);

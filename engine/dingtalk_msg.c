@@ -1,5 +1,5 @@
-/* dingmsg.c: see dingmsg.h. */
-#include "dingmsg.h"
+/* dingtalk_msg.c: see dingtalk_msg.h. */
+#include "dingtalk_msg.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -8,7 +8,7 @@
 #include <openssl/hmac.h>
 
 size_t
-dingmsg_urlencode(const char *in, char *out, size_t outlen)
+dingtalk_msg_urlencode(const char *in, char *out, size_t outlen)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t n = 0;
@@ -32,7 +32,7 @@ dingmsg_urlencode(const char *in, char *out, size_t outlen)
 }
 
 size_t
-dingmsg_sign(const char *secret, long long ts_ms, char *out, size_t outlen)
+dingtalk_msg_sign(const char *secret, long long ts_ms, char *out, size_t outlen)
 {
     char data[600];
     unsigned char mac[EVP_MAX_MD_SIZE];
@@ -45,7 +45,7 @@ dingmsg_sign(const char *secret, long long ts_ms, char *out, size_t outlen)
              &maclen) == NULL)
         return 0;
     EVP_EncodeBlock((unsigned char *)b64, mac, (int)maclen);
-    return dingmsg_urlencode(b64, out, outlen);
+    return dingtalk_msg_urlencode(b64, out, outlen);
 }
 
 /* The length of the valid UTF-8 sequence at p (n bytes left), or 0. */
@@ -77,7 +77,7 @@ utf8_len(const unsigned char *p, size_t n)
 }
 
 size_t
-dingmsg_json(const char *text, char *out, size_t outlen)
+dingtalk_msg_json(const char *text, char *out, size_t outlen)
 {
     static const char head[] = "{\"msgtype\":\"text\",\"text\":{\"content\":\"";
     static const char tail[] = "\"}}";

@@ -1,5 +1,5 @@
-/* reader.c: see reader.h. One persistent EV_READ event on the bufferevent's socket. */
-#include "reader.h"
+/* bulkread.c: see bulkread.h. One persistent EV_READ event on the bufferevent's socket. */
+#include "bulkread.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -9,7 +9,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-struct reader {
+struct bulkread {
     struct event *ev;
     struct bufferevent *bev;
     void (*on_read)(struct bufferevent *bev, void *arg);
@@ -21,7 +21,7 @@ struct reader {
 static void
 reader_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct reader *r = arg;
+    struct bulkread *r = arg;
     struct evbuffer *in = bufferevent_get_input(r->bev);
     struct evbuffer_iovec v[2];
     struct iovec io[2];
@@ -32,12 +32,12 @@ reader_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     /* A socket bufferevent freezes its input's end outside its own reads; so do we. */
     evbuffer_unfreeze(in, 0);
-    n = evbuffer_reserve_space(in, READER_MAX, v, 2);
+    n = evbuffer_reserve_space(in, BULKREAD_MAX, v, 2);
     if (n <= 0) {
         evbuffer_freeze(in, 0);
         errno = ENOMEM;
         r->done = 1;
-        reader_disable(r);
+        bulkread_disable(r);
         r->on_event(r->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, r->arg);
         return;
     }
@@ -62,18 +62,18 @@ reader_cb(evutil_socket_t fd, short what, void *arg)
     evbuffer_freeze(in, 0);
     if (got == -1 && (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)) return;
     r->done = 1;
-    reader_disable(r);
+    bulkread_disable(r);
     errno = e;
     EVUTIL_SET_SOCKET_ERROR(e);
     r->on_event(r->bev, BEV_EVENT_READING | (got == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), r->arg);
 }
 
-struct reader *
-reader_new(struct event_base *base, struct bufferevent *bev,
-           void (*on_read)(struct bufferevent *bev, void *arg),
-           void (*on_event)(struct bufferevent *bev, short what, void *arg), void *arg)
+struct bulkread *
+bulkread_new(struct event_base *base, struct bufferevent *bev,
+             void (*on_read)(struct bufferevent *bev, void *arg),
+             void (*on_event)(struct bufferevent *bev, short what, void *arg), void *arg)
 {
-    struct reader *r = calloc(1, sizeof(*r));
+    struct bulkread *r = calloc(1, sizeof(*r));
 
     if (r == NULL) return NULL;
     r->bev = bev;
@@ -90,7 +90,7 @@ reader_new(struct event_base *base, struct bufferevent *bev,
 }
 
 void
-reader_enable(struct reader *r)
+bulkread_enable(struct bulkread *r)
 {
     if (r->enabled || r->done) return;
     r->enabled = 1;
@@ -98,7 +98,7 @@ reader_enable(struct reader *r)
 }
 
 void
-reader_disable(struct reader *r)
+bulkread_disable(struct bulkread *r)
 {
     if (!r->enabled) return;
     r->enabled = 0;
@@ -106,7 +106,7 @@ reader_disable(struct reader *r)
 }
 
 void
-reader_free(struct reader *r)
+bulkread_free(struct bulkread *r)
 {
     if (r == NULL) return;
     event_free(r->ev);
