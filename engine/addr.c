@@ -135,6 +135,14 @@ addr_keepalive(int fd)
 }
 
 int
+addr_limit_unsent(int fd)
+{
+    int bytes = ADDR_UNSENT_MAX;
+
+    return setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &bytes, sizeof(bytes));
+}
+
+int
 addr_tcp_established(int fd)
 {
     struct tcp_info ti;

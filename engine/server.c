@@ -144,6 +144,7 @@ connect_to(struct session *s, const struct sockaddr *sa, socklen_t len)
     }
     addr_tune_socket(fd);
     addr_keepalive(fd);
+    addr_limit_unsent(fd);
     session_connect_fd(s, fd, sa, len);
 }
 

@@ -596,6 +596,43 @@ describe("limits", function()
     H.stop(t.server_pid)
   end)
 
+  it("park at most 256 KiB unsent in the kernel toward a destination that never reads", function()
+    -- Four sessions upload as fast as their windows allow to a destination that never reads.
+    -- The kernel's send buffer grows to ~3 MiB a socket (net.ipv4.tcp_wmem), outside every
+    -- budget (seen: 2,988,032 bytes each); TCP_NOTSENT_LOWAT keeps it to 256 KiB, and the rest
+    -- waits in the session, counted by its window.
+    local stall = H.dest(dir, "stall")
+    local t = H.tunnel(dir, pki, { no_client = true })
+    local hog = H.spawn("hog", { H.build .. "/tn-hostile", "-mode", "hog", "-n", "4", "-sec", "4",
+      "-server", "127.0.0.1:" .. t.server_port, "-dest", "127.0.0.1:" .. stall, "-ca", pki.ca,
+      "-cert", pki.mallory_cert, "-key", pki.mallory_key }, dir .. "/hog.out")
+    local function queues()
+      local q = {}
+      for line in H.sh("ss -Htn '( dport = :" .. stall .. " )'"):gmatch("[^\n]+") do
+        q[#q + 1] = tonumber(line:match("^%S+%s+%d+%s+(%d+)"))
+      end
+      return q
+    end
+    -- the uploads have filled what they can once the queues stop growing
+    local last
+    H.wait_for(function()
+      local q = queues()
+      if #q < 4 then return false end
+      local sum = 0
+      for _, v in ipairs(q) do sum = sum + v end
+      local same = sum == last
+      last = sum
+      H.sleep(0.2)
+      return same and sum > 0
+    end, 10, "four full send queues")
+    -- the kernel checks the bound before each new buffer, so one more (64 KiB) may pass it
+    for _, v in ipairs(queues()) do
+      assert.is_true(v <= 320 * 1024, "a destination socket holds " .. v .. " bytes unsent")
+    end
+    H.wait_for(function() return not H.alive(hog) end, 10, "the hog to end")
+    H.stop(t.server_pid)
+  end)
+
   it("close a connection that opens and resets sessions at once, and refuse its certificate 10 s", function()
     local sha = H.dest(dir, "sha")
     local t = H.tunnel(dir, pki)
