@@ -39,6 +39,8 @@
  * would make the close a mere pause in the flood. */
 #define PENALTY_SEC 10
 #define PENALTY_SEC_STR "10"
+/* Addresses under that penalty too, at most: when full, the one whose penalty ends first goes. */
+#define PENALTY_ADDRS_MAX 256
 
 /* One client certificate, while it has connections or orphaned sessions: what all of them hold
  * (its account) and how many connections it has. Keyed by the certificate's SHA-256. */
@@ -68,6 +70,14 @@ struct server {
     unsigned cert_cap;    /* sessions open at once on the connections of one certificate */
     struct tenant *tenants[TENANT_BUCKETS];
     struct tenant *penalized; /* tenants under a penalty, each holding a reference to itself */
+    /* Addresses (srv_conn.peer keys) that carried a connection closed for abandoning sessions:
+     * refused at accept until the penalty ends. Refusing them after the handshake cost the
+     * server a full handshake (about 1.5 ms of CPU) for every reconnect of the certificate. */
+    struct {
+        unsigned char key[16];
+        int64_t until_us;
+    } penalty_addrs[PENALTY_ADDRS_MAX];
+    size_t n_penalty_addrs;
     int draining;
 };
 
@@ -319,6 +329,49 @@ penalties_expire(struct server *srv, enum penalties_which which)
     }
 }
 
+/* The address key (srv_conn.peer) carried a connection closed for abandoning its sessions. */
+static void
+penalize_addr(struct server *srv, const unsigned char key[16])
+{
+    int64_t until = clock_now_us() + (int64_t)PENALTY_SEC * 1000000;
+    size_t i, slot = srv->n_penalty_addrs;
+
+    for (i = 0; i < srv->n_penalty_addrs; i++) {
+        if (memcmp(srv->penalty_addrs[i].key, key, 16) == 0) {
+            srv->penalty_addrs[i].until_us = until;
+            return;
+        }
+    }
+    if (slot == PENALTY_ADDRS_MAX) { /* full: the one that ends first makes room */
+        slot = 0;
+        for (i = 1; i < PENALTY_ADDRS_MAX; i++)
+            if (srv->penalty_addrs[i].until_us < srv->penalty_addrs[slot].until_us) slot = i;
+    } else {
+        srv->n_penalty_addrs++;
+    }
+    memcpy(srv->penalty_addrs[slot].key, key, 16);
+    srv->penalty_addrs[slot].until_us = until;
+}
+
+/* 1 while key is under a penalty; drops those that ended. */
+static int
+addr_penalized(struct server *srv, const unsigned char key[16])
+{
+    int64_t now = clock_now_us();
+    size_t i = 0;
+    int hit = 0;
+
+    while (i < srv->n_penalty_addrs) {
+        if (now >= srv->penalty_addrs[i].until_us) {
+            srv->penalty_addrs[i] = srv->penalty_addrs[--srv->n_penalty_addrs];
+            continue;
+        }
+        if (memcmp(srv->penalty_addrs[i].key, key, 16) == 0) hit = 1;
+        i++;
+    }
+    return hit;
+}
+
 /* m's client certificate's tenant, or NULL (an open server's client, or not known yet). */
 static struct tenant *
 tenant_of(struct mux *m)
@@ -455,6 +508,7 @@ server_closed(struct mux *m, void *arg)
     }
     for (i = 0; i < srv->n; i++) {
         if (srv->conns[i].m == m) {
+            if (mux_abandon_closed(m)) penalize_addr(srv, srv->conns[i].peer);
             srv->conns[i] = srv->conns[--srv->n];
             return;
         }
@@ -580,6 +634,13 @@ admit(struct server *srv, const unsigned char key[16], const char *peer)
     struct mux *victim;
 
     if (srv->ctx == NULL) return 1;
+    if (addr_penalized(srv, key)) {
+        log_msg(LOG_WARN,
+                "[tls] %s refused: a connection from its address abandoned its sessions less "
+                "than " PENALTY_SEC_STR " s ago",
+                peer);
+        return 0;
+    }
     for (i = 0; i < srv->n; i++)
         if (!mux_is_ready(srv->conns[i].m) && memcmp(srv->conns[i].peer, key, 16) == 0) mine++;
     if (mine >= (size_t)srv->cfg->handshake_per_addr) {

@@ -95,7 +95,9 @@ echo "unattacked $LAT0 | $BULK0 | server_hwm_kib=$RSS0 fds=$FDS0"
 log "attacked: ${attack_sec} s of hostile client and strangers"
 # The attackers run at the lowest priority: on a real network they are on other machines, and
 # here they share the honest client's two cores; their CPU is not the server's doing.
-H="nice -n 19 build/tn-hostile -server 127.0.0.1:$SP -ca $work/ca.pem -cert $work/mallory.pem -key $work/mallory.key -sec $attack_sec"
+# The hostile client connects from 127.0.1.200, another host than the honest one (127.0.0.1):
+# the server refuses an address that carried a connection closed for abuse for 10 s.
+H="nice -n 19 build/tn-hostile -server 127.0.0.1:$SP -from 200 -ca $work/ca.pem -cert $work/mallory.pem -key $work/mallory.key -sec $attack_sec"
 touch $work/hog.out $work/flood.out $work/strangers.out
 attackers=()
 CPU0=$(cpu) T0=$(date +%s.%N)
@@ -128,6 +130,7 @@ echo "attacked(2) $LAT | $BULK"
 refused=$(grep -c "refused: its windows would pass" $work/server.log)
 rapid=$(grep -c "\[conn\] - .* sessions reset before any reply or refused" $work/server.log)
 penalized=$(grep -c "\[conn\] - .* abandoned its sessions less than" $work/server.log)
+refused_addr=$(grep -c "refused: a connection from its address abandoned" $work/server.log)
 evicted=$(grep -c "handshake evicted" $work/server.log)
 echo "server: $refused sessions refused for the budgets; $(grep -c '\[sock\] +' $work/server.log) sessions opened; $rapid connections closed for rapid reset, $penalized refused after; $evicted handshakes evicted"
 
@@ -161,7 +164,8 @@ rss_mib=$((RSS1 / 1024)) budget_mib=$((server_mib + 20))
   echo "| server alive after | | $alive | | yes | $([ "$alive" = yes ] && echo met || echo NOT met) |"
   echo
   echo "Server: $refused sessions refused for the budgets, $rapid connections closed for rapid reset"
-  echo "and $penalized refused in the penalty after, $evicted stranger handshakes evicted. Hostile"
+  echo "and in the penalty after $refused_addr refused at accept (its address) and $penalized after"
+  echo "their handshake (its certificate), $evicted stranger handshakes evicted. Hostile"
   echo "tools (each line its own counts): $(tr '\n' ' ' <$work/hog.out) / $(grep -c . $work/flood.out) flood"
   echo "connections, the first: $(head -1 $work/flood.out) / $(cat $work/strangers.out)"
 } >bench/hostile.md

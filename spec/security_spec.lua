@@ -633,21 +633,26 @@ describe("limits", function()
     H.stop(t.server_pid)
   end)
 
-  it("close a connection that opens and resets sessions at once, and refuse its certificate 10 s", function()
+  it("close a connection that opens and resets sessions at once; refuse its address and certificate 10 s", function()
     local sha = H.dest(dir, "sha")
     local t = H.tunnel(dir, pki)
-    local hostile = H.build .. "/tn-hostile -mode flood -n 64 -sec 3 -server 127.0.0.1:" .. t.server_port ..
-      " -dest 127.0.0.1:" .. sha .. " -ca " .. pki.ca .. " -cert " .. pki.mallory_cert .. " -key " .. pki.mallory_key
-    local out, code = H.sh(hostile)
+    local function hostile(from)
+      return H.build .. "/tn-hostile -mode flood -n 64 -sec 3 -from " .. from .. " -server 127.0.0.1:" .. t.server_port ..
+        " -dest 127.0.0.1:" .. sha .. " -ca " .. pki.ca .. " -cert " .. pki.mallory_cert .. " -key " .. pki.mallory_key
+    end
+    local out, code = H.sh(hostile(9)) -- from 127.0.1.9
     assert.are.equal(0, code, out)
     assert.are.equal(1, H.count(t.slog, "%[warn%] %[conn%] %- %x+ = %d+ closed: 256 of its %d+ sessions reset before any reply or refused$"))
-    -- at once again: refused after its handshake, its sessions never opened
     local opened = H.count(t.slog, H.LOG.sock_open)
-    out, code = H.sh(hostile)
+    -- at once again from the same address: refused at accept, before any handshake
+    H.sh(hostile(9))
+    assert.are.equal(1, H.count(t.slog, "%[warn%] %[tls%] 127%.0%.1%.9:%d+ refused: a connection from its address abandoned its sessions less than 10 s ago$"))
+    -- from another address: refused once its certificate is known, its sessions never opened
+    out, code = H.sh(hostile(10))
     assert.are.equal(0, code, out)
     assert.are.equal(1, H.count(t.slog, "refused: a connection of its client certificate abandoned its sessions less than 10 s ago$"))
     assert.are.equal(opened, H.count(t.slog, H.LOG.sock_open))
-    -- the other certificate was served all along
+    -- the other certificate, from 127.0.0.1, was served all along
     H.assert_hello(t.socks_port, http)
     H.stop_tunnel(t)
   end)

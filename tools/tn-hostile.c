@@ -1,6 +1,7 @@
 /* tn-hostile: a client that attacks a TunneLS server, for specs and `make bench-hostile`.
  *
  *   tn-hostile -server HOST:PORT -mode MODE [-dest HOST:PORT] [-n N] [-sec S] [-sources K]
+ *              [-from K]
  *              [-ca F -cert F -key F -name NAME | -tcp]
  *
  * A raw ReMux peer (with a valid client certificate, or over plain TCP with -tcp) that does what
@@ -22,6 +23,7 @@
  *           a second after the server drops one (no TLS, no certificate): idle strangers, not a
  *           connect flood; with -sources K, from K loopback addresses (127.0.1.1 to 127.0.1.K),
  *           as K hosts would.
+ * -from K: the ReMux modes connect from 127.0.1.K (another host than an honest client's).
  *
  * Prints one line of key=value pairs (what it did and what the server answered) and exits 0,
  * or 1 when it could not connect at all. */
@@ -51,7 +53,7 @@
 
 static const char *server = "", *dest = "127.0.0.1:1", *mode = "hog";
 static const char *ca, *cert, *key, *name = "localhost";
-static int plain_tcp, n_arg = -1, sources;
+static int plain_tcp, n_arg = -1, sources, from_arg;
 static double seconds = 10;
 
 static SSL *ssl;
@@ -116,7 +118,7 @@ tcp_connect_from(const char *hp, int nonblock, int from)
 static int
 tcp_connect(const char *hp, int nonblock)
 {
-    return tcp_connect_from(hp, nonblock, 0);
+    return tcp_connect_from(hp, nonblock, from_arg);
 }
 
 static int
@@ -458,6 +460,8 @@ main(int argc, char **argv)
             seconds = atof(v);
         else if (strcmp(argv[i], "-sources") == 0)
             sources = atoi(v) > 254 ? 254 : atoi(v);
+        else if (strcmp(argv[i], "-from") == 0)
+            from_arg = atoi(v) > 254 ? 254 : atoi(v);
         else if (strcmp(argv[i], "-ca") == 0)
             ca = v;
         else if (strcmp(argv[i], "-cert") == 0)
