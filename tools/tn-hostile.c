@@ -271,7 +271,7 @@ open_header(uint8_t *b, const uint8_t *extra, size_t n)
     len += hl;
     b[len++] = (uint8_t)(p >> 8);
     b[len++] = (uint8_t)p;
-    memcpy(b + len, extra, n);
+    if (n > 0) memcpy(b + len, extra, n); /* extra may be NULL when n is 0 */
     return len + n;
 }
 
