@@ -28,6 +28,9 @@ struct flag {
 #define B(field) F_BOOL, offsetof(struct config, field), 0
 
 static const struct flag flags[] = {
+    {"config", S(config_path), "", 0, 0,
+     "a file of flags, one per line (name = value; # comments): read first, the command line "
+     "overrides it"},
     {"role", S(role), "", 0, 0, "client or server (required)"},
     {"server.net", S(server_net), "tcp", 0, 0,
      "server: network to listen on; client: to dial (tcp, tcp4, tcp6)"},
@@ -398,8 +401,124 @@ split_servers(struct config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* Makes err "tunnels: PATH:LINE: <the rest of err>" (err says "tunnels: -flag: ..."). */
+static void
+at_line(char *err, size_t errlen, const char *path, unsigned line)
+{
+    char rest[600], q[300];
+    const char *tail = strncmp(err, "tunnels: ", 9) == 0 ? err + 9 : err;
+
+    snprintf(rest, sizeof(rest), "%s", tail);
+    snprintf(err, errlen, "tunnels: %s:%u: %s", printable(path, SIZE_MAX, q, sizeof(q)), line,
+             rest);
+}
+
+/* One line of a config file: "name = value", "name value", "-name=value", a bare boolean
+ * name, a blank line or a # comment. The value is the rest of the line without its outer
+ * blanks; double quotes around it keep blanks inside. */
+static int
+config_line(char *s, const char *path, unsigned line, struct config *cfg, char *err, size_t errlen)
+{
+    const struct flag *f;
+    char *name, *val, *end, q[300];
+    size_t n;
+
+    while (*s == ' ' || *s == '\t')
+        s++;
+    n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        s[--n] = 0;
+    if (*s == 0 || *s == '#') return 0;
+    name = s[0] == '-' ? s + (s[1] == '-' ? 2 : 1) : s;
+    end = name + strcspn(name, " \t=");
+    val = end + strspn(end, " \t");
+    if (*val == '=') val += 1 + strspn(val + 1, " \t");
+    *end = 0;
+    f = find_flag(name, strlen(name));
+    if (f == NULL) {
+        snprintf(err, errlen, "tunnels: %s:%u: -%s: no such flag (see -h)",
+                 printable(path, SIZE_MAX, q, sizeof(q)), line,
+                 printable(name, SIZE_MAX, q + 150, sizeof(q) - 150));
+        return -1;
+    }
+    if (strcmp(f->name, "config") == 0) {
+        snprintf(err, errlen, "tunnels: %s:%u: -config: a config file cannot name another",
+                 printable(path, SIZE_MAX, q, sizeof(q)), line);
+        return -1;
+    }
+    n = strlen(val);
+    if (n >= 2 && val[0] == '"' && val[n - 1] == '"') {
+        val[n - 1] = 0;
+        val++;
+    } else if (*val == 0 && f->type == F_BOOL) {
+        val = "true";
+    } else if (*val == 0) {
+        snprintf(err, errlen, "tunnels: %s:%u: -%s: needs a value",
+                 printable(path, SIZE_MAX, q, sizeof(q)), line, f->name);
+        return -1;
+    }
+    if (set_flag(f, val, cfg, err, errlen) == -1) {
+        at_line(err, errlen, path, line);
+        return -1;
+    }
+    return 0;
+}
+
+/* The len bytes of a config file, line by line, into cfg. */
+static int
+config_text(const char *path, const char *text, size_t len, struct config *cfg, char *err,
+            size_t errlen)
+{
+    char buf[CONFIG_LINE_MAX + 1], q[300];
+    const char *p = text, *end = text + len, *nl;
+    unsigned line = 0;
+    size_t n;
+
+    while (p < end) {
+        line++;
+        nl = memchr(p, '\n', (size_t)(end - p));
+        n = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
+        if (n > CONFIG_LINE_MAX) {
+            snprintf(err, errlen, "tunnels: %s:%u: longer than %d bytes",
+                     printable(path, SIZE_MAX, q, sizeof(q)), line, CONFIG_LINE_MAX);
+            return -1;
+        }
+        if (memchr(p, 0, n) != NULL) {
+            snprintf(err, errlen, "tunnels: %s:%u: a NUL byte",
+                     printable(path, SIZE_MAX, q, sizeof(q)), line);
+            return -1;
+        }
+        memcpy(buf, p, n);
+        buf[n] = 0;
+        if (config_line(buf, path, line, cfg, err, errlen) == -1) return -1;
+        p = nl != NULL ? nl + 1 : end;
+    }
+    return 0;
+}
+
+const char *
+flags_config_path(int argc, char **argv)
+{
+    int i;
+
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i] + (argv[i][0] == '-' && argv[i][1] == '-' ? 2 : 1);
+        if (argv[i][0] != '-') continue;
+        if (strncmp(a, "config=", 7) == 0) return a + 7;
+        if (strcmp(a, "config") == 0 && i + 1 < argc) return argv[i + 1];
+    }
+    return NULL;
+}
+
 int
 flags_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen)
+{
+    return flags_parse_config(argc, argv, NULL, NULL, 0, cfg, err, errlen);
+}
+
+int
+flags_parse_config(int argc, char **argv, const char *path, const char *text, size_t len,
+                   struct config *cfg, char *err, size_t errlen)
 {
     const struct flag *f;
     const char *arg, *eq, *val;
@@ -407,6 +526,7 @@ flags_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen)
     int i;
 
     flags_defaults(cfg);
+    if (text != NULL && config_text(path, text, len, cfg, err, errlen) == -1) return FLAGS_ERR;
     for (i = 1; i < argc; i++) {
         arg = argv[i];
         if (arg[0] != '-' || arg[1] == 0) {

@@ -18,6 +18,19 @@ void flags_defaults(struct config *cfg);
  * files for TLS) are made too. */
 int flags_parse(int argc, char **argv, struct config *cfg, char *err, size_t errlen);
 
+/* The value of -config on the command line, or NULL: the caller reads the file. */
+const char *flags_config_path(int argc, char **argv);
+
+/* As flags_parse, with the len bytes of text (a -config file's, named path in errors) read after
+ * the defaults and before the command line, which overrides it. One flag per line: "name =
+ * value", "name value" or a bare boolean name; # starts a comment line; double quotes keep
+ * blanks in a value.
+ * Errors say "tunnels: PATH:LINE: -flag: ...". A NUL byte, a line over CONFIG_LINE_MAX bytes or
+ * a -config inside are errors. */
+#define CONFIG_LINE_MAX 4096
+int flags_parse_config(int argc, char **argv, const char *path, const char *text, size_t len,
+                       struct config *cfg, char *err, size_t errlen);
+
 /* Prints every flag with its default and meaning. */
 void flags_usage(FILE *out);
 

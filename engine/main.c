@@ -121,6 +121,43 @@ load_secret(char *val, size_t cap, const char *flag, const char *env, char *err,
     return 0;
 }
 
+/* The text of the -config file (path NULL: none) into *text (malloc'd, NULL when none). At most
+ * CONFIG_FILE_MAX bytes: a config file is a page of flags. */
+#define CONFIG_FILE_MAX (1024 * 1024)
+static int
+read_config(const char *path, char **text, size_t *len, char *err, size_t errlen)
+{
+    FILE *f;
+    size_t n;
+
+    *text = NULL;
+    *len = 0;
+    if (path == NULL) return 0;
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "tunnels: -config: %s: %s", path, strerror(errno));
+        return -1;
+    }
+    *text = malloc(CONFIG_FILE_MAX + 1);
+    if (*text == NULL) {
+        fclose(f);
+        snprintf(err, errlen, "tunnels: -config: %s: out of memory", path);
+        return -1;
+    }
+    n = fread(*text, 1, CONFIG_FILE_MAX + 1, f);
+    if (ferror(f) || n > CONFIG_FILE_MAX) {
+        snprintf(err, errlen, "tunnels: -config: %s: %s", path,
+                 ferror(f) ? strerror(errno) : "larger than 1 MiB");
+        fclose(f);
+        free(*text);
+        *text = NULL;
+        return -1;
+    }
+    fclose(f);
+    *len = n;
+    return 0;
+}
+
 static struct event_base *
 new_base(void)
 {
@@ -140,6 +177,8 @@ main(int argc, char **argv)
     static struct config cfg;
     struct app a;
     struct luahost *lua = NULL;
+    char *conf;
+    size_t conf_len;
     struct event *sigs[4];
     const int signums[4] = {SIGTERM, SIGINT, SIGHUP, 0};
     char err[1024];
@@ -147,7 +186,13 @@ main(int argc, char **argv)
     int rc, i;
 
     memset(&a, 0, sizeof(a));
-    rc = flags_parse(argc, argv, &cfg, err, sizeof(err));
+    if (read_config(flags_config_path(argc, argv), &conf, &conf_len, err, sizeof(err)) == -1) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    rc = flags_parse_config(argc, argv, flags_config_path(argc, argv), conf, conf_len, &cfg, err,
+                            sizeof(err));
+    free(conf);
     if (rc == FLAGS_HELP) {
         flags_usage(stdout);
         return 0;

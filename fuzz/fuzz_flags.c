@@ -1,5 +1,6 @@
-/* fuzz_flags.c: the input, split at NUL bytes, is an argv. The parser accepts it, asks for help,
- * or refuses it with one line that starts with "tunnels: ". */
+/* fuzz_flags.c: the input, split at NUL bytes, is an argv; whole, it is a -config file's text.
+ * The parser accepts each, asks for help, or refuses it with one line that starts with
+ * "tunnels: ". */
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,6 +31,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     argv[argc] = NULL;
     err[0] = 0;
     rc = flags_parse(argc, argv, &cfg, err, sizeof(err));
+    if (rc == FLAGS_ERR) {
+        assert(strncmp(err, "tunnels: ", 9) == 0);
+        assert(strchr(err, '\n') == NULL);
+    }
+    err[0] = 0;
+    rc = flags_parse_config(1, argv, "fuzz.conf", (const char *)data, size, &cfg, err, sizeof(err));
     if (rc == FLAGS_ERR) {
         assert(strncmp(err, "tunnels: ", 9) == 0);
         assert(strchr(err, '\n') == NULL);

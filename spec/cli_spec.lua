@@ -97,6 +97,76 @@ describe("command line", function()
   end)
 end)
 
+describe("a config file (-config)", function()
+  local dir, pki, http
+
+  setup(function()
+    dir = H.tmpdir()
+    pki = H.certs(dir)
+    http = H.dest(dir, "http")
+  end)
+  teardown(function()
+    H.stop_all()
+    H.sh("rm -rf " .. dir)
+  end)
+
+  it("sets flags by their names, one a line, and the command line overrides it", function()
+    local conf = dir .. "/server.conf"
+    H.write(conf, table.concat({
+      "# the server of a spec",
+      "",
+      "role = server",
+      "server.addr = 127.0.0.1:1        ", -- overridden below
+      '  tls.server.cert = "' .. pki.server_cert .. '"',
+      "tls.server.key " .. pki.server_key,
+      "-tls.server.ca=" .. pki.ca,
+      "server.allow.local",              -- a bare boolean: true
+      "sla.log.level = debug",           -- overridden below
+      "",
+    }, "\n"))
+    local port = H.free_port()
+    local log = dir .. "/server-conf.log"
+    local pid = H.spawn("server-conf", { H.bin, "-config", conf, "-server.addr=127.0.0.1:" .. port,
+      "-sla.log.path=" .. log, "-sla.log.level=info" }, log .. ".out")
+    H.wait_for(function() return H.count(log, "%[main%] server: listening") > 0 end, 10, "the server to listen")
+    local t = H.tunnel(dir, pki, { no_server = true, server_port = port })
+    H.assert_hello(t.socks_port, http)
+    assert.are.equal(0, H.count(log, "%[debg%]"), "-sla.log.level from the command line")
+    H.stop(t.client_pid)
+    H.stop(pid)
+  end)
+
+  it("reads the examples' config files (they get as far as their certificate files)", function()
+    for _, name in ipairs({ "server.conf", "client.conf" }) do
+      local out, code = run("-config " .. H.root .. "/examples/" .. name .. " -sla.log.path=")
+      assert.are.equal(1, code, name .. ": " .. out)
+      assert.matches("/etc/tunnels/", out)
+      assert.is_nil(out:find(name .. ":%d"), name .. ": " .. out)
+    end
+  end)
+
+  it("names the file and line of a bad one, exit 2; a missing file, exit 1", function()
+    local conf = dir .. "/bad.conf"
+    local cases = {
+      { "role = client\nremux.reuse.max.cnt = abc\n", ':2: -remux.reuse.max.cnt: "abc" is not a number' },
+      { "nosuch = 1\n", ":1: -nosuch: no such flag (see -h)" },
+      { "# fine\nconfig = other.conf\n", ":2: -config: a config file cannot name another" },
+      { "remux.net\n", ":1: -remux.net: needs a value" },
+      { "role = client\nsla.log.path = a\0b\n", ":2: a NUL byte" },
+      { ("#"):rep(5000) .. "\n", ":1: longer than 4096 bytes" },
+    }
+    for _, c in ipairs(cases) do
+      H.write(conf, c[1])
+      local out, code = run("-config " .. conf .. " -role=client -server.addr=127.0.0.1:1")
+      assert.are.equal(2, code, c[2])
+      assert.are.equal("tunnels: " .. conf .. c[2] .. "\n", out)
+    end
+    local out, code = run("-config=" .. dir .. "/none.conf -role=client -server.addr=127.0.0.1:1")
+    assert.are.equal(1, code)
+    assert.are.equal("tunnels: -config: " .. dir .. "/none.conf: No such file or directory\n", out)
+  end)
+end)
+
 describe("the SOCKS5 listener", function()
   it("stays on loopback unless -client.public says otherwise, and warns then", function()
     local port = H.free_port()
