@@ -17,6 +17,7 @@
 #include "log.h"
 #include "luahost.h"
 #include "mux.h"
+#include "notify.h"
 #include "server.h"
 #include "session.h"
 #include "tls.h"
@@ -61,6 +62,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     (void)what;
     if (sig == SIGHUP) {
         char err[1024];
+        notify_reloading();
         log_reopen();
         if (luahost_reload(a->lua, err, sizeof(err)) == -1)
             log_msg(LOG_ERROR,
@@ -73,6 +75,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
             log_msg(LOG_ERROR, "[main] SIGHUP: TLS not reloaded, the old certificates stay: %s",
                     err + (strncmp(err, "tunnels: ", 9) == 0 ? 9 : 0));
         alerts_reload(a->alerts);
+        notify_ready("reloaded (SIGHUP)");
         return;
     }
     if (a->draining) {
@@ -81,6 +84,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
         return;
     }
     a->draining = 1;
+    notify_stopping();
     log_msg(LOG_INFO, "[main] %s: draining %u sessions", sig == SIGTERM ? "SIGTERM" : "SIGINT",
             session_count());
     if (a->client != NULL) client_stop_accepting(a->client);
@@ -247,6 +251,9 @@ main(int argc, char **argv)
     }
     sigs[i] = NULL;
     a.drain_sec = cfg.drain_sec;
+    /* Listening (client_new and server_new bind before they return) and the signals watched:
+     * a unit that waits for this one may start. */
+    notify_ready(cfg.role_kind == ROLE_CLIENT ? "SOCKS5 listener up" : "listening");
     event_base_dispatch(a.base);
     log_msg(LOG_INFO, "[main] exit");
     client_free(a.client);
