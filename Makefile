@@ -27,8 +27,14 @@ FUZZ_SRC_socks := engine/socks.c
 FUZZ_SRC_flags := engine/flags.c engine/log.c
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test demo clean format tools fuzz bench bench-bulk bench-hostile valgrind
-all: $(BUILD)/tunnels $(BUILD)/libtunnels_pure.so $(TOOLS) $(FUZZ:%=$(BUILD)/replay-%)
+.PHONY: all test demo clean format tools fuzz bench bench-bulk bench-hostile valgrind install
+all: $(BUILD)/tunnels $(BUILD)/tunnels.1 $(BUILD)/libtunnels_pure.so $(TOOLS) \
+	$(FUZZ:%=$(BUILD)/replay-%)
+
+# Where `make install` puts things: $(DESTDIR)$(PREFIX)/bin, share/man/man1, share/doc/tunnels,
+# lib/systemd/system (the units' ExecStart rewritten to $(PREFIX)/bin/tunnels).
+PREFIX ?= /usr/local
+DESTDIR ?=
 
 $(BUILD):
 	mkdir -p $(BUILD)
@@ -52,6 +58,23 @@ $(BUILD)/%_lua.o: $(BUILD)/%_lua.c
 
 $(BUILD)/tunnels: $(OBJS)
 	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(PKG_LIBS)
+
+# tunnels(1), from the binary's own -h: every flag, never out of step.
+$(BUILD)/tunnels.1: $(BUILD)/tunnels scripts/manpage.sh
+	scripts/manpage.sh $(BUILD)/tunnels >$@
+
+install: $(BUILD)/tunnels $(BUILD)/tunnels.1
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/doc/tunnels/examples $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0755 $(BUILD)/tunnels $(DESTDIR)$(PREFIX)/bin/tunnels
+	install -m 0644 $(BUILD)/tunnels.1 $(DESTDIR)$(PREFIX)/share/man/man1/tunnels.1
+	install -m 0644 README.md LICENSE docs/*.md $(DESTDIR)$(PREFIX)/share/doc/tunnels/
+	install -m 0644 examples/* $(DESTDIR)$(PREFIX)/share/doc/tunnels/examples/
+	for u in dist/systemd/*.service; do \
+		sed 's|/usr/bin/tunnels|$(PREFIX)/bin/tunnels|' $$u \
+			>$(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u) || exit 1; \
+		chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
+	done
 
 # The pure modules (no I/O) as a shared library, for the specs through LuaJIT's FFI.
 $(BUILD)/libtunnels_pure.so: $(PURE:%=engine/%.c) engine/*.h | $(BUILD)/.deps-build

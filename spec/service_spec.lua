@@ -1,9 +1,49 @@
--- Running as a service (dist/systemd/): the units pass systemd-analyze verify and keep their
+-- Running as a service: `make install` (binary, tunnels(1) from the flag table, docs,
+-- examples, units), the units (dist/systemd/) pass systemd-analyze verify and keep their
 -- sandboxing score, and the process tells a service manager when it is ready, reloading and
 -- stopping (the sd_notify protocol: datagrams to $NOTIFY_SOCKET). systemd is not PID 1 here, so
 -- the spec plays the manager's part of the protocol with a socket of its own.
 local H = require("spec.helper")
 local unix = require("socket.unix")
+
+describe("make install", function()
+  local dir
+
+  setup(function() dir = H.tmpdir() end)
+  teardown(function() H.sh("rm -rf " .. dir) end)
+
+  it("puts the binary, tunnels(1), the docs, examples and units under DESTDIR and PREFIX", function()
+    local out, code = H.sh("make -s -C " .. H.root .. " install DESTDIR=" .. dir .. " PREFIX=/usr")
+    assert.are.equal(0, code, out)
+    for _, f in ipairs({ "/usr/bin/tunnels", "/usr/share/man/man1/tunnels.1", "/usr/share/doc/tunnels/README.md",
+      "/usr/share/doc/tunnels/LICENSE", "/usr/share/doc/tunnels/SECURITY.md", "/usr/share/doc/tunnels/examples/server.conf",
+      "/usr/lib/systemd/system/tunnels-server@.service", "/usr/lib/systemd/system/tunnels-client@.service" }) do
+      assert.are.equal(0, select(2, H.sh("test -s " .. dir .. f)), f)
+    end
+    out = H.sh(dir .. "/usr/bin/tunnels -h")
+    assert.matches("usage: tunnels", out)
+    -- another prefix: the units start the binary where it went
+    out, code = H.sh("make -s -C " .. H.root .. " install DESTDIR=" .. dir .. "/local PREFIX=/usr/local")
+    assert.are.equal(0, code, out)
+    assert.is_truthy(H.read(dir .. "/local/usr/local/lib/systemd/system/tunnels-server@.service"):find(
+      "ExecStart=/usr/local/bin/tunnels -config /etc/tunnels/%i.conf", 1, true))
+  end)
+
+  it("installs a man page that renders without a warning and lists every flag of -h with its default", function()
+    local page = H.build .. "/tunnels.1"
+    local warnings, code = H.sh("groff -man -Tutf8 -ww -z " .. page)
+    assert.are.equal(0, code, warnings)
+    assert.are.equal("", warnings)
+    local text = H.read(page)
+    local n = 0
+    for name in H.sh(H.bin .. " -h"):gmatch("\n  %-([%w%.]+)") do
+      n = n + 1
+      assert.is_truthy(text:find("\\fB\\-" .. name:gsub("%-", "\\-") .. "\\fR", 1, true), name .. " missing from tunnels(1)")
+    end
+    assert.is_true(n > 50, n .. " flags")
+    assert.is_truthy(text:find("(default 16)", 1, true))
+  end)
+end)
 
 describe("the systemd units", function()
   local dir
