@@ -1,0 +1,60 @@
+-- The certificate life cycle as ops run it, with Debian's easy-rsa (not a tool of ours): a CA,
+-- the server's certificate with its names, a certificate per user, revocation and the CRL. The
+-- server takes easy-rsa's files as they are; after `easyrsa revoke` and `gen-crl`, a SIGHUP
+-- closes the revoked user's connection and refuses its next one, while the other user goes on.
+local H = require("spec.helper")
+
+local EASYRSA = "/usr/share/easy-rsa/easyrsa"
+
+describe("easy-rsa", function()
+  local dir, http, pkidir
+
+  -- easyrsa in batch mode, on the spec's PKI: EC keys (P-256) as TunneLS's own test PKI has.
+  local function easyrsa(args)
+    local out, code = H.sh("cd " .. dir .. " && EASYRSA_BATCH=1 EASYRSA_PKI=" .. pkidir .. " " .. EASYRSA ..
+      " --use-algo=ec --curve=prime256v1 " .. args)
+    assert.are.equal(0, code, "easyrsa " .. args .. ": " .. out)
+    return out
+  end
+
+  setup(function()
+    dir = H.tmpdir()
+    pkidir = dir .. "/pki"
+    http = H.dest(dir, "http")
+  end)
+  teardown(function()
+    H.stop_all()
+    H.sh("rm -rf " .. dir)
+  end)
+
+  it("a CA, a server, two users; revoke one, gen-crl, SIGHUP: it is out, the other goes on", function()
+    easyrsa("init-pki")
+    easyrsa("--req-cn='TunneLS spec CA' build-ca nopass")
+    easyrsa("--subject-alt-name='DNS:localhost,IP:127.0.0.1' build-server-full server nopass")
+    easyrsa("build-client-full alice nopass")
+    easyrsa("build-client-full bob nopass")
+    easyrsa("gen-crl")
+    local function user(name)
+      return { ca = pkidir .. "/ca.crt", server_cert = pkidir .. "/issued/server.crt",
+        server_key = pkidir .. "/private/server.key", client_cert = pkidir .. "/issued/" .. name .. ".crt",
+        client_key = pkidir .. "/private/" .. name .. ".key" }
+    end
+    local alice = H.tunnel(dir, user("alice"), { server = { ["tls.server.crl"] = pkidir .. "/crl.pem" } })
+    local bob = H.tunnel(dir, user("bob"), { no_server = true, server_port = alice.server_port })
+    H.assert_hello(alice.socks_port, http)
+    H.assert_hello(bob.socks_port, http)
+    assert.are.equal(1, H.count(alice.slog, '%[tls%] ~ %x+ .*: "CN=bob"'))
+
+    easyrsa("revoke bob")
+    easyrsa("gen-crl")
+    H.sh("kill -HUP " .. alice.server_pid)
+    H.wait_for(function() return H.count(alice.slog, "%[conn%] %- %x+ = %d+ its client certificate is revoked") == 1 end,
+      5, "bob's connection closed")
+    local _, code = H.curl(bob.socks_port, "http://localhost:" .. http .. "/")
+    assert.are_not.equal(0, code)
+    H.wait_for(function() return H.count(alice.slog, "tls handshake: .*certificate revoked") >= 1 end, 5, "bob refused")
+    H.assert_hello(alice.socks_port, http)
+    H.stop(bob.client_pid)
+    H.stop_tunnel(alice)
+  end)
+end)
