@@ -14,7 +14,7 @@ CFLAGS += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 LDFLAGS += $(SAN)
 BUILD ?= build
 
-ENGINE := account addr alerts bulkread client dingtalk dingtalk_msg direct flags frame log luahost main mux notify pool reuse server session sidmap socks tls turns writethrough
+ENGINE := account addr alerts bulkread client dingtalk dingtalk_msg direct flags frame log luahost main metrics mux notify pool reuse server session sidmap socks tls turns writethrough
 PURE := frame socks flags log sidmap dingtalk_msg reuse turns
 OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o $(BUILD)/rules_lua.o
 TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook $(BUILD)/tn-bench $(BUILD)/tn-delay \

@@ -21,6 +21,7 @@
 
 #include "dingtalk_msg.h"
 #include "log.h"
+#include "metrics.h"
 
 #define DT_QUEUE 16
 #define DT_TRIES 3
@@ -96,6 +97,7 @@ done_cb(struct evhttp_request *req, void *arg)
     body[strcspn(body, "\r\n")] = 0;
     /* DingTalk answers 200 with {"errcode":0,"errmsg":"ok"}; anything else is a failure. */
     if (code == 200 && strstr(body, "\"errcode\":0") != NULL) {
+        metrics.alerts_sent++;
         log_msg(LOG_DEBUG, "[sla] alert delivered to %s", d->host);
         pop(d);
         if (d->len > 0) start(d);
@@ -118,6 +120,7 @@ done_cb(struct evhttp_request *req, void *arg)
         evtimer_add(d->retry, &backoff);
         return;
     }
+    metrics.alerts_dropped++;
     log_msg(LOG_WARN, "[sla] alert to %s dropped after %d tries: %s", d->host, DT_TRIES, why);
     pop(d);
     if (d->len > 0) start(d);
@@ -193,6 +196,7 @@ fail:
     if (ssl != NULL) SSL_free(ssl);
     if (d->conn != NULL) evhttp_connection_free(d->conn);
     d->conn = NULL;
+    metrics.alerts_dropped++;
     log_msg(LOG_WARN, "[sla] alert to %s dropped: out of memory", d->host);
     pop(d);
 }

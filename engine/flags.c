@@ -32,6 +32,10 @@ static const struct flag flags[] = {
      "a file of flags, one per line (name = value; # comments): read first, the command line "
      "overrides it"},
     {"role", S(role), "", 0, 0, "client or server (required)"},
+    {"metrics.addr", S(metrics_addr), "", 0, 0,
+     "host:port to serve Prometheus metrics on (GET /metrics, /healthz); \"\": none"},
+    {"metrics.public", B(metrics_public), "false", 0, 0,
+     "allow -metrics.addr off loopback (the metrics name who is served and how much)"},
     {"server.net", S(server_net), "tcp", 0, 0,
      "server: network to listen on; client: to dial (tcp, tcp4, tcp6)"},
     {"server.addr", S(server_addr), "", 0, 0,

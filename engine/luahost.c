@@ -27,6 +27,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "reuse.h"
 
 #define LUAHOST_COUNT 1000
@@ -163,13 +164,18 @@ gate(struct luahost *h, const char *what, int nargs, int nres, double budget_ms)
 {
     lua_State *L = h->L;
     int fn = lua_gettop(L) - nargs, rc;
+    enum metrics_hook hook = metrics_hook(what);
+    double began;
 
+    metrics.lua_calls[hook]++;
     if (h->over) {
+        metrics.lua_failed[hook]++;
         lua_settop(L, fn - 1);
         return -1;
     }
     if (!lua_checkstack(L, 8)) {
         log_msg(LOG_ERROR, "[lua] %s: Lua stack exhausted", what);
+        metrics.lua_failed[hook]++;
         lua_settop(L, fn - 1);
         return -1;
     }
@@ -180,7 +186,10 @@ gate(struct luahost *h, const char *what, int nargs, int nres, double budget_ms)
     luahost_running = h;
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, LUAHOST_COUNT);
     h->mem->capped = 1;
+    began = now_ms();
     rc = lua_pcall(L, nargs, nres, fn);
+    metrics.lua_seconds[hook] += (now_ms() - began) / 1e3;
+    if (rc != 0) metrics.lua_failed[hook]++;
     h->mem->capped = 0;
     lua_sethook(L, NULL, 0, 0);
     luahost_running = NULL;

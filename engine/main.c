@@ -16,6 +16,7 @@
 #include "flags.h"
 #include "log.h"
 #include "luahost.h"
+#include "metrics.h"
 #include "mux.h"
 #include "notify.h"
 #include "server.h"
@@ -29,6 +30,7 @@ struct app {
     struct server *server;
     struct luahost *lua;
     struct alerts *alerts;
+    struct metrics_http *metrics;
     struct event *drain;
     int64_t drain_deadline_us;
     int draining;
@@ -237,6 +239,8 @@ main(int argc, char **argv)
         a.alerts = alerts_new(a.base, &cfg, lua, err, sizeof(err));
         if (a.alerts == NULL) goto fail;
     }
+    a.metrics = metrics_http_new(a.base, &cfg, &rc, err, sizeof(err));
+    if (rc) goto fail;
     if (cfg.role_kind == ROLE_CLIENT) {
         a.client = client_new(a.base, &cfg, lua, err, sizeof(err));
         if (a.client == NULL) goto fail;
@@ -256,6 +260,7 @@ main(int argc, char **argv)
     notify_ready(cfg.role_kind == ROLE_CLIENT ? "SOCKS5 listener up" : "listening");
     event_base_dispatch(a.base);
     log_msg(LOG_INFO, "[main] exit");
+    metrics_http_free(a.metrics);
     client_free(a.client);
     server_free(a.server);
     alerts_free(a.alerts);
@@ -270,6 +275,7 @@ main(int argc, char **argv)
     return 0;
 fail:
     fprintf(stderr, "%s\n", err);
+    metrics_http_free(a.metrics);
     alerts_free(a.alerts);
     luahost_free(lua);
     event_base_free(a.base);

@@ -28,6 +28,7 @@
 #include "account.h"
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "bulkread.h"
 #include "session.h"
 #include "turns.h"
@@ -188,6 +189,7 @@ mux_new(struct event_base *base, struct bufferevent *bev, enum mux_transport tra
     if (all_muxes != NULL) all_muxes->all_prev = m;
     all_muxes = m;
     mux_open_count++;
+    metrics.conns_opened++;
     if (peer != NULL) {
         snprintf(m->peer, sizeof(m->peer), "%s", peer);
         log_msg(LOG_INFO, "[conn] + %08x = %u from %s", m->id, mux_open_count, peer);
@@ -358,6 +360,11 @@ mux_close(struct mux *m, enum mux_close_how how, int level, const char *reason)
     if (m->closing) return;
     m->closing = 1;
     mux_open_count--;
+    if (how == MUX_CLOSE_ORDERLY)
+        metrics.conns_closed_orderly++;
+    else
+        metrics.conns_closed_abort++;
+    if (m->tls && !m->ready) metrics.tls_failed++; /* closed before its handshake finished */
     log_msg(level, "[conn] - %08x = %u%s%s", m->id, mux_open_count, *reason ? " " : "", reason);
     do {
         n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
@@ -610,6 +617,7 @@ mux_abandoned(struct mux *m)
     snprintf(why, sizeof(why), "closed: %u of its %u sessions reset before any reply or refused",
              m->abandoned, m->opened);
     m->abandon_closed = 1;
+    metrics.rapid_reset_closed++;
     mux_close(m, MUX_CLOSE_ORDERLY, LOG_WARN, why);
 }
 
@@ -793,6 +801,10 @@ mux_on_ready(struct mux *m)
 
     m->ready = 1;
     m->last_rx_us = clock_now_us();
+    if (m->tls && SSL_session_reused(mux_ssl(m)))
+        metrics.tls_resumed++;
+    else if (m->tls)
+        metrics.tls_full++;
     event_del(m->timer);
     event_assign(m->timer, m->base, -1, EV_PERSIST, mux_timer_cb, m);
     evtimer_add(m->timer, &tv);
@@ -965,6 +977,12 @@ mux_timer_cb(evutil_socket_t fd, short what, void *arg)
     } else if (quiet >= ping - 100000) {
         send_ping(m);
     }
+}
+
+unsigned
+mux_count(void)
+{
+    return mux_open_count;
 }
 
 int

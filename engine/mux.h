@@ -116,6 +116,7 @@ struct account *mux_account(struct mux *m);
 uint32_t mux_id(const struct mux *m);
 struct event_base *mux_base(const struct mux *m);
 const struct config *mux_config(const struct mux *m);
+unsigned mux_count(void);                  /* lower connections open now, in the process */
 unsigned mux_live(const struct mux *m);    /* sessions open now */
 unsigned mux_carried(const struct mux *m); /* sessions carried so far */
 double mux_age(const struct mux *m);       /* seconds */

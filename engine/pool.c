@@ -20,6 +20,7 @@
 #include "array.h"
 #include "clock.h"
 #include "log.h"
+#include "metrics.h"
 #include "luahost.h"
 #include "mux.h"
 #include "session.h"
@@ -224,6 +225,7 @@ pool_ready(struct mux *m, void *arg)
     struct pool *p = arg;
     double took = mux_age(m);
 
+    metrics_observe_dial(took);
     /* Smoothed over a few dials: one slow handshake does not double the spares kept. */
     p->handshake = p->handshake == 0 ? took : 0.75 * p->handshake + 0.25 * took;
     if (p->down_until_us != 0)

@@ -27,6 +27,7 @@
 #include "clock.h"
 #include "frame.h"
 #include "log.h"
+#include "metrics.h"
 #include "luahost.h"
 #include "mux.h"
 #include "session.h"
@@ -183,6 +184,7 @@ connect_name(struct server *srv, struct session *s, const struct mux *m, const c
         connect_to(s, sa, len);
     } else {
         snprintf(msg, sizeof(msg), "denied: %s", why[0] ? why : "by the route hook");
+        metrics.acl_denied++;
         session_fail(s, FRAME_RST_POLICY, msg);
     }
 }
@@ -196,6 +198,7 @@ lookup_cb(int result, struct evutil_addrinfo *res, void *arg)
     l->req = NULL;
     if (s != NULL) {
         session_on_close(s, NULL, NULL);
+        if (result != 0 || res == NULL) metrics.dns_failed++;
         if (result != 0 || res == NULL)
             session_fail(s, FRAME_RST_DNS,
                          evutil_gai_strerror(result != 0 ? result : EVUTIL_EAI_FAIL));
@@ -445,6 +448,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
      * budget is refused, so that what sessions hold never passes them. */
     if (account_room(mux_account(m)) < (int64_t)srv->cfg->window_kib * 1024) {
         const struct account *a = account_tightest(mux_account(m));
+        metrics.budget_refused++;
         log_msg(LOG_WARN,
                 "[sock] - %s = %u refused: its windows would pass %s=%lld on %08x (%lld KiB held)",
                 dest, session_count(), a->name, (long long)(a->bytes_max >> 20), mux_id(m),
@@ -469,6 +473,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     }
     if (!allowed(srv, m, name, req.port, socks_atyp_name(req.atyp),
                  req.atyp == SOCKS_ATYP_DOMAIN ? NULL : host, why, sizeof(why))) {
+        metrics.acl_denied++;
         log_msg(LOG_WARN, "[sock] - %s = %u denied: %s", dest, session_count(),
                 why[0] ? why : "by the route hook");
         evbuffer_drain(in, len);
@@ -537,6 +542,7 @@ server_ready(struct mux *m, void *arg)
     account_reparent(mux_account(m), &t->acct);
     if (clock_now_us() < t->penalty_until_us) {
         t->conns++; /* server_closed counts it off */
+        metrics.penalty_refused++;
         mux_close(m, MUX_CLOSE_ORDERLY, LOG_WARN,
                   "refused: a connection of its client certificate abandoned its sessions less "
                   "than " PENALTY_SEC_STR " s ago");
@@ -635,6 +641,7 @@ admit(struct server *srv, const unsigned char key[16], const char *peer)
 
     if (srv->ctx == NULL) return 1;
     if (addr_penalized(srv, key)) {
+        metrics.penalty_refused++;
         log_msg(LOG_WARN,
                 "[tls] %s refused: a connection from its address abandoned its sessions less "
                 "than " PENALTY_SEC_STR " s ago",

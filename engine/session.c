@@ -27,6 +27,7 @@
 #include "clock.h"
 #include "frame.h"
 #include "log.h"
+#include "metrics.h"
 #include "mux.h"
 #include "socks.h"
 #include "turns.h"
@@ -128,6 +129,7 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, enum session
     bufferevent_setcb(local, NULL, NULL, session_event_cb, s);
     bufferevent_set_max_single_write(local, 256 * 1024);
     session_live++;
+    metrics.sessions_opened++;
     log_msg(LOG_DEBUG, "[sess] + %08x:%u = %u", s->mux_id, sid, session_live);
     /* "on" the connection it goes over: at info, what ties a destination to a client (the
      * server's [conn] + and [tls] lines name the peer and its certificate). */
@@ -260,6 +262,12 @@ session_close(struct session *s, enum session_end how, int level, const char *wh
         s->mux = NULL;
     }
     session_live--;
+    if (how == END_FINISHED)
+        metrics.sessions_finished++;
+    else if (how == END_ABORT)
+        metrics.sessions_aborted++;
+    else
+        metrics.sessions_reset++;
     account_close(s->acct, s->charged);
     log_msg(LOG_DEBUG, "[sess] - %08x:%u = %u", s->mux_id, s->sid, session_live);
     log_msg(level, "[sock] - %s = %u%s%s", s->dest, session_live, *why ? " " : "", why);
@@ -338,6 +346,7 @@ pump_up(struct session *s)
         if (n > FRAME_MAX_PAYLOAD - s->hdr_len) n = FRAME_MAX_PAYLOAD - s->hdr_len;
         mux_send(s->mux, s->sid, s->hdr, s->hdr_len, in, n);
         s->send_window -= (int64_t)n;
+        metrics.bytes_to_peer += n;
         s->replied |= n > 0;
         s->hdr_len = 0;
         watch_idle(s);
@@ -349,6 +358,7 @@ pump_up(struct session *s)
         if (n > FRAME_MAX_PAYLOAD) n = FRAME_MAX_PAYLOAD;
         mux_send(s->mux, s->sid, NULL, 0, in, n);
         s->send_window -= (int64_t)n;
+        metrics.bytes_to_peer += n;
         s->replied = 1;
         len -= n;
     }
@@ -411,6 +421,7 @@ session_readable(evutil_socket_t fd, short what, void *arg)
         got = mux_send_from_fd(s->mux, s->sid, s->hdr, s->hdr_len, fd, max);
         if (got > 0) {
             s->send_window -= got;
+            metrics.bytes_to_peer += (uint64_t)got;
             s->replied = 1;
             budget -= (size_t)got;
             if (s->hdr_len > 0) {
@@ -769,6 +780,7 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
         return -1;
     }
     s->recv_avail -= (int64_t)n;
+    metrics.bytes_from_peer += n;
     s->active_us = clock_now_us();
     if (!s->connected) {
         evbuffer_remove_buffer(src, bufferevent_get_output(s->bev), n);

@@ -1,0 +1,49 @@
+/* metrics.h: what the engine counts, and its Prometheus text exposition on -metrics.addr
+ * (GET /metrics; GET /healthz for load balancers). Counters are plain increments of one
+ * process-wide struct: no lock, no system call, nothing on the data path but an add. Gauges
+ * (connections, sessions, window bytes) are read from their owners when scraped. */
+#ifndef TUNNELS_METRICS_H
+#define TUNNELS_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* The Lua hooks, a label each (a bounded set: any other name counts as "other"). */
+enum metrics_hook { HOOK_PICK, HOOK_IDLE, HOOK_SPARE, HOOK_ROUTE, HOOK_ALERT, HOOK_OTHER, HOOK_N };
+
+/* The buckets of the dial histogram (seconds; +Inf is the count). */
+#define METRICS_DIAL_BUCKETS 8
+
+struct metrics {
+    uint64_t conns_opened, conns_closed_orderly, conns_closed_abort;
+    uint64_t tls_full, tls_resumed, tls_failed;
+    uint64_t sessions_opened, sessions_finished, sessions_aborted, sessions_reset;
+    uint64_t bytes_to_peer, bytes_from_peer; /* payload: read from local sockets, written to them */
+    uint64_t acl_denied, dns_failed, budget_refused, rapid_reset_closed, penalty_refused;
+    uint64_t lua_calls[HOOK_N], lua_failed[HOOK_N];
+    double lua_seconds[HOOK_N];
+    uint64_t alerts_sent, alerts_dropped;
+    uint64_t dial_bucket[METRICS_DIAL_BUCKETS], dials; /* client: connections up, by how long */
+    double dial_seconds;
+};
+
+extern struct metrics metrics;
+
+/* The label of hook what ("pick", "route", ...). */
+enum metrics_hook metrics_hook(const char *what);
+
+/* Client: a dial took seconds from its start to its connection's readiness. */
+void metrics_observe_dial(double seconds);
+
+struct event_base;
+struct metrics_http;
+
+/* Serves -metrics.addr (NULL when it is ""). Refuses an address off loopback unless
+ * -metrics.public. NULL with err when it cannot listen. */
+struct metrics_http *metrics_http_new(struct event_base *base, const struct config *cfg,
+                                      int *failed, char *err, size_t errlen);
+void metrics_http_free(struct metrics_http *h);
+
+#endif
