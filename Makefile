@@ -65,11 +65,13 @@ $(BUILD)/tunnels.1: $(BUILD)/tunnels scripts/manpage.sh
 
 install: $(BUILD)/tunnels $(BUILD)/tunnels.1
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
-		$(DESTDIR)$(PREFIX)/share/doc/tunnels/examples $(DESTDIR)$(PREFIX)/lib/systemd/system
+		$(DESTDIR)$(PREFIX)/share/doc/tunnels/examples $(DESTDIR)$(PREFIX)/lib/systemd/system \
+		$(DESTDIR)$(PREFIX)/share/doc/tunnels/logrotate
 	install -m 0755 $(BUILD)/tunnels $(DESTDIR)$(PREFIX)/bin/tunnels
 	install -m 0644 $(BUILD)/tunnels.1 $(DESTDIR)$(PREFIX)/share/man/man1/tunnels.1
 	install -m 0644 README.md LICENSE docs/*.md $(DESTDIR)$(PREFIX)/share/doc/tunnels/
 	install -m 0644 examples/* $(DESTDIR)$(PREFIX)/share/doc/tunnels/examples/
+	install -m 0644 dist/logrotate/tunnels $(DESTDIR)$(PREFIX)/share/doc/tunnels/logrotate/
 	for u in dist/systemd/*.service; do \
 		sed 's|/usr/bin/tunnels|$(PREFIX)/bin/tunnels|' $$u \
 			>$(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u) || exit 1; \

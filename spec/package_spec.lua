@@ -26,7 +26,7 @@ describe("the Debian package", function()
     for _, f in ipairs({ "./usr/bin/tunnels", "./usr/share/man/man1/tunnels.1.gz",
       "./lib/systemd/system/tunnels-server@.service", "./lib/systemd/system/tunnels-client@.service",
       "./usr/lib/sysusers.d/tunnels.conf", "./usr/share/doc/tunnels/copyright",
-      "./usr/share/doc/tunnels/examples/server.conf" }) do
+      "./usr/share/doc/tunnels/examples/server.conf", "./etc/logrotate.d/tunnels" }) do
       assert.is_truthy(files:find(f, 1, true), f .. " not in the package")
     end
     local info = H.sh("dpkg -I " .. deb)

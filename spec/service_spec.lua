@@ -81,6 +81,24 @@ describe("the systemd units", function()
   end)
 end)
 
+describe("the logrotate file", function()
+  it("parses, rotates the units' logs and HUPs them after (logrotate -d, a dry run)", function()
+    local dir = H.tmpdir()
+    local text = H.read(H.root .. "/dist/logrotate/tunnels")
+    assert.is_truthy(text:find("/var/log/tunnels/*.log {", 1, true))
+    assert.is_truthy(text:find("create 0640 tunnels tunnels", 1, true))
+    assert.is_truthy(text:find("--signal=HUP --kill-whom=main 'tunnels-server@*.service'", 1, true))
+    -- the same file on the spec's own directory and user
+    H.write(dir .. "/logrotate.conf", (text:gsub("/var/log/tunnels/", dir .. "/logs/"):gsub("tunnels tunnels", "root root")))
+    H.sh("mkdir -p " .. dir .. "/logs && echo line > " .. dir .. "/logs/server.log")
+    local out, code = H.sh("logrotate -d -f -s " .. dir .. "/state " .. dir .. "/logrotate.conf")
+    assert.are.equal(0, code, out)
+    assert.is_nil(out:lower():find("error"), out)
+    assert.is_truthy(out:find("running postrotate script", 1, true), out)
+    H.sh("rm -rf " .. dir)
+  end)
+end)
+
 describe("readiness (sd_notify)", function()
   local dir, pki
 
