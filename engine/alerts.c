@@ -216,8 +216,10 @@ alerts_new(struct event_base *base, const struct config *cfg, struct luahost *lu
     }
     evtimer_add(s->tick, &sec);
     alerts_reload(s);
-    log_msg(LOG_INFO, "[sla] alerts to DingTalk (%s): burst %ld, then one per %ld s",
-            cfg->dingtalk_url, cfg->alert_burst, cfg->alert_every_sec);
+    log_msg(LOG_INFO, "[sla] alerts to %s (%s): burst %ld, then one per %ld s",
+            cfg->webhook_url[0] != 0 ? "a webhook" : "DingTalk",
+            cfg->webhook_url[0] != 0 ? cfg->webhook_url : cfg->dingtalk_url, cfg->alert_burst,
+            cfg->alert_every_sec);
     return s;
 err:
     alerts_free(s);

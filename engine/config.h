@@ -50,6 +50,7 @@ struct config {
     long lua_budget_ms, lua_mem_max_mib;
     int server_allow_local, server_allow_private;
     char dingtalk_url[512], dingtalk_ca[1024];
+    char webhook_url[512];
     long alert_burst, alert_every_sec, dingtalk_timeout_sec;
     /* client: -server.addr as a list of [name=]host:port (servers[0] is the first) */
     int nservers;

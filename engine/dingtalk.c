@@ -36,6 +36,7 @@ struct dingtalk {
     SSL_CTX *ctx;
     char host[256], path[1024];
     int port;
+    int webhook; /* -sla.webhook.url: a generic webhook, not DingTalk's robot */
     char *queue[DT_QUEUE];
     size_t head, len;
     int tries, in_flight, closing;
@@ -143,7 +144,8 @@ start(struct dingtalk *d)
     body = malloc(DT_BODY_MAX);
     ssl = SSL_new(d->ctx);
     if (body == NULL || ssl == NULL) goto fail;
-    blen = dingtalk_msg_json(d->queue[d->head], body, DT_BODY_MAX);
+    blen = d->webhook ? dingtalk_msg_webhook_json(d->queue[d->head], body, DT_BODY_MAX)
+                      : dingtalk_msg_json(d->queue[d->head], body, DT_BODY_MAX);
     SSL_set_tlsext_host_name(ssl, d->host);
     SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     if (SSL_set1_host(ssl, d->host) != 1) goto fail;
@@ -168,6 +170,10 @@ start(struct dingtalk *d)
     evhttp_add_header(hdr, "Content-Type", "application/json; charset=utf-8");
     evhttp_add_header(hdr, "Connection", "close");
     evbuffer_add(evhttp_request_get_output_buffer(req), body, blen);
+    if (d->webhook) { /* its URL carries whatever secret it has: sent as it is */
+        snprintf(uri, sizeof(uri), "%s", d->path);
+        goto send;
+    }
     dingtalk_msg_urlencode(cfg->dingtalk_token, tok, sizeof(tok));
     n = snprintf(uri, sizeof(uri), "%s%caccess_token=%s", d->path,
                  strchr(d->path, '?') != NULL ? '&' : '?', tok);
@@ -178,6 +184,7 @@ start(struct dingtalk *d)
         dingtalk_msg_sign(cfg->dingtalk_secret, ms, sign, sizeof(sign));
         snprintf(uri + n, sizeof(uri) - (size_t)n, "&timestamp=%lld&sign=%s", ms, sign);
     }
+send:
     free(body);
     d->in_flight = 1;
     if (evhttp_make_request(d->conn, req, EVHTTP_REQ_POST, uri) == -1 && d->in_flight) {
@@ -220,7 +227,10 @@ dingtalk_new(struct event_base *base, struct evdns_base *dns, const struct confi
              size_t errlen)
 {
     struct dingtalk *d = calloc(1, sizeof(*d));
-    struct evhttp_uri *u = evhttp_uri_parse(cfg->dingtalk_url);
+    int webhook = cfg->webhook_url[0] != 0;
+    const char *url = webhook ? cfg->webhook_url : cfg->dingtalk_url;
+    const char *flag = webhook ? "sla.webhook.url" : "sla.dingtalk.url";
+    struct evhttp_uri *u = evhttp_uri_parse(url);
     const char *scheme = u != NULL ? evhttp_uri_get_scheme(u) : NULL;
     const char *host = u != NULL ? evhttp_uri_get_host(u) : NULL;
     const char *path = u != NULL ? evhttp_uri_get_path(u) : NULL;
@@ -230,9 +240,9 @@ dingtalk_new(struct event_base *base, struct evdns_base *dns, const struct confi
     d->base = base;
     d->dns = dns;
     d->cfg = cfg;
+    d->webhook = webhook;
     if (scheme == NULL || strcmp(scheme, "https") != 0 || host == NULL || host[0] == 0) {
-        snprintf(err, errlen, "tunnels: -sla.dingtalk.url: \"%s\" is not https://host[:port]/path",
-                 cfg->dingtalk_url);
+        snprintf(err, errlen, "tunnels: -%s: \"%s\" is not https://host[:port]/path", flag, url);
         goto err;
     }
     snprintf(d->host, sizeof(d->host), "%s", host);

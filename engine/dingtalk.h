@@ -1,4 +1,5 @@
-/* dingtalk.h: delivery of alert texts to the DingTalk robot webhook: one HTTPS POST at a time
+/* dingtalk.h: delivery of alert texts to the DingTalk robot webhook (or, with -sla.webhook.url,
+ * to a generic HTTPS webhook: Slack, Feishu, WeCom...): one HTTPS POST at a time
  * on the event loop (evhttp over bufferevent_openssl), the certificate verified, each try
  * bounded by -sla.dingtalk.timeout.sec, 3 tries with backoff, then the text is dropped (logged). */
 #ifndef TUNNELS_DINGTALK_H

@@ -76,19 +76,19 @@ utf8_len(const unsigned char *p, size_t n)
     return len;
 }
 
-size_t
-dingtalk_msg_json(const char *text, char *out, size_t outlen)
+/* text as a JSON string between head and tail (see dingtalk_msg_json). */
+static size_t
+json_wrap(const char *head, const char *tail, const char *text, char *out, size_t outlen)
 {
-    static const char head[] = "{\"msgtype\":\"text\",\"text\":{\"content\":\"";
-    static const char tail[] = "\"}}";
+    size_t hlen = strlen(head), tlen = strlen(tail);
     const unsigned char *p = (const unsigned char *)text;
-    size_t left = strlen(text), n = sizeof(head) - 1, room;
+    size_t left = strlen(text), n = hlen, room;
     char esc[8];
 
     /* Room for the tail, a "..." cut mark and the NUL. */
-    if (outlen < sizeof(head) - 1 + sizeof(tail) - 1 + 3 + 1) return 0;
-    room = outlen - (sizeof(tail) - 1) - 3 - 1;
-    memcpy(out, head, n);
+    if (outlen < hlen + tlen + 3 + 1) return 0;
+    room = outlen - tlen - 3 - 1;
+    memcpy(out, head, hlen);
     while (left > 0) {
         size_t len = utf8_len(p, left), elen;
         const char *e = esc;
@@ -118,6 +118,26 @@ dingtalk_msg_json(const char *text, char *out, size_t outlen)
         p += len;
         left -= len;
     }
-    memcpy(out + n, tail, sizeof(tail));
-    return n + sizeof(tail) - 1;
+    memcpy(out + n, tail, tlen + 1);
+    return n + tlen;
+}
+
+size_t
+dingtalk_msg_json(const char *text, char *out, size_t outlen)
+{
+    return json_wrap("{\"msgtype\":\"text\",\"text\":{\"content\":\"", "\"}}", text, out, outlen);
+}
+
+size_t
+dingtalk_msg_webhook_json(const char *text, char *out, size_t outlen)
+{
+    const char *p = text + strspn(text, " \t\r\n");
+    size_t n = strlen(text);
+
+    /* The script wrote the body itself (Feishu's, WeCom's, ...): sent as it is. */
+    if (*p == '{' && n < outlen) {
+        memcpy(out, text, n + 1);
+        return n;
+    }
+    return json_wrap("{\"text\":\"", "\"}", text, out, outlen);
 }

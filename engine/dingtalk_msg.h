@@ -1,4 +1,5 @@
-/* dingtalk_msg.h: the DingTalk robot message, with no I/O: the request signature and the JSON body.
+/* dingtalk_msg.h: the DingTalk robot message, with no I/O: the request signature and the JSON body
+ * (and a generic webhook's).
  * Pure, so the specs check them byte for byte through the FFI. */
 #ifndef TUNNELS_DINGTALK_MSG_H
 #define TUNNELS_DINGTALK_MSG_H
@@ -19,5 +20,11 @@ size_t dingtalk_msg_urlencode(const char *in, char *out, size_t outlen);
  * character boundary if out is short ("..." marks the cut). Returns the length, 0 if out cannot
  * hold even the envelope. */
 size_t dingtalk_msg_json(const char *text, char *out, size_t outlen);
+
+/* The body for a generic webhook (-sla.webhook.url): text itself when it is a JSON object (it
+ * starts with "{" after blanks: the alert hook wrote it for its service) and fits, else
+ * {"text":"..."} (Slack's incoming webhooks and many others), escaped and cut as above.
+ * Returns the length, 0 if out cannot hold the envelope. */
+size_t dingtalk_msg_webhook_json(const char *text, char *out, size_t outlen);
 
 #endif

@@ -151,6 +151,10 @@ static const struct flag flags[] = {
      "FILE, and unset it comes from $TUNNELS_DINGTALK_SECRET"},
     {"sla.dingtalk.url", S(dingtalk_url), "https://oapi.dingtalk.com/robot/send", 0, 0,
      "the DingTalk webhook (https://host[:port]/path); the token is added as access_token"},
+    {"sla.webhook.url", S(webhook_url), "", 0, 0,
+     "a generic HTTPS webhook to POST alerts to instead of DingTalk (Slack, Feishu, WeCom...): "
+     "the alert hook's text when it is a JSON object, else {\"text\": TEXT}; the -sla.dingtalk.ca, "
+     ".timeout.sec and -sla.alert.* flags apply to it too"},
     {"sla.dingtalk.ca", S(dingtalk_ca), "", 0, 0,
      "CA file the webhook's certificate is verified with (default: the system's)"},
     {"sla.dingtalk.timeout.sec", I(dingtalk_timeout_sec), "10", 1, 300,
@@ -342,6 +346,17 @@ check(struct config *cfg, char *err, size_t errlen)
     }
     if (cfg->window_max_kib < cfg->window_kib) cfg->window_max_kib = cfg->window_kib;
     if (client && split_servers(cfg, err, errlen) == -1) return -1;
+    if (cfg->webhook_url[0] != 0 && cfg->dingtalk_token[0] != 0) {
+        snprintf(err, errlen,
+                 "tunnels: -sla.webhook.url: one alert sink at a time (-sla.dingtalk.token is "
+                 "set too)");
+        return -1;
+    }
+    if (cfg->webhook_url[0] != 0 && strncmp(cfg->webhook_url, "https://", 8) != 0) {
+        snprintf(err, errlen, "tunnels: -sla.webhook.url: \"%s\" does not start with https://",
+                 printable(cfg->webhook_url, SIZE_MAX, q, sizeof(q)));
+        return -1;
+    }
     if (cfg->dingtalk_token[0] != 0 && strncmp(cfg->dingtalk_url, "https://", 8) != 0) {
         snprintf(err, errlen, "tunnels: -sla.dingtalk.url: \"%s\" does not start with https://",
                  printable(cfg->dingtalk_url, SIZE_MAX, q, sizeof(q)));

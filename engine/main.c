@@ -235,7 +235,7 @@ main(int argc, char **argv)
     lua = luahost_new(&cfg, err, sizeof(err));
     if (lua == NULL) goto fail;
     a.lua = lua;
-    if (cfg.dingtalk_token[0] != 0) {
+    if (cfg.dingtalk_token[0] != 0 || cfg.webhook_url[0] != 0) {
         a.alerts = alerts_new(a.base, &cfg, lua, err, sizeof(err));
         if (a.alerts == NULL) goto fail;
     }

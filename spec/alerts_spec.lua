@@ -54,6 +54,22 @@ describe("DingTalk message", function()
     end
     assert.are.equal(0, tonumber(lib.dingtalk_msg_json("x", ffi.new("char[10]"), 10)))
   end)
+
+  it("writes a generic webhook's body: the hook's JSON object as it is, else {\"text\": ...}", function()
+    local function hook(text, size)
+      local buf = ffi.new("char[?]", size or 4096)
+      local n = lib.dingtalk_msg_webhook_json(text, buf, size or 4096)
+      return ffi.string(buf, n)
+    end
+    assert.are.equal('{"text":"a \\"q\\"\\n"}', hook('a "q"\n'))
+    local feishu = '{"msg_type":"text","content":{"text":"x"}}'
+    assert.are.equal(feishu, hook(feishu))
+    assert.are.equal(' \n' .. feishu, hook(' \n' .. feishu))
+    -- an object that does not fit goes as text, cut
+    local s = hook('{"k":"' .. ("v"):rep(100) .. '"}', 40)
+    assert.truthy(s:find('^{"text":"{\\"k\\":\\"v+%.%.%."}$'), s)
+    assert.is_true(#s < 40)
+  end)
 end)
 
 describe("alerts end to end", function()
@@ -117,6 +133,42 @@ describe("alerts end to end", function()
     assert.truthy(body:find('^{"msgtype":"text","text":{"content":"TunneLS server on '))
     assert.truthy(body:find("%[warn%] %[sock%] %- 127%.0%.0%.1:" .. dead .. " = 0 connection refused %(Connection refused%)"), body)
     H.stop_tunnel(t)
+  end)
+
+  it("posts to a generic webhook (-sla.webhook.url): the hook's JSON as it is, else {\"text\": ...}", function()
+    local port, out = receiver()
+    local sflags = { ["sla.webhook.url"] = "https://localhost:" .. port .. "/hooks/slack?key=K1",
+      ["sla.dingtalk.ca"] = pki.ca,
+      ["lua.script"] = script("wh.lua", 'return { alert_levels = { ["*"] = "erro", sock = "warn" } }') }
+    local t = H.tunnel(dir, pki, { server = sflags })
+    local dead = H.free_port()
+    H.curl(t.socks_port, "http://127.0.0.1:" .. dead .. "/")
+    H.wait_for(function() return #requests(out) >= 1 end, 10, "the alert")
+    local method, target, body = requests(out)[1]:match("^(%S+) (%S+) (.*)$")
+    assert.are.equal("POST", method)
+    assert.are.equal("/hooks/slack?key=K1", target) -- its own secret, no DingTalk token or sign
+    assert.truthy(body:find('^{"text":"TunneLS server on '), body)
+    assert.truthy(body:find("= 0 connection refused %(Connection refused%)\"}$"), body)
+    assert.are.equal(1, H.count(t.slog, "%[sla%] alerts to a webhook %(https://localhost:%d+/hooks/slack%?key=K1%)"))
+    H.stop_tunnel(t)
+    -- the Feishu example writes the whole body
+    port, out = receiver()
+    sflags["sla.webhook.url"] = "https://localhost:" .. port .. "/open-apis/bot/v2/hook/T"
+    sflags["lua.script"] = H.root .. "/examples/alerts-feishu.lua"
+    t = H.tunnel(dir, pki, { server = sflags })
+    H.curl(t.socks_port, "http://127.0.0.1:" .. dead .. "/")
+    H.wait_for(function() return #requests(out) >= 1 end, 10, "the Feishu alert")
+    body = requests(out)[1]:match("^%S+ %S+ (.*)$")
+    assert.truthy(body:find('^{"msg_type":"text","content":{"text":"TunneLS server on '), body)
+    H.stop_tunnel(t)
+    -- one sink at a time, and HTTPS only: exit 2
+    local msg, code = H.sh(H.bin .. " -role=server -server.addr=127.0.0.1:1 -server.open -sla.webhook.url=https://x/y " ..
+      "-sla.dingtalk.token=T </dev/null")
+    assert.are.equal(2, code)
+    assert.matches("%-sla%.webhook%.url: one alert sink at a time", msg)
+    msg, code = H.sh(H.bin .. " -role=server -server.addr=127.0.0.1:1 -server.open -sla.webhook.url=http://x/y </dev/null")
+    assert.are.equal(2, code)
+    assert.matches('%-sla%.webhook%.url: "http://x/y" does not start with https://', msg)
   end)
 
   it("takes the secrets from a file or the environment, never needing them on the command line", function()
