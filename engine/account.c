@@ -102,6 +102,20 @@ account_charge(struct account *a, int64_t delta)
         a->bytes += delta;
 }
 
+void
+account_moved_to_peer(struct account *a, uint64_t n)
+{
+    for (; a != NULL; a = a->parent)
+        a->to_peer += n;
+}
+
+void
+account_moved_from_peer(struct account *a, uint64_t n)
+{
+    for (; a != NULL; a = a->parent)
+        a->from_peer += n;
+}
+
 int64_t
 account_room(const struct account *a)
 {

@@ -10,12 +10,13 @@
 #include <stdint.h>
 
 struct account {
-    struct account *parent; /* NULL: the process's */
-    const char *name;       /* the flag that sets its limit, for logs */
-    int64_t bytes;          /* window bytes charged now, children included */
-    int64_t bytes_max;      /* 0: no limit */
-    unsigned sessions;      /* sessions charged now, children included */
-    unsigned refs;          /* sessions and children charging it directly */
+    struct account *parent;      /* NULL: the process's */
+    const char *name;            /* the flag that sets its limit, for logs */
+    int64_t bytes;               /* window bytes charged now, children included */
+    int64_t bytes_max;           /* 0: no limit */
+    unsigned sessions;           /* sessions charged now, children included */
+    unsigned refs;               /* sessions and children charging it directly */
+    uint64_t to_peer, from_peer; /* payload its sessions moved, children included (metrics) */
     /* Called when the last reference goes (an account the process allocated per party). */
     void (*release)(struct account *a, void *arg);
     void *release_arg;
@@ -39,6 +40,10 @@ void account_open(struct account *a);
 void account_close(struct account *a, int64_t bytes);
 /* A session's charge changes by delta bytes, in a and every account above it. */
 void account_charge(struct account *a, int64_t delta);
+/* A session of a moved n payload bytes: to the peer (read from its local socket) or from it. */
+void account_moved_to_peer(struct account *a, uint64_t n);
+void account_moved_from_peer(struct account *a, uint64_t n);
+
 /* The bytes a may still be charged before it or an account above it reaches its limit (negative
  * when one is past it); INT64_MAX when none has a limit. */
 int64_t account_room(const struct account *a);

@@ -23,6 +23,7 @@
 #include "addr.h"
 #include "direct.h"
 #include "log.h"
+#include "metrics.h"
 #include "luahost.h"
 #include "pool.h"
 #include "session.h"
@@ -173,6 +174,12 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
     int server, route = luahost_route(c->lua, &r, &server, why, sizeof(why));
 
     socks_format_dest(req, dest, sizeof(dest));
+    if (route == LUAHOST_BLOCK)
+        metrics.routes_block++;
+    else if (route == LUAHOST_DIRECT)
+        metrics.routes_direct++;
+    else
+        metrics.routes_tunnel++;
     if (route == LUAHOST_BLOCK) {
         /* Reply 02, "connection not allowed by ruleset": the app learns why at once. */
         socks_encode_reply(reply, SOCKS_REP_NOT_ALLOWED);
@@ -424,6 +431,40 @@ load_login(struct client *c, const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* Per server of -server.addr (at most CONFIG_SERVERS_MAX: a bounded label set). */
+static void
+client_metrics(struct evbuffer *out, void *arg)
+{
+    struct client *c = arg;
+    char name[160];
+    int i;
+
+    evbuffer_add_printf(out, "# HELP tunnels_server_up Client: 1 while a server of -server.addr "
+                             "is not marked down.\n# TYPE tunnels_server_up gauge\n");
+    for (i = 0; i < c->npools; i++) {
+        metrics_label(pool_label(c->pools[i]), name, sizeof(name));
+        evbuffer_add_printf(out, "tunnels_server_up{server=\"%s\"} %d\n", name,
+                            !pool_is_down(c->pools[i]));
+    }
+    evbuffer_add_printf(out, "# HELP tunnels_server_connections Client: pool connections to a "
+                             "server, open now.\n# TYPE tunnels_server_connections gauge\n");
+    for (i = 0; i < c->npools; i++) {
+        metrics_label(pool_label(c->pools[i]), name, sizeof(name));
+        evbuffer_add_printf(out, "tunnels_server_connections{server=\"%s\"} %u\n", name,
+                            pool_connections(c->pools[i]));
+    }
+    evbuffer_add_printf(out, "# HELP tunnels_server_rtt_seconds Client: the least PING round "
+                             "trip seen on a server's connections.\n"
+                             "# TYPE tunnels_server_rtt_seconds gauge\n");
+    for (i = 0; i < c->npools; i++) {
+        int64_t us = pool_min_rtt_us(c->pools[i]);
+        if (us <= 0) continue;
+        metrics_label(pool_label(c->pools[i]), name, sizeof(name));
+        evbuffer_add_printf(out, "tunnels_server_rtt_seconds{server=\"%s\"} %.6f\n", name,
+                            (double)us / 1e6);
+    }
+}
+
 struct client *
 client_new(struct event_base *base, const struct config *cfg, struct luahost *lua, char *err,
            size_t errlen)
@@ -495,6 +536,7 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
     log_msg(LOG_INFO, "[main] client: SOCKS5 on %s, server %s over %s", cfg->client_addr,
             cfg->server_addr,
             strcmp(cfg->eagersocks_net, "remux") == 0 ? cfg->remux_net : cfg->eagersocks_net);
+    metrics_add_source(client_metrics, c);
     return c;
 err:
     client_free(c);
@@ -526,6 +568,7 @@ client_free(struct client *c)
     int i;
 
     if (c == NULL) return;
+    metrics_remove_source(client_metrics, c);
     if (c->lis != NULL) evconnlistener_free(c->lis);
     if (c->resume != NULL) event_free(c->resume);
     direct_close_all();

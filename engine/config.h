@@ -47,6 +47,7 @@ struct config {
     char config_path[1024]; /* -config: read before the command line, which overrides it */
     char metrics_addr[256];
     int metrics_public;
+    long metrics_certs_max;
     long lua_budget_ms, lua_mem_max_mib;
     int server_allow_local, server_allow_private;
     char dingtalk_url[512], dingtalk_ca[1024];

@@ -34,6 +34,8 @@ static const struct flag flags[] = {
     {"role", S(role), "", 0, 0, "client or server (required)"},
     {"metrics.addr", S(metrics_addr), "", 0, 0,
      "host:port to serve Prometheus metrics on (GET /metrics, /healthz); \"\": none"},
+    {"metrics.certs.max", I(metrics_certs_max), "64", 0, 100000,
+     "server: client certificates the metrics show one by one (those with the most sessions)"},
     {"metrics.public", B(metrics_public), "false", 0, 0,
      "allow -metrics.addr off loopback (the metrics name who is served and how much)"},
     {"server.net", S(server_net), "tcp", 0, 0,

@@ -28,6 +28,53 @@ static const double dial_le[METRICS_DIAL_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0
 
 static double started_at; /* wall clock, for tunnels_start_time_seconds */
 
+static struct {
+    metrics_source_fn fn;
+    void *arg;
+} sources[METRICS_SOURCES];
+
+void
+metrics_add_source(metrics_source_fn fn, void *arg)
+{
+    int i;
+
+    for (i = 0; i < METRICS_SOURCES; i++) {
+        if (sources[i].fn == NULL) {
+            sources[i].fn = fn;
+            sources[i].arg = arg;
+            return;
+        }
+    }
+}
+
+void
+metrics_remove_source(metrics_source_fn fn, void *arg)
+{
+    int i;
+
+    for (i = 0; i < METRICS_SOURCES; i++)
+        if (sources[i].fn == fn && sources[i].arg == arg) sources[i].fn = NULL;
+}
+
+void
+metrics_label(const char *text, char *out, size_t outlen)
+{
+    size_t n = 0;
+
+    for (; *text != 0 && n + 3 < outlen; text++) {
+        if (*text == '\\' || *text == '"') {
+            out[n++] = '\\';
+            out[n++] = *text;
+        } else if (*text == '\n') {
+            out[n++] = '\\';
+            out[n++] = 'n';
+        } else {
+            out[n++] = *text;
+        }
+    }
+    if (outlen > 0) out[n < outlen ? n : outlen - 1] = 0;
+}
+
 struct metrics_http {
     struct evhttp *http;
     const struct config *cfg;
@@ -153,6 +200,17 @@ render(struct evbuffer *out, const struct config *cfg)
         evbuffer_add_printf(out, "tunnels_dial_seconds_sum %.6f\n", metrics.dial_seconds);
         evbuffer_add_printf(out, "tunnels_dial_seconds_count %llu\n",
                             (unsigned long long)metrics.dials);
+        family(out, "tunnels_routes_total", "counter",
+               "Client: requests by the route decided for them (tunnel, direct or block).");
+        evbuffer_add_printf(out, "tunnels_routes_total{route=\"tunnel\"} %llu\n",
+                            (unsigned long long)metrics.routes_tunnel);
+        evbuffer_add_printf(out, "tunnels_routes_total{route=\"direct\"} %llu\n",
+                            (unsigned long long)metrics.routes_direct);
+        evbuffer_add_printf(out, "tunnels_routes_total{route=\"block\"} %llu\n",
+                            (unsigned long long)metrics.routes_block);
+        one(out, "tunnels_pool_retired_total", "counter",
+            "Client: pool connections closed once they could take no new session (rotations).",
+            metrics.pool_retired);
     }
     family(out, "tunnels_lua_calls_total", "counter", "Lua hook calls, by hook.");
     for (i = 0; i < HOOK_N; i++)
@@ -173,6 +231,8 @@ render(struct evbuffer *out, const struct config *cfg)
                         (unsigned long long)metrics.alerts_sent);
     evbuffer_add_printf(out, "tunnels_alerts_total{result=\"dropped\"} %llu\n",
                         (unsigned long long)metrics.alerts_dropped);
+    for (i = 0; i < METRICS_SOURCES; i++)
+        if (sources[i].fn != NULL) sources[i].fn(out, sources[i].arg);
 }
 
 static void

@@ -27,6 +27,8 @@ struct metrics {
     uint64_t alerts_sent, alerts_dropped;
     uint64_t dial_bucket[METRICS_DIAL_BUCKETS], dials; /* client: connections up, by how long */
     double dial_seconds;
+    uint64_t routes_tunnel, routes_direct, routes_block; /* client: the route of each request */
+    uint64_t pool_retired; /* client: connections closed once they took no new session */
 };
 
 extern struct metrics metrics;
@@ -38,7 +40,18 @@ enum metrics_hook metrics_hook(const char *what);
 void metrics_observe_dial(double seconds);
 
 struct event_base;
+struct evbuffer;
 struct metrics_http;
+
+/* A module's own samples, added to each scrape (the client's per server, the server's per client
+ * certificate). At most METRICS_SOURCES at once. */
+#define METRICS_SOURCES 4
+typedef void (*metrics_source_fn)(struct evbuffer *out, void *arg);
+void metrics_add_source(metrics_source_fn fn, void *arg);
+void metrics_remove_source(metrics_source_fn fn, void *arg);
+
+/* text as a Prometheus label value (backslash, double quote and newline escaped) into out. */
+void metrics_label(const char *text, char *out, size_t outlen);
 
 /* Serves -metrics.addr (NULL when it is ""). Refuses an address off loopback unless
  * -metrics.public. NULL with err when it cannot listen. */

@@ -148,9 +148,10 @@ close_idle(struct pool *p, const struct luahost_conn *c)
 {
     struct mux *m = find(p, c->id);
 
-    if (m != NULL)
-        mux_close(m, MUX_CLOSE_ORDERLY, LOG_INFO,
-                  c->idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
+    if (m == NULL) return;
+    if (c->idle < (double)p->cfg->idle_max_sec) metrics.pool_retired++;
+    mux_close(m, MUX_CLOSE_ORDERLY, LOG_INFO,
+              c->idle >= (double)p->cfg->idle_max_sec ? "idle" : "retired");
 }
 
 enum idle_ask {
@@ -277,6 +278,25 @@ pool_close_all(struct pool *p)
     p->closing_all = 1;
     while (p->n > 0)
         mux_close(p->conns[p->n - 1], MUX_CLOSE_ORDERLY, LOG_INFO, "shutdown");
+}
+
+unsigned
+pool_connections(const struct pool *p)
+{
+    return (unsigned)p->n;
+}
+
+int64_t
+pool_min_rtt_us(const struct pool *p)
+{
+    int64_t best = 0, r;
+    size_t i;
+
+    for (i = 0; i < p->n; i++) {
+        r = mux_min_rtt_us(p->conns[i]);
+        if (r > 0 && (best == 0 || r < best)) best = r;
+    }
+    return best;
 }
 
 void

@@ -26,6 +26,9 @@ int pool_is_down(const struct pool *p);
 
 /* The server's name in -server.addr. */
 const char *pool_label(const struct pool *p);
+/* Its connections now, and the least PING round trip seen on them (0: none yet). */
+unsigned pool_connections(const struct pool *p);
+int64_t pool_min_rtt_us(const struct pool *p);
 void pool_free(struct pool *p);
 
 struct bufferevent;

@@ -802,6 +802,73 @@ buffer_cap(const struct config *cfg)
     return n;
 }
 
+static int
+by_sessions(const void *a, const void *b)
+{
+    const struct tenant *x = *(const struct tenant *const *)a,
+                        *y = *(const struct tenant *const *)b;
+
+    return x->acct.sessions < y->acct.sessions ? 1 : x->acct.sessions > y->acct.sessions ? -1 : 0;
+}
+
+/* Per client certificate, labelled by the first 16 hex digits of its SHA-256: the
+ * -metrics.certs.max with the most sessions (a bounded set of series however many clients). */
+static void
+server_metrics(struct evbuffer *out, void *arg)
+{
+    struct server *srv = arg;
+    struct tenant **all, *t;
+    size_t n = 0, i, b, shown;
+    char fp[17];
+
+    for (b = 0; b < TENANT_BUCKETS; b++)
+        for (t = srv->tenants[b]; t != NULL; t = t->next)
+            n++;
+    evbuffer_add_printf(out,
+                        "# HELP tunnels_client_certs Server: client certificates with "
+                        "connections or sessions now.\n# TYPE tunnels_client_certs gauge\n"
+                        "tunnels_client_certs %zu\n",
+                        n);
+    all = n > 0 ? malloc(n * sizeof(*all)) : NULL;
+    if (all == NULL) return;
+    n = 0;
+    for (b = 0; b < TENANT_BUCKETS; b++)
+        for (t = srv->tenants[b]; t != NULL; t = t->next)
+            all[n++] = t;
+    qsort(all, n, sizeof(*all), by_sessions);
+    shown = n < (size_t)srv->cfg->metrics_certs_max ? n : (size_t)srv->cfg->metrics_certs_max;
+    evbuffer_add_printf(out, "# HELP tunnels_client_sessions Server: sessions of a client "
+                             "certificate open now (orphans included).\n"
+                             "# TYPE tunnels_client_sessions gauge\n");
+    for (i = 0; i < shown; i++) {
+        for (b = 0; b < 8; b++)
+            snprintf(fp + 2 * b, 3, "%02x", all[i]->fp[b]);
+        evbuffer_add_printf(out, "tunnels_client_sessions{cert=\"%s\"} %u\n", fp,
+                            all[i]->acct.sessions);
+    }
+    evbuffer_add_printf(out, "# HELP tunnels_client_connections Server: connections of a client "
+                             "certificate open now.\n# TYPE tunnels_client_connections gauge\n");
+    for (i = 0; i < shown; i++) {
+        for (b = 0; b < 8; b++)
+            snprintf(fp + 2 * b, 3, "%02x", all[i]->fp[b]);
+        evbuffer_add_printf(out, "tunnels_client_connections{cert=\"%s\"} %u\n", fp, all[i]->conns);
+    }
+    evbuffer_add_printf(out, "# HELP tunnels_client_bytes_total Server: payload bytes of a client "
+                             "certificate's sessions, to or from the client, while it has been "
+                             "connected.\n# TYPE tunnels_client_bytes_total counter\n");
+    for (i = 0; i < shown; i++) {
+        for (b = 0; b < 8; b++)
+            snprintf(fp + 2 * b, 3, "%02x", all[i]->fp[b]);
+        evbuffer_add_printf(out,
+                            "tunnels_client_bytes_total{cert=\"%s\",direction=\"to_client\"} "
+                            "%llu\ntunnels_client_bytes_total{cert=\"%s\",direction="
+                            "\"from_client\"} %llu\n",
+                            fp, (unsigned long long)all[i]->acct.to_peer, fp,
+                            (unsigned long long)all[i]->acct.from_peer);
+    }
+    free(all);
+}
+
 struct server *
 server_new(struct event_base *base, const struct config *cfg, struct luahost *lua, char *err,
            size_t errlen)
@@ -860,6 +927,7 @@ server_new(struct event_base *base, const struct config *cfg, struct luahost *lu
             tls ? "tls" : "tcp",
             cfg->tls_server_ca[0] != 0 && tls ? ", client certificates required" : ", open",
             fastopen ? ", TCP Fast Open" : "");
+    metrics_add_source(server_metrics, srv);
     return srv;
 err:
     server_free(srv);
@@ -894,6 +962,7 @@ void
 server_free(struct server *srv)
 {
     if (srv == NULL) return;
+    metrics_remove_source(server_metrics, srv);
     server_close_all(srv);
     if (srv->lis != NULL) evconnlistener_free(srv->lis);
     if (srv->resume != NULL) event_free(srv->resume);

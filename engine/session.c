@@ -347,6 +347,7 @@ pump_up(struct session *s)
         mux_send(s->mux, s->sid, s->hdr, s->hdr_len, in, n);
         s->send_window -= (int64_t)n;
         metrics.bytes_to_peer += n;
+        account_moved_to_peer(s->acct, n);
         s->replied |= n > 0;
         s->hdr_len = 0;
         watch_idle(s);
@@ -359,6 +360,7 @@ pump_up(struct session *s)
         mux_send(s->mux, s->sid, NULL, 0, in, n);
         s->send_window -= (int64_t)n;
         metrics.bytes_to_peer += n;
+        account_moved_to_peer(s->acct, n);
         s->replied = 1;
         len -= n;
     }
@@ -422,6 +424,7 @@ session_readable(evutil_socket_t fd, short what, void *arg)
         if (got > 0) {
             s->send_window -= got;
             metrics.bytes_to_peer += (uint64_t)got;
+            account_moved_to_peer(s->acct, (uint64_t)got);
             s->replied = 1;
             budget -= (size_t)got;
             if (s->hdr_len > 0) {
@@ -781,6 +784,7 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
     }
     s->recv_avail -= (int64_t)n;
     metrics.bytes_from_peer += n;
+    account_moved_from_peer(s->acct, n);
     s->active_us = clock_now_us();
     if (!s->connected) {
         evbuffer_remove_buffer(src, bufferevent_get_output(s->bev), n);

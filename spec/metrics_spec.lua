@@ -47,6 +47,19 @@ describe("metrics", function()
     assert.are.equal(sample(s, 'tunnels_session_bytes_total{direction="to_peer"}'),
       sample(c, 'tunnels_session_bytes_total{direction="from_peer"}'))
     assert.are.equal(1, sample(c, "tunnels_dial_seconds_count"))
+    -- per server on the client, per client certificate on the server
+    assert.are.equal(5, sample(c, 'tunnels_routes_total{route="tunnel"}'))
+    assert.are.equal(1, sample(c, 'tunnels_server_up{server="127.0.0.1:' .. t.server_port .. '"}'))
+    assert.are.equal(1, sample(c, 'tunnels_server_connections{server="127.0.0.1:' .. t.server_port .. '"}'))
+    assert.is_true(sample(c, 'tunnels_server_rtt_seconds{server="127.0.0.1:' .. t.server_port .. '"}') > 0)
+    local fp = s:match('tunnels_client_sessions{cert="(%x+)"}')
+    assert.are.equal(16, #fp)
+    assert.are.equal(1, sample(s, "tunnels_client_certs"))
+    assert.are.equal(1, sample(s, 'tunnels_client_connections{cert="' .. fp .. '"}'))
+    assert.are.equal(sample(c, 'tunnels_session_bytes_total{direction="to_peer"}'),
+      sample(s, 'tunnels_client_bytes_total{cert="' .. fp .. '",direction="from_client"}'))
+    assert.are.equal(sample(s, 'tunnels_session_bytes_total{direction="to_peer"}'),
+      sample(s, 'tunnels_client_bytes_total{cert="' .. fp .. '",direction="to_client"}'))
     assert.are.equal(5, sample(c, 'tunnels_lua_calls_total{hook="route"}'))
     local body = get(sm, "/healthz")
     assert.are.equal("ok\n", body)
