@@ -1,9 +1,12 @@
--- ffi.lua: the engine's pure modules (frame, socks, sidmap, dingtalk_msg, log, reuse,
--- turns) through LuaJIT's FFI, from the
--- shared library `make` builds (build/libtunnels_pure.so). The declarations mirror the headers.
+-- ffi.lua: the engine's pure modules (frame, socks, sidmap, dingtalk_msg, log, reuse, turns)
+-- through LuaJIT's FFI, from the shared library `make` builds (build/libtunnels_pure.so). The
+-- declarations mirror the headers.
 local ffi = require("ffi")
 
-ffi.cdef [[
+-- One declaration a line. busted may load this file again for another spec file, and the FFI's
+-- C declarations outlive it: a struct declared twice is an error, so each line that is known
+-- already is skipped, and only a line that is new is declared.
+local declarations = [[
 struct frame_hdr { uint16_t sid; uint16_t len; };
 struct frame_ctl { uint8_t type; uint8_t reason; uint16_t sid; uint32_t increment; uint64_t opaque; };
 int frame_decode_hdr(const uint8_t *buf, size_t len, struct frame_hdr *h);
@@ -51,6 +54,10 @@ void turns_grant(struct turn_ticket *k);
 int turns_held(const struct turn_ticket *k);
 int turns_use(struct turn_ticket *k);
 ]]
+for line in declarations:gmatch("[^\n]+") do
+  local ok, err = pcall(ffi.cdef, line)
+  if not ok and not tostring(err):find("redefine", 1, true) then error(err, 0) end
+end
 
 local root = os.getenv("TUNNELS_ROOT") or "."
 return ffi.load(root .. "/build/libtunnels_pure.so")
