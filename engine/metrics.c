@@ -107,6 +107,13 @@ family(struct evbuffer *out, const char *name, const char *type, const char *hel
     evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* One sample of a labelled family: name{labels} v. */
+static void
+labelled(struct evbuffer *out, const char *name, const char *labels, uint64_t v)
+{
+    evbuffer_add_printf(out, "%s{%s} %llu\n", name, labels, (unsigned long long)v);
+}
+
 static void
 one(struct evbuffer *out, const char *name, const char *type, const char *help, uint64_t v)
 {
@@ -131,18 +138,14 @@ render(struct evbuffer *out, const struct config *cfg)
         metrics.conns_opened);
     family(out, "tunnels_connections_closed_total", "counter",
            "Lower connections closed, by how: orderly (flushed, close_notify) or abort.");
-    evbuffer_add_printf(out, "tunnels_connections_closed_total{how=\"orderly\"} %llu\n",
-                        (unsigned long long)metrics.conns_closed_orderly);
-    evbuffer_add_printf(out, "tunnels_connections_closed_total{how=\"abort\"} %llu\n",
-                        (unsigned long long)metrics.conns_closed_abort);
+    labelled(out, "tunnels_connections_closed_total", "how=\"orderly\"",
+             metrics.conns_closed_orderly);
+    labelled(out, "tunnels_connections_closed_total", "how=\"abort\"", metrics.conns_closed_abort);
     family(out, "tunnels_tls_handshakes_total", "counter",
            "TLS handshakes of lower connections, by result: full, resumed or failed.");
-    evbuffer_add_printf(out, "tunnels_tls_handshakes_total{result=\"full\"} %llu\n",
-                        (unsigned long long)metrics.tls_full);
-    evbuffer_add_printf(out, "tunnels_tls_handshakes_total{result=\"resumed\"} %llu\n",
-                        (unsigned long long)metrics.tls_resumed);
-    evbuffer_add_printf(out, "tunnels_tls_handshakes_total{result=\"failed\"} %llu\n",
-                        (unsigned long long)metrics.tls_failed);
+    labelled(out, "tunnels_tls_handshakes_total", "result=\"full\"", metrics.tls_full);
+    labelled(out, "tunnels_tls_handshakes_total", "result=\"resumed\"", metrics.tls_resumed);
+    labelled(out, "tunnels_tls_handshakes_total", "result=\"failed\"", metrics.tls_failed);
 
     one(out, "tunnels_sessions", "gauge", "Tunnelled sessions open now (orphans included).",
         session_count());
@@ -153,19 +156,15 @@ render(struct evbuffer *out, const struct config *cfg)
     family(out, "tunnels_sessions_closed_total", "counter",
            "Tunnelled sessions closed, by how: finished (both ways done), aborted (reset by the "
            "peer, its connection lost, or timed out) or reset (a RESET sent).");
-    evbuffer_add_printf(out, "tunnels_sessions_closed_total{how=\"finished\"} %llu\n",
-                        (unsigned long long)metrics.sessions_finished);
-    evbuffer_add_printf(out, "tunnels_sessions_closed_total{how=\"aborted\"} %llu\n",
-                        (unsigned long long)metrics.sessions_aborted);
-    evbuffer_add_printf(out, "tunnels_sessions_closed_total{how=\"reset\"} %llu\n",
-                        (unsigned long long)metrics.sessions_reset);
+    labelled(out, "tunnels_sessions_closed_total", "how=\"finished\"", metrics.sessions_finished);
+    labelled(out, "tunnels_sessions_closed_total", "how=\"aborted\"", metrics.sessions_aborted);
+    labelled(out, "tunnels_sessions_closed_total", "how=\"reset\"", metrics.sessions_reset);
     family(out, "tunnels_session_bytes_total", "counter",
            "Payload bytes of tunnelled sessions: read from local sockets and sent to the peer "
            "(to_peer), or received and written to local sockets (from_peer).");
-    evbuffer_add_printf(out, "tunnels_session_bytes_total{direction=\"to_peer\"} %llu\n",
-                        (unsigned long long)metrics.bytes_to_peer);
-    evbuffer_add_printf(out, "tunnels_session_bytes_total{direction=\"from_peer\"} %llu\n",
-                        (unsigned long long)metrics.bytes_from_peer);
+    labelled(out, "tunnels_session_bytes_total", "direction=\"to_peer\"", metrics.bytes_to_peer);
+    labelled(out, "tunnels_session_bytes_total", "direction=\"from_peer\"",
+             metrics.bytes_from_peer);
     one(out, "tunnels_window_bytes", "gauge",
         "Window bytes the sessions hold now (what peers may still send plus what waits for "
         "local sockets).",
@@ -195,19 +194,15 @@ render(struct evbuffer *out, const struct config *cfg)
         for (i = 0; i < METRICS_DIAL_BUCKETS; i++)
             evbuffer_add_printf(out, "tunnels_dial_seconds_bucket{le=\"%g\"} %llu\n", dial_le[i],
                                 (unsigned long long)metrics.dial_bucket[i]);
-        evbuffer_add_printf(out, "tunnels_dial_seconds_bucket{le=\"+Inf\"} %llu\n",
-                            (unsigned long long)metrics.dials);
+        labelled(out, "tunnels_dial_seconds_bucket", "le=\"+Inf\"", metrics.dials);
         evbuffer_add_printf(out, "tunnels_dial_seconds_sum %.6f\n", metrics.dial_seconds);
         evbuffer_add_printf(out, "tunnels_dial_seconds_count %llu\n",
                             (unsigned long long)metrics.dials);
         family(out, "tunnels_routes_total", "counter",
                "Client: requests by the route decided for them (tunnel, direct or block).");
-        evbuffer_add_printf(out, "tunnels_routes_total{route=\"tunnel\"} %llu\n",
-                            (unsigned long long)metrics.routes_tunnel);
-        evbuffer_add_printf(out, "tunnels_routes_total{route=\"direct\"} %llu\n",
-                            (unsigned long long)metrics.routes_direct);
-        evbuffer_add_printf(out, "tunnels_routes_total{route=\"block\"} %llu\n",
-                            (unsigned long long)metrics.routes_block);
+        labelled(out, "tunnels_routes_total", "route=\"tunnel\"", metrics.routes_tunnel);
+        labelled(out, "tunnels_routes_total", "route=\"direct\"", metrics.routes_direct);
+        labelled(out, "tunnels_routes_total", "route=\"block\"", metrics.routes_block);
         one(out, "tunnels_pool_retired_total", "counter",
             "Client: pool connections closed once they could take no new session (rotations).",
             metrics.pool_retired);
@@ -227,10 +222,8 @@ render(struct evbuffer *out, const struct config *cfg)
                             metrics.lua_seconds[i]);
     family(out, "tunnels_alerts_total", "counter",
            "Alerts to the webhook, by result: sent, or dropped after its tries.");
-    evbuffer_add_printf(out, "tunnels_alerts_total{result=\"sent\"} %llu\n",
-                        (unsigned long long)metrics.alerts_sent);
-    evbuffer_add_printf(out, "tunnels_alerts_total{result=\"dropped\"} %llu\n",
-                        (unsigned long long)metrics.alerts_dropped);
+    labelled(out, "tunnels_alerts_total", "result=\"sent\"", metrics.alerts_sent);
+    labelled(out, "tunnels_alerts_total", "result=\"dropped\"", metrics.alerts_dropped);
     for (i = 0; i < METRICS_SOURCES; i++)
         if (sources[i].fn != NULL) sources[i].fn(out, sources[i].arg);
 }

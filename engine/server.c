@@ -811,6 +811,17 @@ by_sessions(const void *a, const void *b)
     return x->acct.sessions < y->acct.sessions ? 1 : x->acct.sessions > y->acct.sessions ? -1 : 0;
 }
 
+/* The label of t: the first 16 hex digits of its certificate's SHA-256. */
+static const char *
+fp_label(const struct tenant *t, char out[17])
+{
+    int b;
+
+    for (b = 0; b < 8; b++)
+        snprintf(out + 2 * b, 3, "%02x", t->fp[b]);
+    return out;
+}
+
 /* Per client certificate, labelled by the first 16 hex digits of its SHA-256: the
  * -metrics.certs.max with the most sessions (a bounded set of series however many clients). */
 static void
@@ -840,25 +851,20 @@ server_metrics(struct evbuffer *out, void *arg)
     evbuffer_add_printf(out, "# HELP tunnels_client_sessions Server: sessions of a client "
                              "certificate open now (orphans included).\n"
                              "# TYPE tunnels_client_sessions gauge\n");
-    for (i = 0; i < shown; i++) {
-        for (b = 0; b < 8; b++)
-            snprintf(fp + 2 * b, 3, "%02x", all[i]->fp[b]);
-        evbuffer_add_printf(out, "tunnels_client_sessions{cert=\"%s\"} %u\n", fp,
+    for (i = 0; i < shown; i++)
+        evbuffer_add_printf(out, "tunnels_client_sessions{cert=\"%s\"} %u\n", fp_label(all[i], fp),
                             all[i]->acct.sessions);
-    }
     evbuffer_add_printf(out, "# HELP tunnels_client_connections Server: connections of a client "
                              "certificate open now.\n# TYPE tunnels_client_connections gauge\n");
     for (i = 0; i < shown; i++) {
-        for (b = 0; b < 8; b++)
-            snprintf(fp + 2 * b, 3, "%02x", all[i]->fp[b]);
+        fp_label(all[i], fp);
         evbuffer_add_printf(out, "tunnels_client_connections{cert=\"%s\"} %u\n", fp, all[i]->conns);
     }
     evbuffer_add_printf(out, "# HELP tunnels_client_bytes_total Server: payload bytes of a client "
                              "certificate's sessions, to or from the client, while it has been "
                              "connected.\n# TYPE tunnels_client_bytes_total counter\n");
     for (i = 0; i < shown; i++) {
-        for (b = 0; b < 8; b++)
-            snprintf(fp + 2 * b, 3, "%02x", all[i]->fp[b]);
+        fp_label(all[i], fp);
         evbuffer_add_printf(out,
                             "tunnels_client_bytes_total{cert=\"%s\",direction=\"to_client\"} "
                             "%llu\ntunnels_client_bytes_total{cert=\"%s\",direction="

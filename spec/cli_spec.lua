@@ -99,16 +99,7 @@ end)
 
 describe("a config file (-config)", function()
   local dir, pki, http
-
-  setup(function()
-    dir = H.tmpdir()
-    pki = H.certs(dir)
-    http = H.dest(dir, "http")
-  end)
-  teardown(function()
-    H.stop_all()
-    H.sh("rm -rf " .. dir)
-  end)
+  H.fixture({ "http" }, function(...) dir, pki, http = ... end)
 
   it("sets flags by their names, one a line, and the command line overrides it", function()
     local conf = dir .. "/server.conf"

@@ -5,16 +5,7 @@ local H = require("spec.helper")
 
 describe("metrics", function()
   local dir, pki, http
-
-  setup(function()
-    dir = H.tmpdir()
-    pki = H.certs(dir)
-    http = H.dest(dir, "http")
-  end)
-  teardown(function()
-    H.stop_all()
-    H.sh("rm -rf " .. dir)
-  end)
+  H.fixture({ "http" }, function(...) dir, pki, http = ... end)
 
   local function get(port, path)
     return H.sh("curl -sS --max-time 5 http://127.0.0.1:" .. port .. path)
