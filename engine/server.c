@@ -384,13 +384,24 @@ tenant_of(struct mux *m)
     return p == account_process() ? NULL : (struct tenant *)p;
 }
 
+/* A session refused at a limit (logged by the caller): its first frame's rest dropped, RESET
+ * (policy) to the peer, and counted as abandoned against its connection (mux_abandoned). */
+static void
+refuse_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len)
+{
+    struct frame_ctl rst = {.type = FRAME_CTL_RESET, .sid = sid, .reason = FRAME_RST_POLICY};
+
+    evbuffer_drain(in, len);
+    mux_send_ctl(m, &rst);
+    mux_abandoned(m);
+}
+
 /* The first frame of session sid: the EagerSocks header, then the app's first bytes. */
 static int
 server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const char **err,
             void *arg)
 {
     struct server *srv = arg;
-    struct frame_ctl rst = {.type = FRAME_CTL_RESET, .sid = sid, .reason = FRAME_RST_POLICY};
     uint8_t hdr[SOCKS_REQ_MAX];
     struct socks_req req;
     struct session *s;
@@ -426,9 +437,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
                 "[sock] - %s = %u refused: the server holds %u sessions, its most "
                 "(-server.sessions.max)",
                 dest, session_count(), srv->session_cap);
-        evbuffer_drain(in, len);
-        mux_send_ctl(m, &rst);
-        mux_abandoned(m);
+        refuse_open(m, sid, in, len);
         return 0;
     }
     /* Sessions open on the connections of its certificate, orphans included (an open server's
@@ -438,9 +447,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
                 "[sock] - %s = %u refused: its client certificate holds %u sessions "
                 "(-tls.client.sessions.max) on %08x",
                 dest, session_count(), srv->cert_cap, mux_id(m));
-        evbuffer_drain(in, len);
-        mux_send_ctl(m, &rst);
-        mux_abandoned(m);
+        refuse_open(m, sid, in, len);
         return 0;
     }
     /* A new session's first window is charged whole at once (the peer may send it before any
@@ -453,17 +460,13 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
                 "[sock] - %s = %u refused: its windows would pass %s=%lld on %08x (%lld KiB held)",
                 dest, session_count(), a->name, (long long)(a->bytes_max >> 20), mux_id(m),
                 (long long)(a->bytes / 1024));
-        evbuffer_drain(in, len);
-        mux_send_ctl(m, &rst);
-        mux_abandoned(m);
+        refuse_open(m, sid, in, len);
         return 0;
     }
     if (mux_live(m) >= (unsigned)srv->cfg->sessions_max) {
         log_msg(LOG_WARN, "[sock] - %s = %u refused: %08x has -remux.sessions.max=%ld open", dest,
                 session_count(), mux_id(m), srv->cfg->sessions_max);
-        evbuffer_drain(in, len);
-        mux_send_ctl(m, &rst);
-        mux_abandoned(m);
+        refuse_open(m, sid, in, len);
         return 0;
     }
     name = req.host;
@@ -473,10 +476,11 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     }
     if (!allowed(srv, m, name, req.port, socks_atyp_name(req.atyp),
                  req.atyp == SOCKS_ATYP_DOMAIN ? NULL : host, why, sizeof(why))) {
+        struct frame_ctl rst = {.type = FRAME_CTL_RESET, .sid = sid, .reason = FRAME_RST_POLICY};
         metrics.acl_denied++;
         log_msg(LOG_WARN, "[sock] - %s = %u denied: %s", dest, session_count(),
                 why[0] ? why : "by the route hook");
-        evbuffer_drain(in, len);
+        evbuffer_drain(in, len); /* a decision, not a peer's abuse: not counted as abandoned */
         mux_send_ctl(m, &rst);
         return 0;
     }

@@ -93,6 +93,14 @@ charge(struct session *s, int64_t delta)
     s->charged += delta;
     account_charge(s->acct, delta);
 }
+/* n payload bytes went to the peer: counted for the process and along the account chain. */
+static void
+sent(struct session *s, size_t n)
+{
+    metrics.bytes_to_peer += n;
+    account_moved_to_peer(s->acct, n);
+}
+
 static void session_finish(struct session *s);
 static void session_abort(struct session *s, int level, const char *why);
 static void session_reset(struct session *s, int level, const char *why, uint8_t reason);
@@ -346,8 +354,7 @@ pump_up(struct session *s)
         if (n > FRAME_MAX_PAYLOAD - s->hdr_len) n = FRAME_MAX_PAYLOAD - s->hdr_len;
         mux_send(s->mux, s->sid, s->hdr, s->hdr_len, in, n);
         s->send_window -= (int64_t)n;
-        metrics.bytes_to_peer += n;
-        account_moved_to_peer(s->acct, n);
+        sent(s, n);
         s->replied |= n > 0;
         s->hdr_len = 0;
         watch_idle(s);
@@ -359,8 +366,7 @@ pump_up(struct session *s)
         if (n > FRAME_MAX_PAYLOAD) n = FRAME_MAX_PAYLOAD;
         mux_send(s->mux, s->sid, NULL, 0, in, n);
         s->send_window -= (int64_t)n;
-        metrics.bytes_to_peer += n;
-        account_moved_to_peer(s->acct, n);
+        sent(s, n);
         s->replied = 1;
         len -= n;
     }
@@ -423,8 +429,7 @@ session_readable(evutil_socket_t fd, short what, void *arg)
         got = mux_send_from_fd(s->mux, s->sid, s->hdr, s->hdr_len, fd, max);
         if (got > 0) {
             s->send_window -= got;
-            metrics.bytes_to_peer += (uint64_t)got;
-            account_moved_to_peer(s->acct, (uint64_t)got);
+            sent(s, (size_t)got);
             s->replied = 1;
             budget -= (size_t)got;
             if (s->hdr_len > 0) {
