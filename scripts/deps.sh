@@ -24,6 +24,24 @@ group_bench="$group_test shadowsocks-libev trojan v2ray stunnel4 microsocks gnup
 group_valgrind="$group_build valgrind curl procps"
 group_demo="$group_build curl"
 
+# Commands a package keeps outside the bin directories, as package:path. Debian's easy-rsa
+# ships its easyrsa under /usr/share/easy-rsa/ only; installing the package links it into
+# /usr/local/bin, and --path links it into its directory, so `easyrsa` is a command like others.
+offbin="easy-rsa:/usr/share/easy-rsa/easyrsa"
+
+# Links into directory $1 (with $2: sudo or nothing) the off-bin commands of the installed
+# packages among the rest of the arguments.
+link_offbin() {
+  local dir=$1 sudo=$2 e pkg file
+  shift 2
+  for e in $offbin; do
+    pkg=${e%%:*} file=${e#*:}
+    printf '%s\n' "$@" | grep -qxF "$pkg" || continue
+    installed "$pkg" && [ -x "$file" ] && [ ! -e "$dir/${file##*/}" ] && $sudo ln -sf "$file" "$dir/"
+  done
+  return 0
+}
+
 check_groups() {
   local g v
   for g in "$@"; do
@@ -46,13 +64,17 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 install() {
   local p missing="" sudo=""
   for p in $(packages "$@"); do installed "$p" || missing="$missing $p"; done
-  [ -z "$missing" ] && return 0
-  echo "scripts/deps.sh: installing:$missing" >&2
   [ "$(id -u)" = 0 ] || sudo="sudo"
+  if [ -z "$missing" ]; then
+    link_offbin /usr/local/bin "$sudo" $(packages "$@")
+    return 0
+  fi
+  echo "scripts/deps.sh: installing:$missing" >&2
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   # shellcheck disable=SC2086
   $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  link_offbin /usr/local/bin "$sudo" $(packages "$@")
 }
 
 # The installed packages a fresh machine would have with the groups': Debian's essential and
@@ -107,6 +129,8 @@ path_dir() {
     grep -qxF "$(readlink -f "$f")" "$dir.files" && ln -sf "$f" "$dir/${f##*/}"
   done
   rm -f "$dir.files"
+  # shellcheck disable=SC2046
+  link_offbin "$dir" "" $(packages "$@")
   echo "$PWD/$dir"
 }
 

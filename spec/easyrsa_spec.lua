@@ -4,14 +4,13 @@
 -- closes the revoked user's connection and refuses its next one, while the other user goes on.
 local H = require("spec.helper")
 
-local EASYRSA = "/usr/share/easy-rsa/easyrsa"
 
 describe("easy-rsa", function()
   local dir, http, pkidir
 
   -- easyrsa in batch mode, on the spec's PKI: EC keys (P-256) as TunneLS's own test PKI has.
   local function easyrsa(args)
-    local out, code = H.sh("cd " .. dir .. " && EASYRSA_BATCH=1 EASYRSA_PKI=" .. pkidir .. " " .. EASYRSA ..
+    local out, code = H.sh("cd " .. dir .. " && EASYRSA_BATCH=1 EASYRSA_PKI=" .. pkidir .. " easyrsa" ..
       " --use-algo=ec --curve=prime256v1 " .. args)
     assert.are.equal(0, code, "easyrsa " .. args .. ": " .. out)
     return out
