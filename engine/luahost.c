@@ -101,9 +101,12 @@ struct luahost {
 };
 
 /* This host's addresses as a list of strings (the server's ACL denies them: a listener on
- * 0.0.0.0 is reached through every one). Read with each new state: at start and on SIGHUP. */
-static void
-push_host_addrs(lua_State *L)
+ * 0.0.0.0 is reached through every one). Read with each new state: at start and on SIGHUP.
+ * -1 with err set when they cannot be listed (getifaddrs needs an AF_NETLINK socket, which a
+ * sandbox may forbid): a server that must deny them then refuses to run rather than let a
+ * client reach a service on one of them. */
+static int
+push_host_addrs(lua_State *L, const struct config *cfg, char *err, size_t errlen)
 {
     struct ifaddrs *ifa, *i;
     char text[INET6_ADDRSTRLEN];
@@ -111,11 +114,17 @@ push_host_addrs(lua_State *L)
 
     lua_newtable(L);
     if (getifaddrs(&ifa) == -1) {
-        log_msg(LOG_WARN,
-                "[lua] this host's addresses are unknown (getifaddrs: %s): the ACL "
-                "cannot deny them by address",
+        if (cfg->role_kind == ROLE_SERVER && !cfg->server_allow_local) {
+            snprintf(err, errlen,
+                     "tunnels: cannot list this host's addresses (getifaddrs: %s), so the ACL "
+                     "could not deny them: allow AF_NETLINK sockets, or set "
+                     "-server.allow.local",
+                     strerror(errno));
+            return -1;
+        }
+        log_msg(LOG_WARN, "[lua] this host's addresses are unknown (getifaddrs: %s)",
                 strerror(errno));
-        return;
+        return 0; /* a client, or a server allowed its own addresses: nothing to deny */
     }
     for (i = ifa; i != NULL; i = i->ifa_next) {
         const void *a;
@@ -131,6 +140,7 @@ push_host_addrs(lua_State *L)
         lua_rawseti(L, -2, ++n);
     }
     freeifaddrs(ifa);
+    return 0;
 }
 
 /* The count hook has no user data in Lua 5.1; the process has one state. */
@@ -421,7 +431,7 @@ build(struct luahost *h, char *err, size_t errlen)
     lua_setfield(L, -2, "allow_local");
     lua_pushboolean(L, cfg->server_allow_private);
     lua_setfield(L, -2, "allow_private");
-    push_host_addrs(L);
+    if (push_host_addrs(L, cfg, err, errlen) == -1) return -1;
     lua_setfield(L, -2, "host_addrs");
     set_str(L, "role", cfg->role);
     lua_createtable(L, cfg->nservers, 0);

@@ -105,6 +105,7 @@ end
 local function quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
+H.quote = quote
 
 -- Starts argv (a list) in the background, stdout+stderr to log. Returns its PID.
 function H.spawn(name, argv, log, env)
