@@ -23,8 +23,11 @@
 struct metrics metrics;
 
 static const char *const hook_names[HOOK_N] = {"pick", "idle", "spare", "route", "alert", "other"};
-/* Upper bounds of the dial buckets, seconds: a loopback dial, a continent, a bad day. */
-static const double dial_le[METRICS_DIAL_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5};
+static const char *const tls_failure_names[TLS_FAIL_N] = {"local",   "certificate", "protocol",
+                                                          "timeout", "peer_closed", "network"};
+/* Upper bounds of the latency buckets, seconds: loopback, a city, a continent, a bad day. */
+static const double bucket_le[METRICS_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                  0.1,   0.25,   0.5,   1,    2.5,   5};
 
 static double started_at; /* wall clock, for tunnels_start_time_seconds */
 
@@ -91,14 +94,14 @@ metrics_hook(const char *what)
 }
 
 void
-metrics_observe_dial(double seconds)
+metrics_observe(struct metrics_histogram *h, double seconds)
 {
     int i;
 
-    for (i = 0; i < METRICS_DIAL_BUCKETS; i++)
-        if (seconds <= dial_le[i]) metrics.dial_bucket[i]++;
-    metrics.dials++;
-    metrics.dial_seconds += seconds;
+    for (i = 0; i < METRICS_BUCKETS; i++)
+        if (seconds <= bucket_le[i]) h->bucket[i]++;
+    h->count++;
+    h->sum += seconds;
 }
 
 static void
@@ -122,6 +125,21 @@ one(struct evbuffer *out, const char *name, const char *type, const char *help, 
 }
 
 static void
+histogram(struct evbuffer *out, const char *name, const char *help,
+          const struct metrics_histogram *h)
+{
+    int i;
+
+    family(out, name, "histogram", help);
+    for (i = 0; i < METRICS_BUCKETS; i++)
+        evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, bucket_le[i],
+                            (unsigned long long)h->bucket[i]);
+    evbuffer_add_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
+                        (unsigned long long)h->count, name, h->sum, name,
+                        (unsigned long long)h->count);
+}
+
+static void
 render(struct evbuffer *out, const struct config *cfg)
 {
     const struct account *proc = account_process();
@@ -142,10 +160,15 @@ render(struct evbuffer *out, const struct config *cfg)
              metrics.conns_closed_orderly);
     labelled(out, "tunnels_connections_closed_total", "how=\"abort\"", metrics.conns_closed_abort);
     family(out, "tunnels_tls_handshakes_total", "counter",
-           "TLS handshakes of lower connections, by result: full, resumed or failed.");
+           "TLS handshakes of lower connections, by result: full or resumed (failures: "
+           "tunnels_tls_handshakes_failed_total).");
     labelled(out, "tunnels_tls_handshakes_total", "result=\"full\"", metrics.tls_full);
     labelled(out, "tunnels_tls_handshakes_total", "result=\"resumed\"", metrics.tls_resumed);
-    labelled(out, "tunnels_tls_handshakes_total", "result=\"failed\"", metrics.tls_failed);
+    family(out, "tunnels_tls_handshakes_failed_total", "counter",
+           "TLS handshakes that did not finish, by reason (docs/METRICS.md).");
+    for (i = 0; i < TLS_FAIL_N; i++)
+        evbuffer_add_printf(out, "tunnels_tls_handshakes_failed_total{reason=\"%s\"} %llu\n",
+                            tls_failure_names[i], (unsigned long long)metrics.tls_failed[i]);
 
     one(out, "tunnels_sessions", "gauge", "Tunnelled sessions open now (orphans included).",
         session_count());
@@ -188,16 +211,17 @@ render(struct evbuffer *out, const struct config *cfg)
         one(out, "tunnels_penalty_refused_total", "counter",
             "Server: connections refused during a penalty, at accept or after the handshake.",
             metrics.penalty_refused);
+        histogram(out, "tunnels_destination_connect_seconds",
+                  "Server: from a session's open to its destination's TCP connection (name "
+                  "resolution and the ACL included).",
+                  &metrics.connect);
     } else {
-        family(out, "tunnels_dial_seconds", "histogram",
-               "Client: from a dial's start to its connection being ready (TCP and TLS).");
-        for (i = 0; i < METRICS_DIAL_BUCKETS; i++)
-            evbuffer_add_printf(out, "tunnels_dial_seconds_bucket{le=\"%g\"} %llu\n", dial_le[i],
-                                (unsigned long long)metrics.dial_bucket[i]);
-        labelled(out, "tunnels_dial_seconds_bucket", "le=\"+Inf\"", metrics.dials);
-        evbuffer_add_printf(out, "tunnels_dial_seconds_sum %.6f\n", metrics.dial_seconds);
-        evbuffer_add_printf(out, "tunnels_dial_seconds_count %llu\n",
-                            (unsigned long long)metrics.dials);
+        histogram(out, "tunnels_dial_seconds",
+                  "Client: from a dial's start to its connection being ready (TCP and TLS).",
+                  &metrics.dial);
+        histogram(out, "tunnels_ttfb_seconds",
+                  "Client: from an app's request to the first byte back from its destination.",
+                  &metrics.ttfb);
         family(out, "tunnels_routes_total", "counter",
                "Client: requests by the route decided for them (tunnel, direct or block).");
         labelled(out, "tunnels_routes_total", "route=\"tunnel\"", metrics.routes_tunnel);

@@ -13,20 +13,36 @@
 /* The Lua hooks, a label each (a bounded set: any other name counts as "other"). */
 enum metrics_hook { HOOK_PICK, HOOK_IDLE, HOOK_SPARE, HOOK_ROUTE, HOOK_ALERT, HOOK_OTHER, HOOK_N };
 
-/* The buckets of the dial histogram (seconds; +Inf is the count). */
-#define METRICS_DIAL_BUCKETS 8
+/* Why a TLS handshake failed, a label each (a bounded set). */
+enum metrics_tls_failure {
+    TLS_FAIL_LOCAL,       /* this end gave up on it: shutting down, draining, over a limit */
+    TLS_FAIL_CERTIFICATE, /* a certificate refused by either end */
+    TLS_FAIL_PROTOCOL,    /* any other TLS error: version, cipher, not TLS at all */
+    TLS_FAIL_TIMEOUT,     /* no ClientHello in -tls.hello.sec, or not done in -tls.handshake.sec */
+    TLS_FAIL_PEER_CLOSED, /* the peer closed the connection mid-handshake */
+    TLS_FAIL_NETWORK,     /* a socket error: refused, reset, unreachable */
+    TLS_FAIL_N
+};
+
+/* A latency histogram: the buckets' upper bounds (seconds) are metrics.c's, +Inf is count. */
+#define METRICS_BUCKETS 12
+struct metrics_histogram {
+    uint64_t bucket[METRICS_BUCKETS], count;
+    double sum;
+};
 
 struct metrics {
     uint64_t conns_opened, conns_closed_orderly, conns_closed_abort;
-    uint64_t tls_full, tls_resumed, tls_failed;
+    uint64_t tls_full, tls_resumed, tls_failed[TLS_FAIL_N];
     uint64_t sessions_opened, sessions_finished, sessions_aborted, sessions_reset;
     uint64_t bytes_to_peer, bytes_from_peer; /* payload: read from local sockets, written to them */
     uint64_t acl_denied, dns_failed, budget_refused, rapid_reset_closed, penalty_refused;
     uint64_t lua_calls[HOOK_N], lua_failed[HOOK_N];
     double lua_seconds[HOOK_N];
     uint64_t alerts_sent, alerts_dropped;
-    uint64_t dial_bucket[METRICS_DIAL_BUCKETS], dials; /* client: connections up, by how long */
-    double dial_seconds;
+    struct metrics_histogram dial;    /* client: a dial's start to its connection being ready */
+    struct metrics_histogram ttfb;    /* client: a request to its first byte back */
+    struct metrics_histogram connect; /* server: a session's open to its destination's connect */
     uint64_t routes_tunnel, routes_direct, routes_block; /* client: the route of each request */
     uint64_t pool_retired; /* client: connections closed once they took no new session */
 };
@@ -36,8 +52,8 @@ extern struct metrics metrics;
 /* The label of hook what ("pick", "route", ...). */
 enum metrics_hook metrics_hook(const char *what);
 
-/* Client: a dial took seconds from its start to its connection's readiness. */
-void metrics_observe_dial(double seconds);
+/* One observation of seconds into h. */
+void metrics_observe(struct metrics_histogram *h, double seconds);
 
 struct event_base;
 struct evbuffer;

@@ -70,14 +70,15 @@ struct mux {
     char fp[65];       /* server: its certificate's SHA-256, hex */
     struct event_base *base;
     struct bufferevent *bev;
-    struct evbuffer *stage;      /* frames of this loop pass, for the bufferevent at its end */
-    struct event *flush;         /* the end of the pass: moves stage to the bufferevent */
-    struct event *more;          /* server: frames left for the next pass (MUX_OPENS_PER_PASS) */
-    unsigned opens;              /* server: sessions opened in this pass */
-    unsigned opened, abandoned;  /* server: sessions opened, and of those, abandoned */
-    unsigned abandon_closed : 1; /* closed for abandoning too many (mux_abandoned) */
-    unsigned more_due : 1;       /* more is active: the pass's allowance of opens is spent */
-    struct bulkread *rd;         /* plain TCP: the read side (TLS reads through the bufferevent) */
+    struct evbuffer *stage;     /* frames of this loop pass, for the bufferevent at its end */
+    struct event *flush;        /* the end of the pass: moves stage to the bufferevent */
+    struct event *more;         /* server: frames left for the next pass (MUX_OPENS_PER_PASS) */
+    unsigned opens;             /* server: sessions opened in this pass */
+    unsigned opened, abandoned; /* server: sessions opened, and of those, abandoned */
+    enum metrics_tls_failure handshake_failure; /* why, if it closes before its handshake ends */
+    unsigned abandon_closed : 1;                /* closed for abandoning too many (mux_abandoned) */
+    unsigned more_due : 1; /* more is active: the pass's allowance of opens is spent */
+    struct bulkread *rd;   /* plain TCP: the read side (TLS reads through the bufferevent) */
     const struct config *cfg;
     const struct mux_ops *ops;
     void *arg;
@@ -364,7 +365,7 @@ mux_close(struct mux *m, enum mux_close_how how, int level, const char *reason)
         metrics.conns_closed_orderly++;
     else
         metrics.conns_closed_abort++;
-    if (m->tls && !m->ready) metrics.tls_failed++; /* closed before its handshake finished */
+    if (m->tls && !m->ready) metrics.tls_failed[m->handshake_failure]++;
     log_msg(level, "[conn] - %08x = %u%s%s", m->id, mux_open_count, *reason ? " " : "", reason);
     do {
         n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
@@ -833,6 +834,7 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
     char why[512], tlserr[384];
     const char *detail;
     int e = EVUTIL_SOCKET_ERROR(), lost;
+    enum tls_error_kind kind = TLS_ERROR_NONE;
     SSL *ssl;
 
     if (what & BEV_EVENT_CONNECTED) {
@@ -858,7 +860,15 @@ mux_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     lost = sessions_needing(m) > 0;
     tlserr[0] = 0;
-    if (m->tls) tls_errors(bev, tlserr, sizeof(tlserr));
+    if (m->tls) kind = tls_errors(bev, tlserr, sizeof(tlserr));
+    if (kind == TLS_ERROR_CERTIFICATE || verify_detail(m) != NULL)
+        m->handshake_failure = TLS_FAIL_CERTIFICATE;
+    else if (kind == TLS_ERROR_PROTOCOL)
+        m->handshake_failure = TLS_FAIL_PROTOCOL;
+    else if (what & BEV_EVENT_EOF)
+        m->handshake_failure = TLS_FAIL_PEER_CLOSED;
+    else
+        m->handshake_failure = TLS_FAIL_NETWORK;
     if (what & BEV_EVENT_TIMEOUT)
         snprintf(why, sizeof(why), "write timeout: the peer read nothing for %ld s",
                  3 * m->cfg->ping_sec);
@@ -954,6 +964,7 @@ mux_timer_cb(evutil_socket_t fd, short what, void *arg)
         if (!m->heard) {
             snprintf(why, sizeof(why), "no ClientHello in %ld s (-tls.hello.sec)",
                      m->cfg->hello_sec);
+            m->handshake_failure = TLS_FAIL_TIMEOUT;
             mux_close(m, MUX_CLOSE_ORDERLY, LOG_WARN, why);
             return;
         }
@@ -961,6 +972,7 @@ mux_timer_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (!m->ready) {
+        m->handshake_failure = TLS_FAIL_TIMEOUT;
         mux_close(m, MUX_CLOSE_ABORT, LOG_ERROR,
                   m->tls ? "tls handshake timeout" : "connect timeout");
         return;

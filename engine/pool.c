@@ -36,6 +36,7 @@ struct parked {
     uint8_t hdr[SOCKS_REQ_MAX];
     size_t hdrlen;
     char dest[SOCKS_DEST_MAX];
+    int64_t asked_us; /* when the app asked (the TTFB histogram's start) */
     int64_t until_us; /* given up then (-connect.sec) */
     struct parked *next;
 };
@@ -226,7 +227,7 @@ pool_ready(struct mux *m, void *arg)
     struct pool *p = arg;
     double took = mux_age(m);
 
-    metrics_observe_dial(took);
+    metrics_observe(&metrics.dial, took);
     /* Smoothed over a few dials: one slow handshake does not double the spares kept. */
     p->handshake = p->handshake == 0 ? took : 0.75 * p->handshake + 0.25 * took;
     if (p->down_until_us != 0)
@@ -511,7 +512,7 @@ take(struct pool *p, uint16_t *sid, int *wait)
 /* The session on m: the app's socket is read from here on. */
 static void
 start(struct bufferevent *bev, struct mux *m, uint16_t sid, const uint8_t *hdr, size_t hdrlen,
-      const char *dest)
+      const char *dest, int64_t asked_us)
 {
     struct session *s;
 
@@ -522,6 +523,7 @@ start(struct bufferevent *bev, struct mux *m, uint16_t sid, const uint8_t *hdr, 
         return;
     }
     session_set_header(s, hdr, hdrlen);
+    session_set_asked(s, asked_us);
 }
 
 void
@@ -537,7 +539,7 @@ pool_open(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size_t hd
     /* Behind others already waiting: sessions are placed in the order they came. */
     m = p->parked == NULL ? take(p, &sid, &wait) : NULL;
     if (m != NULL) {
-        start(bev, m, sid, hdr, hdrlen, dest);
+        start(bev, m, sid, hdr, hdrlen, dest, clock_now_us());
         return;
     }
     if (p->parked == NULL && !wait) {
@@ -558,7 +560,8 @@ pool_open(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size_t hd
     memcpy(w->hdr, hdr, hdrlen);
     w->hdrlen = hdrlen;
     snprintf(w->dest, sizeof(w->dest), "%s", dest);
-    w->until_us = clock_now_us() + (int64_t)tv.tv_sec * 1000000;
+    w->asked_us = clock_now_us();
+    w->until_us = w->asked_us + (int64_t)tv.tv_sec * 1000000;
     if (p->parked_tail != NULL)
         p->parked_tail->next = w;
     else
@@ -599,7 +602,7 @@ pool_unpark(evutil_socket_t fd, short what, void *arg)
         p->parked = w->next;
         if (p->parked == NULL) p->parked_tail = NULL;
         if (m != NULL) {
-            start(w->bev, m, sid, w->hdr, w->hdrlen, w->dest);
+            start(w->bev, m, sid, w->hdr, w->hdrlen, w->dest, w->asked_us);
         } else {
             log_msg(LOG_ERROR, "[sock] - %s = %u no connection to the server", w->dest,
                     session_count());

@@ -71,7 +71,9 @@ struct session {
     unsigned out_deferred : 1; /* the output waits for the mux's end of the pass */
     unsigned idle_timing : 1;  /* the timer watches for idleness (or an orphan's deadline) */
     unsigned replied : 1;      /* a data byte has gone to the peer */
-    int64_t active_us;         /* when data last moved either way (with idle_timing) */
+    unsigned heard : 1;        /* a data byte has come from the peer */
+    int64_t asked_us;  /* client: the app's request; server: the open frame (for histograms) */
+    int64_t active_us; /* when data last moved either way (with idle_timing) */
 };
 
 static unsigned session_live;
@@ -124,7 +126,7 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, enum session
     snprintf(s->dest, sizeof(s->dest), "%s", dest);
     s->send_window = s->recv_window = s->recv_avail = (int64_t)cfg->window_kib * 1024;
     s->window_max = (int64_t)cfg->window_max_kib * 1024;
-    s->bdp_start_us = clock_now_us();
+    s->bdp_start_us = s->asked_us = clock_now_us();
     s->work = event_new(mux_base(m), -1, 0, session_work_cb, s);
     s->timer = event_new(mux_base(m), -1, 0, session_timer_cb, s);
     if (s->work == NULL || s->timer == NULL) goto err;
@@ -176,6 +178,12 @@ session_set_header(struct session *s, const uint8_t *hdr, size_t len)
         s->hold_done = 1;
     else
         evtimer_add(s->timer, &tv);
+}
+
+void
+session_set_asked(struct session *s, int64_t asked_us)
+{
+    s->asked_us = asked_us;
 }
 
 int
@@ -491,6 +499,7 @@ session_connected(struct session *s)
     struct evbuffer *out = bufferevent_get_output(s->bev);
 
     s->connected = 1;
+    metrics_observe(&metrics.connect, (double)(clock_now_us() - s->asked_us) / 1e6);
     watch_idle(s);
     s->cancel = NULL;
     log_msg(LOG_DEBUG, "[dest] %s connected", s->dest);
@@ -788,6 +797,11 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
         return -1;
     }
     s->recv_avail -= (int64_t)n;
+    if (!s->heard && n > 0) {
+        s->heard = 1;
+        if (s->cfg->role_kind == ROLE_CLIENT)
+            metrics_observe(&metrics.ttfb, (double)(clock_now_us() - s->asked_us) / 1e6);
+    }
     metrics.bytes_from_peer += n;
     account_moved_from_peer(s->acct, n);
     s->active_us = clock_now_us();

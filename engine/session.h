@@ -27,6 +27,10 @@ struct session *session_new(struct mux *m, uint16_t sid, struct bufferevent *loc
  * bytes, or alone once -eagersocks.hold.ms passes without any. */
 void session_set_header(struct session *s, const uint8_t *hdr, size_t len);
 
+/* Client: when the app asked for the session (before it waited for a dial, if it did); its
+ * first byte back is timed from then (tunnels_ttfb_seconds). */
+void session_set_asked(struct session *s, int64_t asked_us);
+
 /* Server: connects the (not yet connected) local bufferevent, through fd (a new non-blocking
  * socket the session now owns), to sa. On failure the session is reset with the reason and
  * closed. */

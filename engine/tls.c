@@ -207,9 +207,32 @@ tls_peer_fingerprint(SSL *ssl, unsigned char out[32])
     return rc;
 }
 
-void
+/* Whether OpenSSL error e is about a certificate: ours or the peer's, refused by either end. */
+static int
+about_certificate(unsigned long e)
+{
+    if (ERR_GET_LIB(e) == ERR_LIB_X509 || ERR_GET_LIB(e) == ERR_LIB_X509V3) return 1;
+    if (ERR_GET_LIB(e) != ERR_LIB_SSL) return 0;
+    switch (ERR_GET_REASON(e)) {
+    case SSL_R_CERTIFICATE_VERIFY_FAILED:
+    case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+    case SSL_R_NO_CERTIFICATES_RETURNED:
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+    case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+    case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED: return 1;
+    default: return 0;
+    }
+}
+
+enum tls_error_kind
 tls_errors(struct bufferevent *bev, char *out, size_t len)
 {
+    enum tls_error_kind kind = TLS_ERROR_NONE;
     unsigned long e;
     size_t n = 0;
     char buf[256];
@@ -222,10 +245,15 @@ tls_errors(struct bufferevent *bev, char *out, size_t len)
         r = r != NULL ? r + 1 : buf;
         /* Entries with no text of their own ("reason(1)": libevent's pushed errno) add noise. */
         if (strncmp(r, "reason(", 7) == 0) continue;
+        if (about_certificate(e))
+            kind = TLS_ERROR_CERTIFICATE;
+        else if (kind == TLS_ERROR_NONE)
+            kind = TLS_ERROR_PROTOCOL;
         if (n + strlen(r) + 3 < len)
             n += (size_t)snprintf(out + n, len - n, "%s%s", n ? "; " : "", r);
     }
     ERR_clear_error();
+    return kind;
 }
 
 struct bufferevent *

@@ -70,7 +70,15 @@ void tls_bufferevent_free(struct bufferevent *bev, enum tls_goodbye goodbye);
 /* Frees the lingering sockets that are still flushing (at exit). */
 void tls_linger_free_all(void);
 
-/* Drains the OpenSSL errors of bev (and of this thread) into out: "" when there are none. */
-void tls_errors(struct bufferevent *bev, char *out, size_t len);
+/* What the OpenSSL errors of a failed handshake were about. */
+enum tls_error_kind {
+    TLS_ERROR_NONE,        /* no OpenSSL error */
+    TLS_ERROR_CERTIFICATE, /* a certificate: not verified, revoked, expired, missing, refused */
+    TLS_ERROR_PROTOCOL,    /* anything else: versions, ciphers, not TLS at all, a bad record */
+};
+
+/* Drains the OpenSSL errors of bev (and of this thread) into out ("" when there are none) and
+ * says what they were about. */
+enum tls_error_kind tls_errors(struct bufferevent *bev, char *out, size_t len);
 
 #endif

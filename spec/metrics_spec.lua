@@ -38,6 +38,12 @@ describe("metrics", function()
     assert.are.equal(sample(s, 'tunnels_session_bytes_total{direction="to_peer"}'),
       sample(c, 'tunnels_session_bytes_total{direction="from_peer"}'))
     assert.are.equal(1, sample(c, "tunnels_dial_seconds_count"))
+    -- every request timed to its first byte back (client), every destination's connect (server)
+    assert.are.equal(5, sample(c, "tunnels_ttfb_seconds_count"))
+    assert.are.equal(5, sample(c, 'tunnels_ttfb_seconds_bucket{le="+Inf"}'))
+    assert.is_true(sample(c, 'tunnels_ttfb_seconds_bucket{le="5"}') == 5)
+    assert.is_true(sample(c, "tunnels_ttfb_seconds_sum") > 0)
+    assert.are.equal(5, sample(s, "tunnels_destination_connect_seconds_count"))
     -- per server on the client, per client certificate on the server
     assert.are.equal(5, sample(c, 'tunnels_routes_total{route="tunnel"}'))
     assert.are.equal(1, sample(c, 'tunnels_server_up{server="127.0.0.1:' .. t.server_port .. '"}'))
@@ -54,6 +60,13 @@ describe("metrics", function()
     assert.are.equal(5, sample(c, 'tunnels_lua_calls_total{hook="route"}'))
     local body = get(sm, "/healthz")
     assert.are.equal("ok\n", body)
+    -- docs/METRICS.md names every family either end exposes
+    local doc = H.read(H.root .. "/docs/METRICS.md")
+    for _, text in ipairs({ s, c }) do
+      for name in text:gmatch("# TYPE (%S+)") do
+        assert.is_truthy(doc:find("`" .. name .. "`", 1, true), name .. " not in docs/METRICS.md")
+      end
+    end
     H.stop_tunnel(t)
   end)
 
@@ -76,8 +89,56 @@ describe("metrics", function()
     end, 30, "Prometheus to scrape both ends")
     local up = H.sh("curl -sS --max-time 2 'http://127.0.0.1:" .. pp .. "/api/v1/query?query=sum(up)'")
     assert.matches('"value":%[[%d%.]+,"2"%]', up)
+    -- every query of the example dashboard evaluates, and finds series, once rates have samples
+    local board = H.read(H.root .. "/examples/grafana-tunnels.json")
+    local exprs = {}
+    for e in board:gmatch('"expr": "(.-[^\\])"') do
+      exprs[#exprs + 1] = e:gsub('\\"', '"'):gsub("%$job", ".*"):gsub("%$__rate_interval", "1m")
+    end
+    assert.is_true(#exprs >= 20, #exprs .. " queries")
+    for _, e in ipairs(exprs) do
+      local out
+      H.wait_for(function()
+        out = H.sh("curl -sS --max-time 2 -G --data-urlencode " .. H.quote("query=" .. e) ..
+          " http://127.0.0.1:" .. pp .. "/api/v1/query")
+        return out:find('"status":"success"', 1, true) and not out:find('"result":[]', 1, true)
+      end, 20, "the dashboard's query " .. e .. " to find series: " .. tostring(out))
+    end
     H.stop(prom)
     H.stop_tunnel(t)
+  end)
+
+  it("count failed handshakes by reason", function()
+    local sm = H.free_port()
+    local t = H.tunnel(dir, pki, { server = { ["metrics.addr"] = "127.0.0.1:" .. sm,
+      ["tls.hello.sec"] = 1 }, no_client = true })
+    local target = "127.0.0.1:" .. t.server_port
+    -- a certificate of another CA, and none at all
+    H.sh("openssl s_client -connect " .. target .. " -cert " .. pki.other_cert .. " -key " ..
+      pki.other_key .. " </dev/null >/dev/null 2>&1")
+    H.sh("openssl s_client -connect " .. target .. " </dev/null >/dev/null 2>&1")
+    -- plain HTTP to the TLS port
+    H.sh("curl -s --max-time 3 http://" .. target .. "/ >/dev/null")
+    -- a connection closed before its ClientHello, and one that never sends it
+    H.connect(t.server_port):close()
+    local quiet = H.connect(t.server_port)
+    local want = { certificate = 2, protocol = 1, peer_closed = 1, timeout = 1 }
+    local text
+    H.wait_for(function()
+      text = get(sm, "/metrics")
+      for reason, n in pairs(want) do
+        if sample(text, 'tunnels_tls_handshakes_failed_total{reason="' .. reason .. '"}') ~= n then
+          return false
+        end
+      end
+      return true
+    end, 10, "each failure counted under its reason")
+    quiet:close()
+    assert.are.equal(0, sample(text, 'tunnels_tls_handshakes_failed_total{reason="network"}'))
+    assert.are.equal(0, sample(text, 'tunnels_tls_handshakes_total{result="full"}'))
+    local out, rc = H.sh("promtool check metrics <<'EOF'\n" .. text .. "EOF")
+    assert.are.equal(0, rc, out)
+    H.stop(t.server_pid)
   end)
 
   it("stay on loopback unless -metrics.public, and shrug off what no scraper sends", function()
