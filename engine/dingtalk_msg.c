@@ -129,6 +129,12 @@ dingtalk_msg_json(const char *text, char *out, size_t outlen)
 }
 
 size_t
+dingtalk_msg_json_string(const char *text, char *out, size_t outlen)
+{
+    return json_wrap("\"", "\"", text, out, outlen);
+}
+
+size_t
 dingtalk_msg_webhook_json(const char *text, char *out, size_t outlen)
 {
     const char *p = text + strspn(text, " \t\r\n");

@@ -21,6 +21,11 @@ size_t dingtalk_msg_urlencode(const char *in, char *out, size_t outlen);
  * hold even the envelope. */
 size_t dingtalk_msg_json(const char *text, char *out, size_t outlen);
 
+/* text as a JSON string literal, quotes included, escaped as above; out needs 6 bytes a byte
+ * of text plus 6 to hold it whole (the cut mark's room). Returns the length, 0 if out cannot
+ * hold "". */
+size_t dingtalk_msg_json_string(const char *text, char *out, size_t outlen);
+
 /* The body for a generic webhook (-sla.webhook.url): text itself when it is a JSON object (it
  * starts with "{" after blanks: the alert hook wrote it for its service) and fits, else
  * {"text":"..."} (Slack's incoming webhooks and many others), escaped and cut as above.

@@ -26,6 +26,7 @@
 #include <lualib.h>
 
 #include "clock.h"
+#include "dingtalk_msg.h"
 #include "log.h"
 #include "metrics.h"
 #include "reuse.h"
@@ -246,6 +247,25 @@ l_now(lua_State *L)
     return 1;
 }
 
+/* tunnels.json(text): text as a JSON string literal, for alert hooks that write a service's
+ * whole body (the engine's own escaping: control bytes, quotes, bytes that are not UTF-8). */
+static int
+l_json(lua_State *L)
+{
+    size_t len, cap;
+    const char *text = luaL_checklstring(L, 1, &len);
+    char *out;
+
+    if (len > 1024 * 1024) return luaL_error(L, "tunnels.json: text over 1 MiB");
+    cap = 6 * len + 6;
+    out = malloc(cap);
+    if (out == NULL) return luaL_error(L, "tunnels.json: out of memory");
+    len = dingtalk_msg_json_string(text, out, cap);
+    lua_pushlstring(L, out, len);
+    free(out);
+    return 1;
+}
+
 /* package.preload["tunnels.rules"]: the rule library built into the binary. */
 static int
 l_require_rules(lua_State *L)
@@ -457,6 +477,8 @@ build(struct luahost *h, char *err, size_t errlen)
     lua_setfield(L, -2, "log");
     lua_pushcfunction(L, l_now);
     lua_setfield(L, -2, "now");
+    lua_pushcfunction(L, l_json);
+    lua_setfield(L, -2, "json");
     if (gethostname(host, sizeof(host)) != 0) snprintf(host, sizeof(host), "unknown");
     host[sizeof(host) - 1] = 0;
     set_str(L, "hostname", host);

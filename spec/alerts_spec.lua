@@ -69,6 +69,14 @@ describe("DingTalk message", function()
     local s = hook('{"k":"' .. ("v"):rep(100) .. '"}', 40)
     assert.truthy(s:find('^{"text":"{\\"k\\":\\"v+%.%.%."}$'), s)
     assert.is_true(#s < 40)
+    -- tunnels.json, for hooks that write a service's body: a whole JSON string, never cut
+    local function str(text)
+      local buf = ffi.new("char[?]", 6 * #text + 6)
+      return ffi.string(buf, lib.dingtalk_msg_json_string(text, buf, 6 * #text + 6))
+    end
+    assert.are.equal('""', str(""))
+    assert.are.equal([["a\\b \"c\" \n\t\u0001 \ufffd \u007f é"]], str("a\\b \"c\" \n\t\1 \255 \127 é"))
+    assert.are.equal(6 * 200 + 2, #str(("\1"):rep(200)))
   end)
 end)
 
@@ -151,16 +159,24 @@ describe("alerts end to end", function()
     assert.truthy(body:find("= 0 connection refused %(Connection refused%)\"}$"), body)
     assert.are.equal(1, H.count(t.slog, "%[sla%] alerts to a webhook %(https://localhost:%d+/hooks/slack%?key=K1%)"))
     H.stop_tunnel(t)
-    -- the Feishu example writes the whole body
-    port, out = receiver()
-    sflags["sla.webhook.url"] = "https://localhost:" .. port .. "/open-apis/bot/v2/hook/T"
-    sflags["lua.script"] = H.root .. "/examples/alerts-feishu.lua"
-    t = H.tunnel(dir, pki, { server = sflags })
-    H.curl(t.socks_port, "http://127.0.0.1:" .. dead .. "/")
-    H.wait_for(function() return #requests(out) >= 1 end, 10, "the Feishu alert")
-    body = requests(out)[1]:match("^%S+ %S+ (.*)$")
-    assert.truthy(body:find('^{"msg_type":"text","content":{"text":"TunneLS server on '), body)
-    H.stop_tunnel(t)
+    -- the examples write their service's whole body, valid JSON (python3 -m json.tool)
+    for name, shape in pairs({ feishu = '^{"msg_type":"text","content":{"text":"TunneLS server on ',
+      slack = '^{"text":":warning: TunneLS server on .-"blocks":%[{"type":"section"',
+      wecom = '^{"msgtype":"markdown","markdown":{"content":"%*%*TunneLS server on ' }) do
+      port, out = receiver()
+      sflags["sla.webhook.url"] = "https://localhost:" .. port .. "/hook/" .. name
+      sflags["lua.script"] = H.root .. "/examples/alerts-" .. name .. ".lua"
+      t = H.tunnel(dir, pki, { server = sflags })
+      H.curl(t.socks_port, "http://127.0.0.1:" .. dead .. "/")
+      H.wait_for(function() return #requests(out) >= 1 end, 10, "the " .. name .. " alert")
+      body = requests(out)[1]:match("^%S+ %S+ (.*)$")
+      assert.truthy(body:find(shape), body)
+      H.write(dir .. "/body.json", body)
+      local parsed, rc = H.sh("python3 -m json.tool " .. dir .. "/body.json")
+      assert.are.equal(0, rc, name .. ": " .. parsed)
+      assert.truthy(parsed:find("connection refused", 1, true), parsed)
+      H.stop_tunnel(t)
+    end
     -- one sink at a time, and HTTPS only: exit 2
     local msg, code = H.sh(H.bin .. " -role=server -server.addr=127.0.0.1:1 -server.open -sla.webhook.url=https://x/y " ..
       "-sla.dingtalk.token=T </dev/null")

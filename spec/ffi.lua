@@ -38,6 +38,7 @@ size_t sidmap_count(const struct sidmap *m);
 size_t dingtalk_msg_sign(const char *secret, long long ts_ms, char *out, size_t outlen);
 size_t dingtalk_msg_urlencode(const char *in, char *out, size_t outlen);
 size_t dingtalk_msg_json(const char *text, char *out, size_t outlen);
+size_t dingtalk_msg_json_string(const char *text, char *out, size_t outlen);
 size_t dingtalk_msg_webhook_json(const char *text, char *out, size_t outlen);
 
 int reuse_allowed(long reuse_max_sec, long reuse_max_cnt, int goaway, double age, unsigned sessions);
