@@ -15,6 +15,10 @@
 # Needs root, unshare, nsenter, overlayfs and systemd (Debian's systemd package).
 set -eu
 
+# Inside the box, the box's own commands: the caller's PATH may name directories of this
+# machine that the box does not have (the specs run with a PATH of their own under /tmp).
+BOX_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
 die() { echo "systemd-box: $*" >&2; exit 1; }
 
 boot() { # inside: unshare --pid --mount --net --uts --ipc --fork (we are PID 1 here)
@@ -36,11 +40,15 @@ boot() { # inside: unshare --pid --mount --net --uts --ipc --fork (we are PID 1 
   chmod 755 "$r/run"
   hostname tunnels-box
   cd "$r"
-  exec chroot "$r" env -i container=systemd-box /lib/systemd/systemd --unit=basic.target \
-    --log-target=console
+  exec chroot "$r" /usr/bin/env -i PATH=$BOX_PATH container=systemd-box /lib/systemd/systemd \
+    --unit=basic.target --log-target=console
 }
 
-in_box() { local pid=$1; shift; nsenter -t "$pid" -m -p -n -u -i -r -w "$@"; }
+in_box() {
+  local pid=$1
+  shift
+  nsenter -t "$pid" -m -p -n -u -i -r -w /usr/bin/env PATH=$BOX_PATH "$@"
+}
 
 case ${1:-} in
   up)
