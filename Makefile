@@ -14,17 +14,18 @@ CFLAGS += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 LDFLAGS += $(SAN)
 BUILD ?= build
 
-ENGINE := account addr alerts bulkread client dingtalk dingtalk_msg direct flags frame log luahost main metrics mux notify pool reuse server session sidmap socks tls turns writethrough
-PURE := frame socks flags log sidmap dingtalk_msg reuse turns
+ENGINE := account addr alerts bulkread client dingtalk dingtalk_msg direct flags frame httpreq log luahost main metrics mux notify pool reuse server session sidmap socks tls turns writethrough
+PURE := frame socks flags httpreq log sidmap dingtalk_msg reuse turns
 OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o $(BUILD)/rules_lua.o
 TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook $(BUILD)/tn-bench $(BUILD)/tn-delay \
 	$(BUILD)/tn-tlscost $(BUILD)/tn-hostile
 
 # Fuzz targets (fuzz/fuzz_*.c) and the pure sources each one needs.
-FUZZ := frame socks flags
+FUZZ := frame socks flags proxyreq
 FUZZ_SRC_frame := engine/frame.c
 FUZZ_SRC_socks := engine/socks.c
 FUZZ_SRC_flags := engine/flags.c engine/log.c
+FUZZ_SRC_proxyreq := engine/httpreq.c engine/socks.c
 FUZZ_SECONDS ?= 60
 
 .PHONY: all test demo clean format tools fuzz bench bench-bulk bench-hostile valgrind install

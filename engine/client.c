@@ -1,8 +1,10 @@
-/* client.c: the SOCKS5 side. A handshake object lives only until the CONNECT request is
- * parsed; then the app's bufferevent is handed to a new session and the handshake object is
- * freed. Replies are sent without waiting for the server (EagerSocks): `05 00` to a greeting
- * offering no-auth, `05 00 00 01 0.0.0.0 0` to a CONNECT. What cannot be served gets a SOCKS
- * answer that says so (`05 FF`, reply 07 or 08), then the socket closes. */
+/* client.c: the local proxy port. Its first byte tells SOCKS5 (5), SOCKS4/4a (4) and HTTP (a
+ * method's letter) apart. A handshake object lives only until the CONNECT request is parsed;
+ * then the app's bufferevent is handed to a new session and the handshake object is freed.
+ * Replies are sent without waiting for the server (EagerSocks): `05 00` to a greeting offering
+ * no-auth, `05 00 00 01 0.0.0.0 0` to a CONNECT, `00 5a ...` to SOCKS4, `200 Connection
+ * established` to HTTP CONNECT. What cannot be served gets an answer in its protocol that says
+ * so (`05 FF`, reply 07 or 08, `5b`, an HTTP status with the reason), then the socket closes. */
 #include "client.h"
 
 #include <errno.h>
@@ -22,6 +24,7 @@
 
 #include "addr.h"
 #include "direct.h"
+#include "httpreq.h"
 #include "log.h"
 #include "metrics.h"
 #include "luahost.h"
@@ -47,8 +50,11 @@ struct client {
 
 enum { HS_GREETING, HS_AUTH, HS_REQUEST, HS_CLOSING };
 
-/* The longest SOCKS message (a login: 1 + 1 + 255 + 1 + 255) with room for what follows it. */
-#define HS_BUF 1024
+/* What the app speaks, from its first byte. */
+enum hs_proto { HS_UNKNOWN, HS_SOCKS5, HS_SOCKS4, HS_HTTP };
+
+/* The longest message taken: an HTTP request head (SOCKS messages are at most 513 bytes). */
+#define HS_BUF HTTPREQ_HEAD_MAX
 
 /* The handshake reads the socket itself, not through the bufferevent: a bufferevent read asks
  * the kernel how much is waiting (ioctl FIONREAD) before each read, two extra system calls per
@@ -60,11 +66,19 @@ struct handshake {
     struct event *rev;
     struct timeval deadline; /* -socks.handshake.sec after accept: for the whole handshake */
     int state;
+    enum hs_proto proto;
     size_t len, nout;
     uint8_t buf[HS_BUF]; /* read, not yet parsed */
-    uint8_t out[14];     /* replies not yet written (method, login, CONNECT): sent together */
+    uint8_t out[64];     /* replies not yet written (method, login, CONNECT): sent together */
     char peer[64];
 };
+
+/* The log tag of h's handshake lines. */
+static const char *
+hs_tag(const struct handshake *h)
+{
+    return h->proto == HS_HTTP ? "http" : "socks";
+}
 
 /* Frees h but not its bufferevent (a session or a direct relay has it now). Whoever takes the
  * socket watches it before rev goes, so the descriptor stays in epoll across the hand-over. */
@@ -96,9 +110,9 @@ hs_event_cb(struct bufferevent *bev, short what, void *arg)
 
     (void)bev;
     if (what & BEV_EVENT_TIMEOUT)
-        log_msg(LOG_WARN, "[socks] %s: reply not taken", h->peer);
+        log_msg(LOG_WARN, "[%s] %s: reply not taken", hs_tag(h), h->peer);
     else if (what & BEV_EVENT_ERROR)
-        log_msg(LOG_DEBUG, "[socks] %s: handshake: %s", h->peer,
+        log_msg(LOG_DEBUG, "[%s] %s: handshake: %s", hs_tag(h), h->peer,
                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     hs_free(h);
 }
@@ -109,7 +123,11 @@ hs_refuse_at(struct handshake *h, const uint8_t *reply, size_t n, int level, con
 {
     struct timeval tv = {h->c->cfg->socks_handshake_sec, 0};
 
-    log_msg(level, "[socks] %s: %s", h->peer, why);
+    log_msg(level, "[%s] %s: %s", hs_tag(h), h->peer, why);
+    if (h->nout == 0 && n == 0) { /* no word to say in its protocol: close now */
+        hs_free(h);
+        return;
+    }
     h->state = HS_CLOSING;
     event_del(h->rev);
     bufferevent_setcb(h->bev, NULL, hs_flushed_cb, hs_event_cb, h);
@@ -123,6 +141,47 @@ static void
 hs_refuse(struct handshake *h, const uint8_t *reply, size_t n, const char *why)
 {
     hs_refuse_at(h, reply, n, LOG_WARN, why);
+}
+
+static const char *
+http_reason(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 407: return "Proxy Authentication Required";
+    case 408: return "Request Timeout";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    default: return "Bad Gateway";
+    }
+}
+
+/* An HTTP refusal: the status, the reason in a text body (the app's user reads it), close. */
+static void
+hs_refuse_http(struct handshake *h, int status, int level, const char *why)
+{
+    char resp[700];
+    int n = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n%s\r\ntunnels: %s\n",
+                     status, http_reason(status), strlen(why) + 10,
+                     status == 407 ? "Proxy-Authenticate: Basic realm=\"tunnels\"\r\n" : "", why);
+
+    if (n < 0 || (size_t)n >= sizeof(resp)) n = (int)sizeof(resp) - 1;
+    hs_refuse_at(h, (const uint8_t *)resp, (size_t)n, level, why);
+}
+
+/* The handshake's end, timed out: HTTP learns it (408), SOCKS has no word for it. */
+static void
+hs_timeout(struct handshake *h)
+{
+    if (h->proto == HS_HTTP) {
+        hs_refuse_http(h, 408, LOG_WARN, "handshake timeout: no whole request head in time");
+        return;
+    }
+    log_msg(LOG_WARN, "[%s] %s: handshake timeout", hs_tag(h), h->peer);
+    hs_free(h);
 }
 
 /* The pool for server want, or the next one that is not marked down (all down: want's). */
@@ -181,16 +240,32 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
     else
         metrics.routes_tunnel++;
     if (route == LUAHOST_BLOCK) {
-        /* Reply 02, "connection not allowed by ruleset": the app learns why at once. */
-        socks_encode_reply(reply, SOCKS_REP_NOT_ALLOWED);
+        /* SOCKS5 reply 02, "connection not allowed by ruleset", SOCKS4 5b, HTTP 403: the app
+         * learns why at once. */
         snprintf(msg, sizeof(msg), "%s blocked%s%s", dest, why[0] ? ": " : "", why);
-        hs_refuse_at(h, reply, sizeof(reply), LOG_INFO, msg);
+        if (h->proto == HS_HTTP) {
+            hs_refuse_http(h, 403, LOG_INFO, msg);
+        } else if (h->proto == HS_SOCKS4) {
+            socks_encode_v4_reply(reply, 0);
+            hs_refuse_at(h, reply, 8, LOG_INFO, msg);
+        } else {
+            socks_encode_reply(reply, SOCKS_REP_NOT_ALLOWED);
+            hs_refuse_at(h, reply, sizeof(reply), LOG_INFO, msg);
+        }
         return;
     }
     /* Eager: the reply leaves before the far side is reached, with any reply not yet written
      * (a greeting and its request that came together are answered in one write). */
-    socks_encode_reply(reply, SOCKS_REP_SUCCEEDED);
-    hs_reply(h, reply, sizeof(reply));
+    if (h->proto == HS_HTTP) {
+        static const char established[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+        hs_reply(h, (const uint8_t *)established, sizeof(established) - 1);
+    } else if (h->proto == HS_SOCKS4) {
+        socks_encode_v4_reply(reply, 1);
+        hs_reply(h, reply, 8);
+    } else {
+        socks_encode_reply(reply, SOCKS_REP_SUCCEEDED);
+        hs_reply(h, reply, sizeof(reply));
+    }
     writethrough_write(bev, h->out, h->nout);
     /* Bytes the app sent after its request are the session's first; the bufferevent reads on
      * from here until the session or relay watches the socket itself. Prepended: a socket
@@ -221,10 +296,101 @@ same_secret(const char *a, const char *b)
     return (CRYPTO_memcmp(pa, pb, sizeof(pa)) == 0) & (la == lb);
 }
 
+static int hs_parse_socks5(struct handshake *h);
+
+/* SOCKS4/4a: one request, no greeting, no password. */
+static int
+hs_parse_socks4(struct handshake *h)
+{
+    uint8_t refused[8], raw[SOCKS_REQ_MAX];
+    struct socks_req req;
+    const char *err = "";
+    char why[160];
+    size_t used;
+    int rc = socks_parse_v4(h->buf, h->len, &used, &req, &err);
+
+    socks_encode_v4_reply(refused, 0);
+    if (rc == SOCKS_NEED) return 0;
+    if (rc == SOCKS_ERR) {
+        snprintf(why, sizeof(why), "bad SOCKS4 request: %s", err);
+        hs_refuse(h, refused, sizeof(refused), why);
+        return 1;
+    }
+    if (h->c->user[0] != 0) {
+        hs_refuse(h, refused, sizeof(refused),
+                  "SOCKS4 refused: -socks.auth asks for a password, which SOCKS4 cannot send");
+        return 1;
+    }
+    if (req.cmd != SOCKS_CMD_CONNECT) {
+        snprintf(why, sizeof(why), "SOCKS4 command %u is not supported (only CONNECT)", req.cmd);
+        hs_refuse(h, refused, sizeof(refused), why);
+        return 1;
+    }
+    if (req.atyp == SOCKS_ATYP_DOMAIN && socks_check_name(req.host, &err) == -1) {
+        snprintf(why, sizeof(why), "bad SOCKS4a request: invalid destination: %s", err);
+        hs_refuse(h, refused, sizeof(refused), why);
+        return 1;
+    }
+    hs_consume(h, used);
+    hs_connect(h, raw, socks_encode_request(raw, &req), &req);
+    return 1;
+}
+
+/* HTTP: one request head; CONNECT only (forwarding absolute URIs is not built yet). */
+static int
+hs_parse_http(struct handshake *h)
+{
+    struct client *c = h->c;
+    struct httpreq req;
+    uint8_t raw[SOCKS_REQ_MAX];
+    const char *err = "";
+    size_t used;
+    int rc = httpreq_parse(h->buf, h->len, &used, &req, &err);
+
+    if (rc == HTTPREQ_NEED) return 0;
+    if (rc != HTTPREQ_OK) {
+        hs_refuse_http(h, rc, LOG_WARN, err);
+        return 1;
+    }
+    if (c->user[0] != 0 &&
+        !(req.has_auth & same_secret(req.user, c->user) & same_secret(req.pass, c->pass))) {
+        hs_refuse_http(h, 407, LOG_WARN,
+                       req.has_auth ? "login refused" : "Proxy-Authorization: Basic required");
+        return 1;
+    }
+    hs_consume(h, used);
+    hs_connect(h, raw, socks_encode_request(raw, &req.dest), &req.dest);
+    return 1;
+}
+
 /* Parses the messages the buffer holds, in order. Returns 1 once h is gone (handed over, or
  * refused and closing), 0 while more is needed. */
 static int
 hs_parse(struct handshake *h)
+{
+    if (h->proto == HS_UNKNOWN) {
+        uint8_t first = h->buf[0];
+        if (first == 5)
+            h->proto = HS_SOCKS5;
+        else if (first == 4)
+            h->proto = HS_SOCKS4;
+        else if (first >= 'A' && first <= 'Z')
+            h->proto = HS_HTTP;
+        else {
+            char why[96];
+            snprintf(why, sizeof(why), "not SOCKS5, SOCKS4 or HTTP (first byte 0x%02x)", first);
+            hs_refuse(h, NULL, 0, why);
+            return 1;
+        }
+    }
+    if (h->proto == HS_SOCKS4) return hs_parse_socks4(h);
+    if (h->proto == HS_HTTP) return hs_parse_http(h);
+    return hs_parse_socks5(h);
+}
+
+/* SOCKS5: greeting, login (-socks.auth), request. */
+static int
+hs_parse_socks5(struct handshake *h)
 {
     struct client *c = h->c;
     static const uint8_t no_method[2] = {5, 0xff}, ok[2] = {5, 0}, want_login[2] = {5, 2};
@@ -305,8 +471,7 @@ hs_readable(evutil_socket_t fd, short what, void *arg)
     ssize_t got;
 
     if (what & EV_TIMEOUT) {
-        log_msg(LOG_WARN, "[socks] %s: handshake timeout", h->peer);
-        hs_free(h);
+        hs_timeout(h);
         return;
     }
     got = recv(fd, h->buf + h->len, sizeof(h->buf) - h->len, 0);
@@ -326,8 +491,7 @@ hs_readable(evutil_socket_t fd, short what, void *arg)
      * (a client sending a byte a second must not keep its slot for minutes). */
     event_base_gettimeofday_cached(event_get_base(h->rev), &now);
     if (evutil_timercmp(&h->deadline, &now, <=)) {
-        log_msg(LOG_WARN, "[socks] %s: handshake timeout", h->peer);
-        hs_free(h);
+        hs_timeout(h);
         return;
     }
     evutil_timersub(&h->deadline, &now, &left);

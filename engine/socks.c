@@ -86,6 +86,69 @@ socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *
     return SOCKS_OK;
 }
 
+/* The length of a NUL-terminated field of at most 255 bytes at b (n bytes there), -1 while its
+ * NUL has not arrived, -2 when it is too long. */
+static long
+v4_field(const uint8_t *b, size_t n)
+{
+    const uint8_t *z = memchr(b, 0, n < 256 ? n : 256);
+
+    if (z != NULL) return z - b;
+    return n < 256 ? -1 : -2;
+}
+
+int
+socks_parse_v4(const uint8_t *b, size_t n, size_t *used, struct socks_req *r, const char **err)
+{
+    long uid, name;
+    size_t at;
+
+    if (n >= 1 && b[0] != 4) {
+        *err = "not a SOCKS4 request (version byte is not 4)";
+        return SOCKS_ERR;
+    }
+    if (n < 9) return SOCKS_NEED;
+    uid = v4_field(b + 8, n - 8);
+    if (uid == -2) {
+        *err = "SOCKS4 user id longer than 255 bytes";
+        return SOCKS_ERR;
+    }
+    if (uid < 0) return SOCKS_NEED;
+    at = 8 + (size_t)uid + 1;
+    r->cmd = b[1];
+    r->port = (uint16_t)(b[2] << 8 | b[3]);
+    memset(r->addr, 0, sizeof(r->addr));
+    if (b[4] == 0 && b[5] == 0 && b[6] == 0 && b[7] != 0) { /* SOCKS4a: a name follows */
+        name = v4_field(b + at, n - at);
+        if (name == -2) {
+            *err = "SOCKS4a name longer than 255 bytes";
+            return SOCKS_ERR;
+        }
+        if (name < 0) return SOCKS_NEED;
+        if (name == 0) {
+            *err = "SOCKS4a request has an empty name";
+            return SOCKS_ERR;
+        }
+        r->atyp = SOCKS_ATYP_DOMAIN;
+        memcpy(r->host, b + at, (size_t)name);
+        r->host[name] = 0;
+        *used = at + (size_t)name + 1;
+        return SOCKS_OK;
+    }
+    r->atyp = SOCKS_ATYP_IPV4;
+    memcpy(r->addr, b + 4, 4);
+    inet_ntop(AF_INET, r->addr, r->host, sizeof(r->host));
+    *used = at;
+    return SOCKS_OK;
+}
+
+void
+socks_encode_v4_reply(uint8_t out[8], int granted)
+{
+    memset(out, 0, 8);
+    out[1] = granted ? 0x5a : 0x5b;
+}
+
 int
 socks_check_name(char *host, const char **err)
 {

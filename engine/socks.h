@@ -54,6 +54,17 @@ int socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *methods,
 int socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *r,
                         const char **err);
 
+/* Parses a SOCKS4 or SOCKS4a request `04 CMD PORT IPV4 USERID 00 [DOMAIN 00]` (SOCKS4a: the
+ * address 0.0.0.x, x != 0, and the name follows the user id). Returns SOCKS_OK with *used and
+ * *r (cmd as sent: 1 CONNECT, 2 BIND; atyp IPv4 or domain), SOCKS_NEED, or SOCKS_ERR with *err
+ * (not version 4, a user id or name over 255 bytes, an empty name). The user id is skipped:
+ * SOCKS4 has no password to check it with. */
+int socks_parse_v4(const uint8_t *b, size_t n, size_t *used, struct socks_req *r,
+                   const char **err);
+
+/* Writes the SOCKS4 reply `00 REP 0 0.0.0.0` (8 bytes): REP 0x5a granted, 0x5b refused. */
+void socks_encode_v4_reply(uint8_t out[8], int granted);
+
 /* Normalises a destination name in place (ASCII lower case, one trailing dot removed) and
  * checks it: letters, digits, '-' and '_' in dot-separated labels of 1 to 63 bytes, 253 bytes
  * in all. Both ends call it on every ATYP 3 name before a rule, the resolver or a log sees it,
