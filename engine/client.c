@@ -143,33 +143,14 @@ hs_refuse(struct handshake *h, const uint8_t *reply, size_t n, const char *why)
     hs_refuse_at(h, reply, n, LOG_WARN, why);
 }
 
-static const char *
-http_reason(int status)
-{
-    switch (status) {
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 407: return "Proxy Authentication Required";
-    case 408: return "Request Timeout";
-    case 431: return "Request Header Fields Too Large";
-    case 501: return "Not Implemented";
-    default: return "Bad Gateway";
-    }
-}
-
 /* An HTTP refusal: the status, the reason in a text body (the app's user reads it), close. */
 static void
 hs_refuse_http(struct handshake *h, int status, int level, const char *why)
 {
-    char resp[700];
-    int n = snprintf(resp, sizeof(resp),
-                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n%s\r\ntunnels: %s\n",
-                     status, http_reason(status), strlen(why) + 10,
-                     status == 407 ? "Proxy-Authenticate: Basic realm=\"tunnels\"\r\n" : "", why);
+    char resp[1024];
+    size_t n = httpreq_error(status, why, resp, sizeof(resp));
 
-    if (n < 0 || (size_t)n >= sizeof(resp)) n = (int)sizeof(resp) - 1;
-    hs_refuse_at(h, (const uint8_t *)resp, (size_t)n, level, why);
+    hs_refuse_at(h, (const uint8_t *)resp, n, level, why);
 }
 
 /* The handshake's end, timed out: HTTP learns it (408), SOCKS has no word for it. */
@@ -218,42 +199,73 @@ hs_consume(struct handshake *h, size_t n)
     h->len -= n;
 }
 
-static void
-hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct socks_req *req)
+/* Asks the route hook about req (counted by route). A block is answered in the app's protocol
+ * (SOCKS5 reply 02, "connection not allowed by ruleset", SOCKS4 5b, HTTP 403: the app learns
+ * why at once) and h is gone; else LUAHOST_TUNNEL (via server *server) or LUAHOST_DIRECT. */
+static int
+hs_route(struct handshake *h, const struct socks_req *req, const char *dest, int *server)
 {
-    struct client *c = h->c;
-    struct bufferevent *bev = h->bev;
     uint8_t reply[10];
-    char dest[SOCKS_DEST_MAX], why[200], msg[SOCKS_DEST_MAX + 220];
+    char why[200], msg[SOCKS_DEST_MAX + 220];
     struct luahost_req r = {.host = req->host,
                             .port = req->port,
                             .atyp = socks_atyp_name(req->atyp),
                             .addr = req->atyp == SOCKS_ATYP_DOMAIN ? NULL : req->host,
                             .src = h->peer};
-    int server, route = luahost_route(c->lua, &r, &server, why, sizeof(why));
+    int route = luahost_route(h->c->lua, &r, server, why, sizeof(why));
 
-    socks_format_dest(req, dest, sizeof(dest));
     if (route == LUAHOST_BLOCK)
         metrics.routes_block++;
     else if (route == LUAHOST_DIRECT)
         metrics.routes_direct++;
     else
         metrics.routes_tunnel++;
-    if (route == LUAHOST_BLOCK) {
-        /* SOCKS5 reply 02, "connection not allowed by ruleset", SOCKS4 5b, HTTP 403: the app
-         * learns why at once. */
-        snprintf(msg, sizeof(msg), "%s blocked%s%s", dest, why[0] ? ": " : "", why);
-        if (h->proto == HS_HTTP) {
-            hs_refuse_http(h, 403, LOG_INFO, msg);
-        } else if (h->proto == HS_SOCKS4) {
-            socks_encode_v4_reply(reply, 0);
-            hs_refuse_at(h, reply, 8, LOG_INFO, msg);
-        } else {
-            socks_encode_reply(reply, SOCKS_REP_NOT_ALLOWED);
-            hs_refuse_at(h, reply, sizeof(reply), LOG_INFO, msg);
-        }
-        return;
+    if (route != LUAHOST_BLOCK) return route;
+    snprintf(msg, sizeof(msg), "%s blocked%s%s", dest, why[0] ? ": " : "", why);
+    if (h->proto == HS_HTTP) {
+        hs_refuse_http(h, 403, LOG_INFO, msg);
+    } else if (h->proto == HS_SOCKS4) {
+        socks_encode_v4_reply(reply, 0);
+        hs_refuse_at(h, reply, 8, LOG_INFO, msg);
+    } else {
+        socks_encode_reply(reply, SOCKS_REP_NOT_ALLOWED);
+        hs_refuse_at(h, reply, sizeof(reply), LOG_INFO, msg);
     }
+    return LUAHOST_BLOCK;
+}
+
+/* Hands the app's socket over with bytes (n) as its first: prepended to the bufferevent's input,
+ * which reads on from here until the session or relay watches the socket itself (a socket
+ * bufferevent's input takes appends only from its own reads: its end is frozen). 0, or -1 with h
+ * freed. */
+static int
+hs_hand_over(struct handshake *h, const uint8_t *bytes, size_t n, const char *dest)
+{
+    struct bufferevent *bev = h->bev;
+
+    if (n > 0 && evbuffer_prepend(bufferevent_get_input(bev), bytes, n) == -1) {
+        log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", dest, session_count());
+        hs_free(h);
+        return -1;
+    }
+    bufferevent_enable(bev, EV_READ);
+    hs_release(h);
+    return 0;
+}
+
+/* A CONNECT (SOCKS5, SOCKS4, HTTP): answered at once, then a session or a direct relay. */
+static void
+hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct socks_req *req)
+{
+    struct client *c = h->c;
+    struct bufferevent *bev = h->bev;
+    uint8_t reply[10];
+    char dest[SOCKS_DEST_MAX];
+    int server, route;
+
+    socks_format_dest(req, dest, sizeof(dest));
+    route = hs_route(h, req, dest, &server);
+    if (route == LUAHOST_BLOCK) return;
     /* Eager: the reply leaves before the far side is reached, with any reply not yet written
      * (a greeting and its request that came together are answered in one write). */
     if (h->proto == HS_HTTP) {
@@ -267,21 +279,47 @@ hs_connect(struct handshake *h, const uint8_t *raw, size_t rawlen, const struct 
         hs_reply(h, reply, sizeof(reply));
     }
     writethrough_write(bev, h->out, h->nout);
-    /* Bytes the app sent after its request are the session's first; the bufferevent reads on
-     * from here until the session or relay watches the socket itself. Prepended: a socket
-     * bufferevent's input takes appends only from its own reads (its end is frozen). */
-    if (h->len > 0 && evbuffer_prepend(bufferevent_get_input(bev), h->buf, h->len) == -1) {
-        log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", dest, session_count());
-        hs_free(h);
-        return;
-    }
-    bufferevent_enable(bev, EV_READ);
-    hs_release(h);
+    /* Bytes the app sent after its request are the session's first. */
+    if (hs_hand_over(h, h->buf, h->len, dest) == -1) return;
     if (route == LUAHOST_DIRECT) {
         direct_open(c->dns, bev, req, c->cfg->connect_sec);
         return;
     }
     pool_open(choose_pool(c, server, dest), bev, raw, rawlen, dest);
+}
+
+/* A request to forward (GET http://host/path): no answer of ours, the destination's. Its head
+ * goes on in origin form, with what of its body came along; the rest of the body follows, and
+ * what the app sends after it is not carried (one request per session: Connection: close). */
+static void
+hs_forward(struct handshake *h, const struct httpreq *req, size_t used)
+{
+    struct client *c = h->c;
+    struct bufferevent *bev = h->bev;
+    uint8_t raw[SOCKS_REQ_MAX], head[HS_BUF + 512];
+    char dest[SOCKS_DEST_MAX];
+    size_t n, body_now;
+    int server, route;
+
+    socks_format_dest(&req->dest, dest, sizeof(dest));
+    n = httpreq_origin_head(h->buf, used, req, head, sizeof(head));
+    if (n == 0) {
+        hs_refuse_http(h, 431, LOG_WARN, "request head too long to forward");
+        return;
+    }
+    route = hs_route(h, &req->dest, dest, &server);
+    if (route == LUAHOST_BLOCK) return;
+    body_now = h->len - used < (size_t)req->body ? h->len - used : (size_t)req->body;
+    if (n + body_now > sizeof(head)) body_now = sizeof(head) - n;
+    memcpy(head + n, h->buf + used, body_now);
+    if (hs_hand_over(h, head, n + body_now, dest) == -1) return;
+    if (route == LUAHOST_DIRECT) {
+        direct_open_http(c->dns, bev, &req->dest, c->cfg->connect_sec,
+                         req->body - (int64_t)body_now);
+        return;
+    }
+    pool_open_http(choose_pool(c, server, dest), bev, raw, socks_encode_request(raw, &req->dest),
+                   dest, req->body - (int64_t)body_now);
 }
 
 /* Compares a and b in time that does not depend on where they differ. */
@@ -336,7 +374,7 @@ hs_parse_socks4(struct handshake *h)
     return 1;
 }
 
-/* HTTP: one request head; CONNECT only (forwarding absolute URIs is not built yet). */
+/* HTTP: one request head, CONNECT or a request to forward. */
 static int
 hs_parse_http(struct handshake *h)
 {
@@ -356,6 +394,10 @@ hs_parse_http(struct handshake *h)
         !(req.has_auth & same_secret(req.user, c->user) & same_secret(req.pass, c->pass))) {
         hs_refuse_http(h, 407, LOG_WARN,
                        req.has_auth ? "login refused" : "Proxy-Authorization: Basic required");
+        return 1;
+    }
+    if (req.absolute) {
+        hs_forward(h, &req, used);
         return 1;
     }
     hs_consume(h, used);

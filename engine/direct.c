@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "addr.h"
+#include "httpreq.h"
 #include "log.h"
 #include "socks.h"
 
@@ -27,6 +28,9 @@ struct direct {
     struct direct *prev, *next;
     char dest[SOCKS_DEST_MAX];
     unsigned app_eof : 1, dst_eof : 1, app_shut : 1, dst_shut : 1, connected : 1;
+    unsigned http : 1;  /* a forwarded HTTP request (direct_open_http) */
+    unsigned heard : 1; /* a byte came from the destination */
+    long long app_left; /* http: body bytes the app may still send on */
 };
 
 static struct direct *directs;
@@ -50,6 +54,15 @@ direct_close(struct direct *d, enum direct_end how, int level, const char *why)
     struct linger lg = {1, 0};
     evutil_socket_t fd = bufferevent_getfd(d->app);
 
+    /* A forwarded request that ends unanswered: the app reads why (502), sent ahead of a FIN
+     * (a RST could overtake it). */
+    if (d->http && !d->heard && fd >= 0) {
+        char text[SOCKS_DEST_MAX + 200], resp[1024];
+        size_t n;
+        snprintf(text, sizeof(text), "%s: %s", d->dest, *why ? why : "closed without answering");
+        n = httpreq_error(502, text, resp, sizeof(resp));
+        if (send(fd, resp, n, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)n) how = DIRECT_FINISHED;
+    }
     if (how == DIRECT_FAILED && fd >= 0) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     if (d->prev != NULL)
         d->prev->next = d->next;
@@ -101,9 +114,18 @@ read_cb(struct bufferevent *bev, void *arg)
 {
     struct direct *d = arg;
     struct bufferevent *to = other(d, bev);
-    struct evbuffer *out = bufferevent_get_output(to);
+    struct evbuffer *out = bufferevent_get_output(to), *in = bufferevent_get_input(bev);
 
-    evbuffer_add_buffer(out, bufferevent_get_input(bev));
+    if (bev == d->dst && evbuffer_get_length(in) > 0) d->heard = 1;
+    if (bev == d->app && d->http) {
+        /* The body goes on; a pipelined request after it is dropped (the app sends it again
+         * on a new connection: the answer says Connection: close). */
+        size_t n = evbuffer_get_length(in);
+        if ((long long)n > d->app_left) n = (size_t)d->app_left;
+        d->app_left -= (long long)evbuffer_remove_buffer(in, out, n);
+        evbuffer_drain(in, evbuffer_get_length(in));
+    }
+    evbuffer_add_buffer(out, in);
     if (evbuffer_get_length(out) >= DIRECT_HIGH) {
         bufferevent_disable(bev, EV_READ);
         bufferevent_setwatermark(to, EV_WRITE, DIRECT_HIGH / 2, 0);
@@ -138,6 +160,10 @@ event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_EOF) {
         read_cb(bev, d); /* anything still in the input goes first */
+        if (bev == d->dst && d->http && !d->heard) {
+            direct_close(d, DIRECT_FAILED, LOG_INFO, "closed without answering");
+            return;
+        }
         if (bev == d->app)
             d->app_eof = 1;
         else
@@ -164,9 +190,32 @@ event_cb(struct bufferevent *bev, short what, void *arg)
     direct_close(d, DIRECT_FAILED, LOG_INFO, why);
 }
 
+enum direct_kind {
+    DIRECT_RELAY,        /* a CONNECT: bytes both ways as they come */
+    DIRECT_HTTP_FORWARD, /* one forwarded HTTP request (direct_open_http) */
+};
+
+static void open_direct(struct evdns_base *dns, struct bufferevent *app,
+                        const struct socks_req *req, long connect_sec, enum direct_kind kind,
+                        long long body_left);
+
 void
 direct_open(struct evdns_base *dns, struct bufferevent *app, const struct socks_req *req,
             long connect_sec)
+{
+    open_direct(dns, app, req, connect_sec, DIRECT_RELAY, 0);
+}
+
+void
+direct_open_http(struct evdns_base *dns, struct bufferevent *app, const struct socks_req *req,
+                 long connect_sec, long long body_left)
+{
+    open_direct(dns, app, req, connect_sec, DIRECT_HTTP_FORWARD, body_left);
+}
+
+static void
+open_direct(struct evdns_base *dns, struct bufferevent *app, const struct socks_req *req,
+            long connect_sec, enum direct_kind kind, long long body_left)
 {
     struct direct *d = calloc(1, sizeof(*d));
     struct sockaddr_storage ss;
@@ -179,6 +228,9 @@ direct_open(struct evdns_base *dns, struct bufferevent *app, const struct socks_
     }
     socks_format_dest(req, d->dest, sizeof(d->dest));
     d->app = app;
+    d->http = kind == DIRECT_HTTP_FORWARD;
+    /* The head (and what came of the body) waits in the input already. */
+    d->app_left = body_left + (long long)evbuffer_get_length(bufferevent_get_input(app));
     d->dst = bufferevent_socket_new(bufferevent_get_base(app), -1,
                                     BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     if (d->dst == NULL) {

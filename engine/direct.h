@@ -13,6 +13,12 @@ struct socks_req;
 void direct_open(struct evdns_base *dns, struct bufferevent *app, const struct socks_req *req,
                  long connect_sec);
 
+/* As direct_open, for a forwarded HTTP request (its head, in origin form, in app's input): the
+ * app may send body_left more bytes, what follows is dropped (one request per session), and a
+ * session that ends before any byte came back answers the app 502 with the reason. */
+void direct_open_http(struct evdns_base *dns, struct bufferevent *app, const struct socks_req *req,
+                      long connect_sec, long long body_left);
+
 /* Direct sessions open now. */
 unsigned direct_count(void);
 

@@ -10,7 +10,6 @@
 #include <string.h>
 #include <strings.h>
 
-
 /* RFC 9110 tchar: the bytes of a method or a header name. */
 static int
 is_tchar(uint8_t c)
@@ -182,6 +181,7 @@ httpreq_parse(const uint8_t *b, size_t n, size_t *used, struct httpreq *r, const
     const uint8_t *end = b + (n < HTTPREQ_HEAD_MAX ? n : HTTPREQ_HEAD_MAX), *p = b, *e, *sp1, *sp2;
     const uint8_t *blank = NULL;
     size_t mlen;
+    int length_seen = 0, chunked = 0;
 
     memset(r, 0, sizeof(*r));
     /* Where the head ends: the first empty line. */
@@ -251,6 +251,30 @@ httpreq_parse(const uint8_t *b, size_t n, size_t *used, struct httpreq *r, const
                 *err = "header value holds a control byte";
                 return 400;
             }
+        if (colon - p == 14 && strncasecmp((const char *)p, "content-length", 14) == 0) {
+            char num[24], *stop;
+            v = colon + 1;
+            while (v < e && (*v == ' ' || *v == '\t'))
+                v++;
+            q = e;
+            while (q > v && (q[-1] == ' ' || q[-1] == '\t'))
+                q--;
+            if (q == v || q - v >= (long)sizeof(num) || length_seen) {
+                *err =
+                    length_seen ? "more than one Content-Length" : "Content-Length is not a number";
+                return 400;
+            }
+            memcpy(num, v, (size_t)(q - v));
+            num[q - v] = 0;
+            if (num[0] < '0' || num[0] > '9' || (r->body = strtoll(num, &stop, 10)) < 0 ||
+                *stop != 0 || q - v > 18) {
+                *err = "Content-Length is not a number";
+                return 400;
+            }
+            length_seen = 1;
+        }
+        if (colon - p == 17 && strncasecmp((const char *)p, "transfer-encoding", 17) == 0)
+            chunked = 1;
         if (colon - p == 19 && strncasecmp((const char *)p, "proxy-authorization", 19) == 0) {
             v = colon + 1;
             while (v < e && (*v == ' ' || *v == '\t'))
@@ -272,10 +296,154 @@ httpreq_parse(const uint8_t *b, size_t n, size_t *used, struct httpreq *r, const
         return HTTPREQ_OK;
     }
     if (sp2 - sp1 - 1 >= 7 && strncasecmp((const char *)sp1 + 1, "http://", 7) == 0) {
+        const char *auth = (const char *)sp1 + 8, *stop = (const char *)sp2, *slash;
+        size_t alen;
+        char hostport[310];
         r->absolute = 1;
-        *err = "forwarding http:// requests is not built yet: use CONNECT (curl -p)";
-        return 501;
+        slash = memchr(auth, '/', (size_t)(stop - auth));
+        if (slash == NULL) slash = memchr(auth, '?', (size_t)(stop - auth));
+        alen = (size_t)((slash != NULL ? slash : stop) - auth);
+        if (alen == 0 || alen >= sizeof(r->host) - 4 || memchr(auth, '@', alen) != NULL) {
+            *err = alen == 0 || alen >= sizeof(r->host) - 4
+                       ? "URI has no host, or one longer than 255 bytes"
+                       : "URI carries a user name (user@host): not forwarded";
+            return 400;
+        }
+        memcpy(r->host, auth, alen);
+        r->host[alen] = 0;
+        /* The authority with its port, or with :80, parsed as CONNECT's would be. */
+        if (r->host[alen - 1] == ']' || strrchr(r->host, ':') == NULL ||
+            (r->host[0] == '[' && strrchr(r->host, ']') > strrchr(r->host, ':')))
+            snprintf(hostport, sizeof(hostport), "%s:80", r->host);
+        else
+            snprintf(hostport, sizeof(hostport), "%s", r->host);
+        if (httpreq_authority(hostport, strlen(hostport), &r->dest, err) == -1) return 400;
+        r->path = slash != NULL ? (size_t)(slash - (const char *)b) : 0;
+        r->path_len = slash != NULL ? (size_t)(stop - slash) : 0;
+        if (chunked) {
+            *err = length_seen ? "both Content-Length and Transfer-Encoding: length unclear"
+                               : "a body in chunks (Transfer-Encoding) is not forwarded: send "
+                                 "its Content-Length";
+            return length_seen ? 400 : 411;
+        }
+        return HTTPREQ_OK;
     }
     *err = "not a proxy request (neither CONNECT host:port nor an absolute http:// URI)";
     return 400;
+}
+
+/* Whether header name (len bytes) is hop-by-hop: this connection's, not the request's. */
+static int
+hop_by_hop(const uint8_t *name, size_t len, const uint8_t *named, size_t named_len)
+{
+    static const char *const hop[] = {"connection",
+                                      "keep-alive",
+                                      "proxy-connection",
+                                      "proxy-authorization",
+                                      "proxy-authenticate",
+                                      "te",
+                                      "trailer",
+                                      "upgrade",
+                                      "host"};
+    size_t i;
+    const uint8_t *p = named, *end = named + named_len;
+
+    for (i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        if (strlen(hop[i]) == len && strncasecmp((const char *)name, hop[i], len) == 0) return 1;
+    /* The names the Connection header lists (comma-separated tokens). */
+    while (p < end) {
+        const uint8_t *t, *te;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        t = p;
+        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        te = p;
+        if ((size_t)(te - t) == len && len > 0 &&
+            strncasecmp((const char *)t, (const char *)name, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+size_t
+httpreq_origin_head(const uint8_t *head, size_t len, const struct httpreq *r, uint8_t *out,
+                    size_t outlen)
+{
+    const uint8_t *end = head + len, *p, *e, *named = NULL;
+    size_t n = 0, named_len = 0;
+    int w;
+
+    /* The Connection header's value first: the names it lists are hop-by-hop too. */
+    for (p = next_line(line_end(head, end)); p < end; p = next_line(e)) {
+        const uint8_t *colon;
+        e = line_end(p, end);
+        if (e == NULL || e == p) break;
+        colon = memchr(p, ':', (size_t)(e - p));
+        if (colon != NULL && colon - p == 10 &&
+            strncasecmp((const char *)p, "connection", 10) == 0) {
+            named = colon + 1;
+            named_len = (size_t)(e - named);
+        }
+    }
+    /* An empty path is "/"; one that starts with its query gets the "/" in front. */
+    w = snprintf((char *)out, outlen, "%s %s%.*s HTTP/1.1\r\nHost: %s\r\n", r->method,
+                 r->path_len == 0 || head[r->path] == '?' ? "/" : "", (int)r->path_len,
+                 (const char *)head + r->path, r->host);
+    if (w < 0 || (size_t)w >= outlen) return 0;
+    n = (size_t)w;
+    for (p = next_line(line_end(head, end)); p < end; p = next_line(e)) {
+        const uint8_t *colon;
+        e = line_end(p, end);
+        if (e == NULL || e == p) break;
+        colon = memchr(p, ':', (size_t)(e - p));
+        if (colon == NULL || hop_by_hop(p, (size_t)(colon - p), named, named_len)) continue;
+        if (n + (size_t)(e - p) + 2 > outlen) return 0;
+        memcpy(out + n, p, (size_t)(e - p));
+        n += (size_t)(e - p);
+        memcpy(out + n, "\r\n", 2);
+        n += 2;
+    }
+    if (n + 21 > outlen) return 0;
+    memcpy(out + n, "Connection: close\r\n\r\n", 21);
+    return n + 21;
+}
+
+static const char *
+reason_phrase(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 407: return "Proxy Authentication Required";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    default: return "Bad Gateway";
+    }
+}
+
+size_t
+httpreq_error(int status, const char *text, char *out, size_t outlen)
+{
+    char head[256];
+    size_t tlen = strlen(text), hlen;
+    int n;
+
+    if (outlen < 256) return 0;
+    /* The body is cut, not the head: it must say how long the body is. */
+    if (tlen > outlen - 256 - 11) tlen = outlen - 256 - 11;
+    n = snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                 "Connection: close\r\n%s\r\n",
+                 status, reason_phrase(status), tlen + 10,
+                 status == 407 ? "Proxy-Authenticate: Basic realm=\"tunnels\"\r\n" : "");
+    hlen = (size_t)n;
+    memcpy(out, head, hlen);
+    memcpy(out + hlen, "tunnels: ", 9);
+    memcpy(out + hlen + 9, text, tlen);
+    out[hlen + 9 + tlen] = '\n';
+    out[hlen + 10 + tlen] = 0;
+    return hlen + 10 + tlen;
 }

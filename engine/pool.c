@@ -37,6 +37,8 @@ struct parked {
     size_t hdrlen;
     char dest[SOCKS_DEST_MAX];
     int64_t asked_us; /* when the app asked (the TTFB histogram's start) */
+    int http;         /* a forwarded HTTP request, body_left bytes of body to come */
+    int64_t body_left;
     int64_t until_us; /* given up then (-connect.sec) */
     struct parked *next;
 };
@@ -511,24 +513,24 @@ take(struct pool *p, uint16_t *sid, int *wait)
 
 /* The session on m: the app's socket is read from here on. */
 static void
-start(struct bufferevent *bev, struct mux *m, uint16_t sid, const uint8_t *hdr, size_t hdrlen,
-      const char *dest, int64_t asked_us)
+start(struct bufferevent *bev, struct mux *m, uint16_t sid, const struct parked *w)
 {
     struct session *s;
 
     bufferevent_enable(bev, EV_READ);
-    s = session_new(m, sid, bev, SESSION_LOCAL_UP, dest);
+    s = session_new(m, sid, bev, SESSION_LOCAL_UP, w->dest);
     if (s == NULL) {
-        log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", dest, session_count());
+        log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", w->dest, session_count());
         return;
     }
-    session_set_header(s, hdr, hdrlen);
-    session_set_asked(s, asked_us);
+    session_set_header(s, w->hdr, w->hdrlen);
+    session_set_asked(s, w->asked_us);
+    if (w->http) session_forward_http(s, w->body_left);
 }
 
-void
-pool_open(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size_t hdrlen,
-          const char *dest)
+/* A session for the app's socket bev: on a connection now, or parked until a dial is up. */
+static void
+open_session(struct pool *p, struct bufferevent *bev, const struct parked *req)
 {
     struct timeval tv = {p->cfg->connect_sec, 0};
     struct parked *w;
@@ -539,34 +541,66 @@ pool_open(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size_t hd
     /* Behind others already waiting: sessions are placed in the order they came. */
     m = p->parked == NULL ? take(p, &sid, &wait) : NULL;
     if (m != NULL) {
-        start(bev, m, sid, hdr, hdrlen, dest, clock_now_us());
+        start(bev, m, sid, req);
         return;
     }
     if (p->parked == NULL && !wait) {
-        log_msg(LOG_ERROR, "[sock] - %s = %u no connection to the server", dest, session_count());
+        log_msg(LOG_ERROR, "[sock] - %s = %u no connection to the server", req->dest,
+                session_count());
         bufferevent_free(bev);
         return;
     }
-    w = calloc(1, sizeof(*w));
+    w = malloc(sizeof(*w));
     if (w == NULL) {
-        log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", dest, session_count());
+        log_msg(LOG_ERROR, "[sock] - %s = %u out of memory", req->dest, session_count());
         bufferevent_free(bev);
         return;
     }
     /* Nothing is read from the app while it waits: its socket buffer holds what it sends. */
     bufferevent_disable(bev, EV_READ);
     bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+    *w = *req;
     w->bev = bev;
-    memcpy(w->hdr, hdr, hdrlen);
-    w->hdrlen = hdrlen;
-    snprintf(w->dest, sizeof(w->dest), "%s", dest);
-    w->asked_us = clock_now_us();
     w->until_us = w->asked_us + (int64_t)tv.tv_sec * 1000000;
+    w->next = NULL;
     if (p->parked_tail != NULL)
         p->parked_tail->next = w;
     else
         p->parked = w;
     p->parked_tail = w;
+}
+
+/* The request as a parked entry (not yet parked: open_session copies it if it must wait). */
+static void
+describe(struct parked *w, const uint8_t *hdr, size_t hdrlen, const char *dest)
+{
+    memset(w, 0, sizeof(*w));
+    memcpy(w->hdr, hdr, hdrlen);
+    w->hdrlen = hdrlen;
+    snprintf(w->dest, sizeof(w->dest), "%s", dest);
+    w->asked_us = clock_now_us();
+}
+
+void
+pool_open(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size_t hdrlen,
+          const char *dest)
+{
+    struct parked w;
+
+    describe(&w, hdr, hdrlen, dest);
+    open_session(p, bev, &w);
+}
+
+void
+pool_open_http(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size_t hdrlen,
+               const char *dest, int64_t body_left)
+{
+    struct parked w;
+
+    describe(&w, hdr, hdrlen, dest);
+    w.http = 1;
+    w.body_left = body_left;
+    open_session(p, bev, &w);
 }
 
 /* Ends the parked sessions that came before before_us (all: INT64_MAX), logged with why. */
@@ -602,7 +636,7 @@ pool_unpark(evutil_socket_t fd, short what, void *arg)
         p->parked = w->next;
         if (p->parked == NULL) p->parked_tail = NULL;
         if (m != NULL) {
-            start(w->bev, m, sid, w->hdr, w->hdrlen, w->dest, w->asked_us);
+            start(w->bev, m, sid, w);
         } else {
             log_msg(LOG_ERROR, "[sock] - %s = %u no connection to the server", w->dest,
                     session_count());

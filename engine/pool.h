@@ -39,6 +39,11 @@ struct bufferevent;
 void pool_open(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size_t hdrlen,
                const char *dest);
 
+/* As pool_open, for a forwarded HTTP request whose head (origin form) is in bev's input and
+ * whose body has body_left bytes still to come (session_forward_http). */
+void pool_open_http(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size_t hdrlen,
+                    const char *dest, int64_t body_left);
+
 /* Makes ctx hand new TLS sessions to the pool, which offers the latest to its next dial. */
 void pool_set_session_cb(SSL_CTX *ctx);
 

@@ -26,6 +26,7 @@
 #include "addr.h"
 #include "clock.h"
 #include "frame.h"
+#include "httpreq.h"
 #include "log.h"
 #include "metrics.h"
 #include "mux.h"
@@ -72,6 +73,8 @@ struct session {
     unsigned idle_timing : 1;  /* the timer watches for idleness (or an orphan's deadline) */
     unsigned replied : 1;      /* a data byte has gone to the peer */
     unsigned heard : 1;        /* a data byte has come from the peer */
+    unsigned http_502 : 1;     /* a forwarded HTTP request: ended unheard, the app gets a 502 */
+    int64_t read_left;         /* bytes the app may still send on (-1: no end); then dropped */
     int64_t asked_us;  /* client: the app's request; server: the open frame (for histograms) */
     int64_t active_us; /* when data last moved either way (with idle_timing) */
 };
@@ -127,6 +130,7 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, enum session
     s->send_window = s->recv_window = s->recv_avail = (int64_t)cfg->window_kib * 1024;
     s->window_max = (int64_t)cfg->window_max_kib * 1024;
     s->bdp_start_us = s->asked_us = clock_now_us();
+    s->read_left = -1;
     s->work = event_new(mux_base(m), -1, 0, session_work_cb, s);
     s->timer = event_new(mux_base(m), -1, 0, session_timer_cb, s);
     if (s->work == NULL || s->timer == NULL) goto err;
@@ -184,6 +188,27 @@ void
 session_set_asked(struct session *s, int64_t asked_us)
 {
     s->asked_us = asked_us;
+}
+
+void
+session_forward_http(struct session *s, int64_t body_left)
+{
+    s->read_left = body_left;
+    s->http_502 = 1;
+}
+
+/* A forwarded request that ends before any byte of its answer came: the app reads why, as
+ * an HTTP proxy's 502, not a bare close. */
+static int
+answer_502(struct session *s, const char *why)
+{
+    char text[SOCKS_DEST_MAX + 200], resp[1024];
+    evutil_socket_t fd = bufferevent_getfd(s->bev);
+    size_t n;
+
+    snprintf(text, sizeof(text), "%s: %s", s->dest, *why ? why : "closed without answering");
+    n = httpreq_error(502, text, resp, sizeof(resp));
+    return fd >= 0 && send(fd, resp, n, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)n;
 }
 
 int
@@ -291,6 +316,8 @@ session_close(struct session *s, enum session_end how, int level, const char *wh
     if (s->rev != NULL) event_free(s->rev);
     s->rev = NULL;
     fd = bufferevent_getfd(s->bev);
+    /* The 502 leaves with a FIN: a RST could overtake it. */
+    if (s->http_502 && !s->heard && answer_502(s, why)) how = END_FINISHED;
     if (how != END_FINISHED && fd >= 0) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     bufferevent_free(s->bev);
     s->bev = NULL;
@@ -391,8 +418,9 @@ pump_up(struct session *s)
         goto out;
     }
     if (s->local_eof) goto out;
-    /* le-proxy: watch the socket only while what is read can leave. */
-    want_read = len == 0 && s->send_window > 0;
+    /* le-proxy: watch the socket only while what is read can leave; past a forwarded request's
+     * body, for its EOF. */
+    want_read = (len == 0 && s->send_window > 0) || s->read_left == 0;
 out:
     if (s->rev == NULL) return;
     if (want_read)
@@ -402,6 +430,28 @@ out:
     if (s->bev_reads) {
         s->bev_reads = 0;
         bufferevent_disable(s->bev, EV_READ);
+    }
+}
+
+/* A forwarded HTTP request's body is sent: what else the app sends (a pipelined request this
+ * session does not carry: the app sends it again on a new connection) is read and dropped, so
+ * that its EOF is seen and the close that follows is a FIN, not a RST that could cut the
+ * response short in the app's receive buffer. 64 KiB a wakeup. */
+static void
+drop_rest(struct session *s, evutil_socket_t fd)
+{
+    char scrap[4096];
+    ssize_t got = 0;
+    int i;
+
+    for (i = 0; i < 16 && (got = recv(fd, scrap, sizeof(scrap), 0)) > 0; i++)
+        ;
+    if (got == 0) {
+        s->local_eof = 1;
+        event_del(s->rev);
+        schedule_work(s);
+    } else if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        session_reset(s, LOG_INFO, "read: the app's socket failed", FRAME_RST_ABORTED);
     }
 }
 
@@ -421,6 +471,11 @@ session_readable(evutil_socket_t fd, short what, void *arg)
     (void)what;
     s->active_us = clock_now_us();
     if (s->closed || m == NULL) return;
+    if (s->read_left == 0) {
+        drop_rest(s, fd);
+        if (turn) mux_pass_turn(m);
+        return;
+    }
     if (mux_has_waiters(m)) {
         if (!turn) {
             get_in_line(s);
@@ -434,8 +489,11 @@ session_readable(evutil_socket_t fd, short what, void *arg)
         max = FRAME_MAX_PAYLOAD - s->hdr_len;
         if ((int64_t)max > s->send_window) max = (size_t)s->send_window;
         if (max > budget) max = budget;
+        if (s->read_left >= 0 && (int64_t)max > s->read_left) max = (size_t)s->read_left;
+        if (max == 0) break;
         got = mux_send_from_fd(s->mux, s->sid, s->hdr, s->hdr_len, fd, max);
         if (got > 0) {
+            if (s->read_left > 0) s->read_left -= got;
             s->send_window -= got;
             sent(s, (size_t)got);
             s->replied = 1;

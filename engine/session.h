@@ -31,6 +31,11 @@ void session_set_header(struct session *s, const uint8_t *hdr, size_t len);
  * first byte back is timed from then (tunnels_ttfb_seconds). */
 void session_set_asked(struct session *s, int64_t asked_us);
 
+/* Client, a forwarded HTTP request (its head already in the local input): the app may send
+ * body_left more bytes on it, and what comes after is dropped (one request per session); if the
+ * session ends before any byte came back, the app gets a 502 with the reason. */
+void session_forward_http(struct session *s, int64_t body_left);
+
 /* Server: connects the (not yet connected) local bufferevent, through fd (a new non-blocking
  * socket the session now owns), to sa. On failure the session is reset with the reason and
  * closed. */

@@ -59,8 +59,7 @@ int socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_r
  * *r (cmd as sent: 1 CONNECT, 2 BIND; atyp IPv4 or domain), SOCKS_NEED, or SOCKS_ERR with *err
  * (not version 4, a user id or name over 255 bytes, an empty name). The user id is skipped:
  * SOCKS4 has no password to check it with. */
-int socks_parse_v4(const uint8_t *b, size_t n, size_t *used, struct socks_req *r,
-                   const char **err);
+int socks_parse_v4(const uint8_t *b, size_t n, size_t *used, struct socks_req *r, const char **err);
 
 /* Writes the SOCKS4 reply `00 REP 0 0.0.0.0` (8 bytes): REP 0x5a granted, 0x5b refused. */
 void socks_encode_v4_reply(uint8_t out[8], int granted);

@@ -8,8 +8,10 @@ describe("the local port", function()
   H.fixture({ "http" }, function(...) dir, pki, http = ... end)
   H.dump_on_failure()
 
-  -- An HTTPS static server (python3's http.server behind TLS: it ignores a query string, so
-  -- git's dumb HTTP finds info/refs) over dir/www, with a 1 MiB file and a bare repository.
+  -- Origins: python3's http.server over dir/www (it ignores a query string, so git's dumb HTTP
+  -- finds info/refs), with a 1 MiB file and a bare repository; /echo-head answers with the
+  -- request line and headers it got, POST with the SHA-256 of the body. One over TLS, one plain.
+  local http_port
   setup(function()
     www = dir .. "/www"
     local out, code = H.sh("mkdir -p " .. www .. " && head -c 1048576 /dev/urandom >" .. www ..
@@ -18,18 +20,35 @@ describe("the local port", function()
       "git clone -q --bare . " .. www .. "/repo.git && cd " .. www .. "/repo.git && " ..
       "git update-server-info")
     assert(code == 0, out)
-    https_port = H.free_port()
-    H.write(dir .. "/https.py", table.concat({
-      "import functools, http.server, ssl, sys",
-      "handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])",
-      "srv = http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), handler)",
-      "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)",
-      "ctx.load_cert_chain(sys.argv[3], sys.argv[4])",
-      "srv.socket = ctx.wrap_socket(srv.socket, server_side=True)",
+    H.write(dir .. "/origin.py", table.concat({
+      "import functools, hashlib, http.server, ssl, sys",
+      "class H(http.server.SimpleHTTPRequestHandler):",
+      "    protocol_version = 'HTTP/1.1'",
+      "    def answer(self, body):",
+      "        self.send_response(200)",
+      "        self.send_header('Content-Length', str(len(body)))",
+      "        self.end_headers()",
+      "        self.wfile.write(body)",
+      "    def do_GET(self):",
+      "        if self.path == '/echo-head':",
+      "            return self.answer((self.requestline + '\\n' + str(self.headers)).encode())",
+      "        return super().do_GET()",
+      "    def do_POST(self):",
+      "        body = self.rfile.read(int(self.headers.get('Content-Length', '0')))",
+      "        self.answer(hashlib.sha256(body).hexdigest().encode())",
+      "srv = http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])),",
+      "    functools.partial(H, directory=sys.argv[2]))",
+      "if len(sys.argv) > 3:",
+      "    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)",
+      "    ctx.load_cert_chain(sys.argv[3], sys.argv[4])",
+      "    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)",
       "srv.serve_forever()", "" }, "\n"))
-    H.spawn("https", { "python3", dir .. "/https.py", tostring(https_port), www, pki.server_cert,
+    https_port, http_port = H.free_port(), H.free_port()
+    H.spawn("https", { "python3", dir .. "/origin.py", tostring(https_port), www, pki.server_cert,
       pki.server_key }, dir .. "/https.log")
-    H.wait_for(function() return H.connectable(https_port) end, 10, "the HTTPS server")
+    H.spawn("origin", { "python3", dir .. "/origin.py", tostring(http_port), www }, dir .. "/origin.log")
+    H.wait_for(function() return H.connectable(https_port) and H.connectable(http_port) end, 10,
+      "the origins")
   end)
 
   local function sha(cmd)
@@ -65,7 +84,7 @@ describe("the local port", function()
       " git clone -q https://localhost:" .. https_port .. "/repo.git clone && cat clone/README")
     assert.are.equal(0, code, out)
     assert.are.equal("tunnelled\n", out)
-    assert.is_true(H.count(t.clog, H.LOG.sock_open .. "localhost:" .. https_port .. " ") >= 3)
+    assert.is_true(H.count(t.clog, H.LOG.sock_open .. "localhost:" .. https_port .. " ") >= 2)
     H.stop_tunnel(t)
   end)
 
@@ -124,7 +143,13 @@ describe("the local port", function()
       { "CONNECT a.example:443 HTTP/2.0\r\n\r\n", "400 Bad Request", "version is not" },
       { "CONNECT a.example:443 HTTP/1.1\r\nX: " .. ("a"):rep(9000) .. "\r\n\r\n",
         "431 Request Header Fields Too Large", "longer than 8 KiB" },
-      { "GET http://localhost:" .. http .. "/ HTTP/1.1\r\n\r\n", "501 Not Implemented", "use CONNECT" },
+      { "POST http://localhost:" .. http .. "/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "411 Length Required", "send its Content-Length" },
+      { "POST http://localhost:" .. http .. "/ HTTP/1.1\r\nContent-Length: 3\r\n" ..
+        "Transfer-Encoding: chunked\r\n\r\n", "400 Bad Request", "length unclear" },
+      { "POST http://localhost:" .. http .. "/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+        "400 Bad Request", "more than one Content-Length" },
+      { "GET http://user@localhost:" .. http .. "/ HTTP/1.1\r\n\r\n", "400 Bad Request", "user name" },
     }
     for _, case in ipairs(cases) do
       local out, how = ask(case[1])
@@ -152,6 +177,84 @@ describe("the local port", function()
     assert.is_true(H.alive(t.client_pid))
     H.assert_hello(t.socks_port, http, "after bad HTTP")
     assert.are.equal(#cases + 1, H.count(t.clog, "%[http%] 127%.0%.0%.1:%d+: "))
+    H.stop_tunnel(t)
+  end)
+
+  it("forwards plain http:// requests in origin form, hop-by-hop headers left out", function()
+    H.write(dir .. "/login", "alice:s3cret\n")
+    local t = H.tunnel(dir, pki, { client = { ["socks.auth"] = dir .. "/login" } })
+    local x = " -U alice:s3cret -x http://127.0.0.1:" .. t.socks_port .. " "
+    local direct = sha("curl -sS http://127.0.0.1:" .. http .. "/bytes/3000000")
+    assert.are.equal(direct, sha("curl -sS" .. x .. "http://localhost:" .. http .. "/bytes/3000000"))
+    -- what the origin saw: origin form, its Host, no proxy credentials, no hop-by-hop header
+    local head = H.sh("curl -sS" .. x .. "-H 'Connection: keep-alive, X-Hop' -H 'X-Hop: 1' " ..
+      "-H 'Keep-Alive: 5' -H 'X-End: 2' 'http://localhost:" .. http_port .. "/echo-head'")
+    assert.matches("^GET /echo%-head HTTP/1%.1\n", head)
+    assert.matches("\nHost: localhost:" .. http_port .. "\n", head)
+    assert.matches("\nX%-End: 2\n", head)
+    assert.matches("\nConnection: close\n", head)
+    for _, gone in ipairs({ "Proxy%-Authorization", "X%-Hop", "Keep%-Alive", "Proxy%-Connection" }) do
+      assert.is_nil(head:find("\n" .. gone .. ":"), gone .. " reached the origin: " .. head)
+    end
+    -- a body with its Content-Length arrives whole
+    H.sh("head -c 300000 /dev/urandom >" .. dir .. "/post.bin")
+    local posted = H.sh("curl -sS" .. x .. "--data-binary @" .. dir .. "/post.bin http://localhost:" ..
+      http_port .. "/upload")
+    assert.are.equal(sha("cat " .. dir .. "/post.bin"), posted)
+    H.stop_tunnel(t)
+  end)
+
+  it("carries wget and git clone through http_proxy, and keeps two hosts apart on one connection", function()
+    local t = H.tunnel(dir, pki)
+    local env = "http_proxy=http://127.0.0.1:" .. t.socks_port .. " no_proxy= "
+    local out, code = H.sh("cd " .. dir .. " && " .. env .. "wget -q -O http.blob http://localhost:" ..
+      http_port .. "/blob")
+    assert.are.equal(0, code, out)
+    assert.are.equal(sha("cat " .. www .. "/blob"), sha("cat " .. dir .. "/http.blob"))
+    out, code = H.sh("cd " .. dir .. " && rm -rf clone2 && " .. env .. "git clone -q http://localhost:" ..
+      http_port .. "/repo.git clone2 && cat clone2/README")
+    assert.are.equal(0, code, out)
+    assert.are.equal("tunnelled\n", out)
+    -- curl asks for keep-alive, for two hosts in turn: each request gets its own session, to its
+    -- own host (the answers say Connection: close)
+    out = H.sh("curl -sS -x http://127.0.0.1:" .. t.socks_port .. " http://localhost:" .. http_port ..
+      "/echo-head http://127.0.0.1:" .. http .. "/")
+    assert.matches("^GET /echo%-head HTTP/1%.1\n.*hello from tn%-dest\n$", out)
+    -- a client that pipelines a second request, to another host, on the same connection: the
+    -- first is answered, the second reaches no one (it would carry the first host's cookies)
+    local before = H.count(t.clog, H.LOG.sock_open)
+    local c = H.connect(t.socks_port)
+    c:send("GET http://localhost:" .. http_port .. "/echo-head HTTP/1.1\r\nHost: x\r\n\r\n" ..
+      "GET http://127.0.0.1:" .. http .. "/ HTTP/1.1\r\nHost: y\r\n\r\n")
+    local answer, how = H.recv_all(c, 10)
+    c:close()
+    assert.are.equal("closed", how)
+    assert.matches("^HTTP/1%.1 200 OK\r\n", answer)
+    assert.is_nil(answer:find("hello from tn-dest", 1, true), answer)
+    assert.are.equal(1, select(2, answer:gsub("HTTP/1%.1 200", "")))
+    assert.are.equal(before + 1, H.count(t.clog, H.LOG.sock_open))
+    H.stop_tunnel(t)
+  end)
+
+  it("answers 502 with the reason when the destination cannot be reached, tunnelled or direct", function()
+    H.write(dir .. "/route502.lua", [[
+      return { route = function(req, cfg)
+        if req.port == 7 then return "direct" end
+        return "tunnel"
+      end }]])
+    local t = H.tunnel(dir, pki, { client = { ["lua.script"] = dir .. "/route502.lua" } })
+    local dead = H.free_port()
+    for _, url in ipairs({ "http://127.0.0.1:" .. dead .. "/", "http://127.0.0.1:7/",
+      "http://no-such-host.invalid/" }) do
+      local out = H.sh("curl -s -i -x http://127.0.0.1:" .. t.socks_port .. " " .. url)
+      assert.matches("^HTTP/1%.1 502 Bad Gateway\r\n", out)
+      assert.matches("\r\n\r\ntunnels: [^\n]*: [^\n]+\n$", out)
+    end
+    local out = H.sh("curl -s -x http://127.0.0.1:" .. t.socks_port .. " http://127.0.0.1:" .. dead .. "/")
+    assert.are.equal("tunnels: 127.0.0.1:" .. dead .. ": reset by peer: connection refused\n", out)
+    out = H.sh("curl -s -x http://127.0.0.1:" .. t.socks_port .. " http://127.0.0.1:7/")
+    assert.matches("^tunnels: 127%.0%.0%.1:7: connect: ", out)
+    H.assert_hello(t.socks_port, http, "after the 502s")
     H.stop_tunnel(t)
   end)
 
