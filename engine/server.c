@@ -384,12 +384,12 @@ tenant_of(struct mux *m)
     return p == account_process() ? NULL : (struct tenant *)p;
 }
 
-/* A session refused at a limit (logged by the caller): its first frame's rest dropped, RESET
- * (policy) to the peer, and counted as abandoned against its connection (mux_abandoned). */
+/* A session refused (logged by the caller): its first frame's rest dropped, RESET(reason) to
+ * the peer, and counted as abandoned against its connection (mux_abandoned). */
 static void
-refuse_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len)
+refuse_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, uint8_t reason)
 {
-    struct frame_ctl rst = {.type = FRAME_CTL_RESET, .sid = sid, .reason = FRAME_RST_POLICY};
+    struct frame_ctl rst = {.type = FRAME_CTL_RESET, .sid = sid, .reason = reason};
 
     evbuffer_drain(in, len);
     mux_send_ctl(m, &rst);
@@ -416,12 +416,18 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     rc = socks_parse_request(hdr, n, &used, &req, err);
     if (rc == SOCKS_NEED) *err = "EagerSocks header longer than its frame";
     if (rc != SOCKS_OK) return -1;
-    if (req.cmd != SOCKS_CMD_CONNECT) {
-        *err = "EagerSocks header is not a CONNECT";
-        return -1;
-    }
     evbuffer_drain(in, used);
     len -= used;
+    if (req.cmd != SOCKS_CMD_CONNECT) {
+        /* A session kind this server does not speak (a newer client's, or BIND): that session
+         * is refused, never the connection with its healthy sessions (docs/PROTOCOL.md). */
+        log_msg(LOG_WARN, "[sock] - ?:%u = %u refused: session kind %u (%s) is not spoken here, on %08x",
+                (unsigned)req.port, session_count(), (unsigned)req.cmd,
+                req.cmd == SOCKS_CMD_UDP ? "UDP" : req.cmd == SOCKS_CMD_BIND ? "BIND" : "unknown",
+                mux_id(m));
+        refuse_open(m, sid, in, len, FRAME_RST_PROTOCOL);
+        return 0;
+    }
     if (req.atyp == SOCKS_ATYP_DOMAIN && socks_check_name(req.host, &bad_name) == -1) {
         /* One session's bad name is that session's error, not the connection's. */
         struct frame_ctl bad = {.type = FRAME_CTL_RESET, .sid = sid, .reason = FRAME_RST_PROTOCOL};
@@ -437,7 +443,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
                 "[sock] - %s = %u refused: the server holds %u sessions, its most "
                 "(-server.sessions.max)",
                 dest, session_count(), srv->session_cap);
-        refuse_open(m, sid, in, len);
+        refuse_open(m, sid, in, len, FRAME_RST_POLICY);
         return 0;
     }
     /* Sessions open on the connections of its certificate, orphans included (an open server's
@@ -447,7 +453,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
                 "[sock] - %s = %u refused: its client certificate holds %u sessions "
                 "(-tls.client.sessions.max) on %08x",
                 dest, session_count(), srv->cert_cap, mux_id(m));
-        refuse_open(m, sid, in, len);
+        refuse_open(m, sid, in, len, FRAME_RST_POLICY);
         return 0;
     }
     /* A new session's first window is charged whole at once (the peer may send it before any
@@ -460,13 +466,13 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
                 "[sock] - %s = %u refused: its windows would pass %s=%lld on %08x (%lld KiB held)",
                 dest, session_count(), a->name, (long long)(a->bytes_max >> 20), mux_id(m),
                 (long long)(a->bytes / 1024));
-        refuse_open(m, sid, in, len);
+        refuse_open(m, sid, in, len, FRAME_RST_POLICY);
         return 0;
     }
     if (mux_live(m) >= (unsigned)srv->cfg->sessions_max) {
         log_msg(LOG_WARN, "[sock] - %s = %u refused: %08x has -remux.sessions.max=%ld open", dest,
                 session_count(), mux_id(m), srv->cfg->sessions_max);
-        refuse_open(m, sid, in, len);
+        refuse_open(m, sid, in, len, FRAME_RST_POLICY);
         return 0;
     }
     name = req.host;

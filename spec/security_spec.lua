@@ -223,7 +223,6 @@ describe("ReMux protocol errors", function()
     { "a session opened with an empty frame", frame(3, ""), "a session opened with an empty frame" },
     { "a malformed EagerSocks header", frame(1, "\4\1\0\1\127\0\0\1\0\80"), "not a SOCKS5 request" },
     { "an EagerSocks header cut short", frame(1, "\5\1\0\3\20abc"), "EagerSocks header longer than its frame" },
-    { "an EagerSocks BIND", frame(1, "\5\2\0\1\127\0\0\1\0\80"), "EagerSocks header is not a CONNECT" },
     { "a WINDOW for session 0", frame(0, "\1\0\0\0\0\1\0"), "WINDOW for session 0" },
   }
   for i, c in ipairs(cases) do
@@ -244,6 +243,28 @@ describe("ReMux protocol errors", function()
       good:close()
     end)
   end
+
+  it("refuse a session kind it does not speak with RESET, never its connection", function()
+    local good = healthy()
+    echoed(good, "before")
+    -- UDP (3), BIND (2) and an unknown kind (9) on the healthy connection, each with data
+    for i, cmd in ipairs({ 3, 2, 9 }) do
+      local sid = 1 + 2 * i
+      good:send(frame(sid, "\5" .. string.char(cmd) .. "\0\1\127\0\0\1\0\53" .. "datagram"))
+      local rsid, p
+      for _ = 1, 10 do
+        rsid, p = read_frame(good)
+        if rsid == 0 and p:byte(1) == 2 then break end
+      end
+      assert.are.equal("\2" .. string.char(0, sid) .. "\6", p, "RESET(protocol error) for kind " .. cmd)
+    end
+    good:send(frame(1, "ping?"))
+    echoed(good, "after the refusals")
+    good:close()
+    assert.are.equal(3, H.count(t.slog, "%[warn%] %[sock%] %- %?:53 = %d+ refused: session kind %d+ %(%a+%) is not spoken here"))
+    assert.are.equal(1, H.count(t.slog, "session kind 3 %(UDP%)"))
+    assert.are.equal(0, H.count(t.slog, "protocol error: EagerSocks"))
+  end)
 
   it("close a connection that sends data for a session after ending it", function()
     local c = H.connect(t.server_port)
