@@ -1,4 +1,4 @@
--- ffi.lua: the engine's pure modules (frame, socks, sidmap, dingtalk_msg, log, reuse, turns)
+-- ffi.lua: the engine's pure modules (frame, socks, httpreq, sidmap, dingtalk_msg, log, reuse, turns)
 -- through LuaJIT's FFI, from the shared library `make` builds (build/libtunnels_pure.so). The
 -- declarations mirror the headers.
 local ffi = require("ffi")
@@ -23,6 +23,12 @@ size_t socks_encode_request(uint8_t *out, const struct socks_req *r);
 void socks_encode_reply(uint8_t *out, uint8_t rep);
 void socks_format_dest(const struct socks_req *r, char *buf, size_t len);
 int socks_check_name(char *host, const char **err);
+int socks_parse_v4(const uint8_t *b, size_t n, size_t *used, struct socks_req *r, const char **err);
+
+struct httpreq { char method[16]; int absolute; struct socks_req dest; int has_auth; char user[256]; char pass[256]; long long body; char host[300]; size_t path, path_len; };
+int httpreq_parse(const uint8_t *b, size_t n, size_t *used, struct httpreq *r, const char **err);
+size_t httpreq_origin_head(const uint8_t *head, size_t len, const struct httpreq *r, uint8_t *out, size_t outlen);
+size_t httpreq_error(int status, const char *text, char *out, size_t outlen);
 
 int log_open(const char *path, int level, const char **err);
 void log_msg(int level, const char *fmt, ...);
