@@ -175,6 +175,19 @@ basic_auth(const uint8_t *v, size_t len, struct httpreq *r, const char **err)
     return 0;
 }
 
+/* A header's value, after its colon and before the line's end e, without the blanks around it:
+ * [*v, *q). */
+static void
+trimmed_value(const uint8_t *colon, const uint8_t *e, const uint8_t **v, const uint8_t **q)
+{
+    *v = colon + 1;
+    while (*v < e && (**v == ' ' || **v == '\t'))
+        (*v)++;
+    *q = e;
+    while (*q > *v && ((*q)[-1] == ' ' || (*q)[-1] == '\t'))
+        (*q)--;
+}
+
 int
 httpreq_parse(const uint8_t *b, size_t n, size_t *used, struct httpreq *r, const char **err)
 {
@@ -253,12 +266,7 @@ httpreq_parse(const uint8_t *b, size_t n, size_t *used, struct httpreq *r, const
             }
         if (colon - p == 14 && strncasecmp((const char *)p, "content-length", 14) == 0) {
             char num[24], *stop;
-            v = colon + 1;
-            while (v < e && (*v == ' ' || *v == '\t'))
-                v++;
-            q = e;
-            while (q > v && (q[-1] == ' ' || q[-1] == '\t'))
-                q--;
+            trimmed_value(colon, e, &v, &q);
             if (q == v || q - v >= (long)sizeof(num) || length_seen) {
                 *err =
                     length_seen ? "more than one Content-Length" : "Content-Length is not a number";
@@ -276,12 +284,7 @@ httpreq_parse(const uint8_t *b, size_t n, size_t *used, struct httpreq *r, const
         if (colon - p == 17 && strncasecmp((const char *)p, "transfer-encoding", 17) == 0)
             chunked = 1;
         if (colon - p == 19 && strncasecmp((const char *)p, "proxy-authorization", 19) == 0) {
-            v = colon + 1;
-            while (v < e && (*v == ' ' || *v == '\t'))
-                v++;
-            q = e;
-            while (q > v && (q[-1] == ' ' || q[-1] == '\t'))
-                q--;
+            trimmed_value(colon, e, &v, &q);
             if (r->has_auth) {
                 *err = "more than one Proxy-Authorization header";
                 return 400;

@@ -12,6 +12,8 @@
 #
 # Peers (Debian packages, installed by scripts/deps.sh bench): shadowsocks-libev (aes-256-gcm),
 # trojan, v2ray (VMess over TLS, mux on), stunnel in front of microsocks, and direct (no proxy).
+# At 50 ms, HTTP CONNECT too, where the peer's client has an HTTP inbound (v2ray's; TunneLS's
+# local port speaks it beside SOCKS5): time to first byte, as curl -p waits for the 200.
 # Output: bench/results.md (the tables), bench/results.png (the chart), bench/raw.txt.
 #
 #   scripts/bench.sh [system ...]        (default: all)   BENCH_QUICK=1 for a short smoke run
@@ -96,13 +98,13 @@ start_tunnels() {
   wait_port "$CX" 127.0.0.1 $cp
 }
 
-start_tunnels_client() { # SOCKS port: a client of the server on $TSP (sets CPID, SOCKS)
+start_tunnels_client() { # SOCKS port: a client of the server on $TSP (sets CPID, SOCKS, HTTPP)
   $CX build/tunnels -role=client -server.addr=$SIP:$TSP -client.addr=127.0.0.1:$1 \
     -tls.client.ca=$work/ca.pem -tls.client.cert=$work/client.pem -tls.client.key=$work/client.key \
     -tls.client.name=localhost -sla.log.path= -sla.log.level=warn ${TUNNELS_CLIENT_FLAGS:-} \
     2>>$work/tunnels-client.log &
   CPID=$!
-  SOCKS=127.0.0.1:$1
+  SOCKS=127.0.0.1:$1 HTTPP=127.0.0.1:$1
 }
 
 start_shadowsocks() {
@@ -149,8 +151,8 @@ EOF
 }
 
 start_v2ray() {
-  local sp cp id=6f1d7c2a-5a41-4c1e-9a57-3f0b8e6c2d11
-  alloc; sp=$port; alloc; cp=$port
+  local sp cp hp id=6f1d7c2a-5a41-4c1e-9a57-3f0b8e6c2d11
+  alloc; sp=$port; alloc; cp=$port; alloc; hp=$port
   cat >$work/v2ray-server.json <<EOF
 {"log":{"loglevel":"error"},
  "inbounds":[{"listen":"$SIP","port":$sp,"protocol":"vmess",
@@ -162,7 +164,8 @@ EOF
   cat >$work/v2ray-client.json <<EOF
 {"log":{"loglevel":"error"},
  "inbounds":[{"listen":"127.0.0.1","port":$cp,"protocol":"socks",
-  "settings":{"auth":"noauth","udp":false}}],
+  "settings":{"auth":"noauth","udp":false}},
+  {"listen":"127.0.0.1","port":$hp,"protocol":"http","settings":{}}],
  "outbounds":[{"protocol":"vmess","settings":{"vnext":[{"address":"$SIP","port":$sp,
    "users":[{"id":"$id","alterId":0,"security":"aes-128-gcm"}]}]},
   "streamSettings":{"network":"tcp","security":"tls","tlsSettings":{"serverName":"localhost",
@@ -174,8 +177,8 @@ EOF
   wait_port "$SX" $SIP $sp || return 1
   $CX v2ray -config $work/v2ray-client.json >>$work/v2ray.log 2>&1 &
   CPID=$!
-  SOCKS=127.0.0.1:$cp
-  wait_port "$CX" 127.0.0.1 $cp
+  SOCKS=127.0.0.1:$cp HTTPP=127.0.0.1:$hp
+  wait_port "$CX" 127.0.0.1 $cp && wait_port "$CX" 127.0.0.1 $hp
 }
 
 start_stunnel() {
@@ -220,7 +223,7 @@ EOF
 start_direct() { SOCKS=direct CPID=0 SPID=0; }
 
 start() {
-  CPID=0 SPID=0 MPID=0
+  CPID=0 SPID=0 MPID=0 HTTPP=""
   "start_$1" || { log "$1 did not start"; return 1; }
   [ "$CPID" != 0 ] && pids+=($CPID $SPID)
   sleep 0.3
@@ -236,6 +239,8 @@ stop() {
 
 # kv LINE KEY -> value
 kv() { echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k {print $2}' | tail -1; }
+# rtts LINE KEY -> the value (ms) in units of the link's RTT
+rtts() { awk -v v="$(kv "$1" "$2")" -v r="$RTT" 'BEGIN {printf "%.2f", v / r}'; }
 
 bench() { # prefix args... -> the tool's last line
   $CX build/tn-bench "$@" 2>>$work/tn-bench.err | tail -1
@@ -392,22 +397,31 @@ make_link() {
 }
 
 wan() {
-  local s=$1 line dest=10.77.0.2:$WHTTP rtt=$RTT n=100
+  local s=$1 line dest=10.77.0.2:$WHTTP n=100
   [ "$quick" = 1 ] && n=20
   start "$s" || return
   # the client's start-up work (its first dial) done before the cold session
   sleep 1
   line=$(bench -mode ttfb -socks $SOCKS -dest $dest -n 1 -c 1)
   rec "$s wan cold $line"
-  R[$s,cold]=$(awk -v v="$(kv "$line" p50_ms)" -v r=$rtt 'BEGIN {printf "%.2f", v / r}')
+  R[$s,cold]=$(rtts "$line" p50_ms)
   line=$(bench -mode ttfb -socks $SOCKS -dest $dest -n $n -c 1)
   rec "$s wan seq $line"
-  R[$s,seq50]=$(awk -v v="$(kv "$line" p50_ms)" -v r=$rtt 'BEGIN {printf "%.2f", v / r}')
-  R[$s,seq99]=$(awk -v v="$(kv "$line" p99_ms)" -v r=$rtt 'BEGIN {printf "%.2f", v / r}')
+  R[$s,seq50]=$(rtts "$line" p50_ms)
+  R[$s,seq99]=$(rtts "$line" p99_ms)
   line=$(bench -mode ttfb -socks $SOCKS -dest $dest -n $n -c $n)
   rec "$s wan conc $line"
-  R[$s,con50]=$(awk -v v="$(kv "$line" p50_ms)" -v r=$rtt 'BEGIN {printf "%.2f", v / r}')
-  R[$s,con99]=$(awk -v v="$(kv "$line" p99_ms)" -v r=$rtt 'BEGIN {printf "%.2f", v / r}')
+  R[$s,con50]=$(rtts "$line" p50_ms)
+  R[$s,con99]=$(rtts "$line" p99_ms)
+  if [ -n "$HTTPP" ]; then # HTTP CONNECT: the cold first one (a new host), then sequential
+    line=$(bench -mode ttfb -http $HTTPP -dest $dest -n 1 -c 1)
+    rec "$s wan http-cold $line"
+    R[$s,hcold]=$(rtts "$line" p50_ms)
+    line=$(bench -mode ttfb -http $HTTPP -dest $dest -n $n -c 1)
+    rec "$s wan http-seq $line"
+    R[$s,hseq50]=$(rtts "$line" p50_ms)
+    R[$s,hseq99]=$(rtts "$line" p99_ms)
+  fi
   wan_bulk "$s" 1
   [ "$s" = tunnels ] && client_start
   stop
@@ -519,6 +533,16 @@ md=bench/results.md
     echo "| $s | $(get $s cold) | $(get $s seq50) / $(get $s seq99) | $(get $s con50) / $(get $s con99) | $(get $s wbulk) |"
   done
   echo "| **TunneLS / best peer** | $(ratio "$(get tunnels cold)" "$(best_peer cold lower)") | $(ratio "$(get tunnels seq50)" "$(best_peer seq50 lower)") | $(ratio "$(get tunnels con50)" "$(best_peer con50 lower)") | $(ratio "$(get tunnels wbulk)" "$(get shadowsocks wbulk)") (vs shadowsocks) |"
+  echo
+  echo "HTTP CONNECT at 50 ms (the app waits for the 200, then asks; RTT units), where the client has an HTTP inbound:"
+  echo
+  echo "| | cold first session | 100 sequential p50 / p99 |"
+  echo "|---|---|---|"
+  for s in $systems; do
+    [ "$(get $s hseq50)" = - ] && continue
+    echo "| $s | $(get $s hcold) | $(get $s hseq50) / $(get $s hseq99) |"
+  done
+  echo "| **TunneLS / v2ray** | $(ratio "$(get tunnels hcold)" "$(get v2ray hcold)") | $(ratio "$(get tunnels hseq50)" "$(get v2ray hseq50)") |"
   echo
   echo "Cold first session: after the client's start-up dial. A session that comes as the client"
   echo "starts waits for that dial: $(get tunnels start) RTT to its first byte, from the moment the new"

@@ -1,7 +1,8 @@
 /* tn-bench: the benchmark's load tool. It speaks SOCKS5 like a real client (greeting, wait for
- * the method; CONNECT, wait for the reply; then the request), or with `-socks direct` goes
- * straight to the destination (the floor). Destinations are tn-dest: http for requests, echo for
- * held sessions.
+ * the method; CONNECT, wait for the reply; then the request), HTTP CONNECT with `-http H:P`
+ * instead of `-socks` (CONNECT, wait for the 200, then the request, as curl does), or with
+ * `-socks direct` goes straight to the destination (the floor). Destinations are tn-dest: http
+ * for requests, echo for held sessions.
  *
  *   tn-bench -mode bulk -socks H:P|direct -dest H:P -c SESSIONS -bytes N
  *       SESSIONS downloads of N bytes at once; prints bytes, seconds, MB/s.
@@ -46,7 +47,7 @@ enum { S_GREET, S_REPLY, S_BODY, S_DONE };
 
 static struct event_base *base;
 static struct sockaddr_storage proxy_sa, dest_sa;
-static int proxy_salen, dest_salen, direct, mode;
+static int proxy_salen, dest_salen, direct, http_connect, mode;
 static char dest_host[256];
 static unsigned dest_port;
 static long n_total = 100, conc = 1, started, finished, failed, held, stall_bytes;
@@ -192,7 +193,20 @@ read_cb(struct bufferevent *bev, void *arg)
         s->state = S_REPLY;
         return;
     }
-    if (s->state == S_REPLY) {
+    if (s->state == S_REPLY && http_connect) {
+        struct evbuffer_ptr p = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+        char status[13];
+        if (p.pos < 0) return;
+        evbuffer_copyout(in, status, sizeof(status) - 1);
+        status[sizeof(status) - 1] = 0;
+        evbuffer_drain(in, (size_t)p.pos + 4);
+        if (strncmp(status, "HTTP/1.", 7) != 0 || strncmp(status + 8, " 200", 4) != 0) {
+            finish(s, 0);
+            return;
+        }
+        send_request(s);
+        if (evbuffer_get_length(in) == 0) return;
+    } else if (s->state == S_REPLY) {
         if (evbuffer_get_length(in) < 10) return;
         evbuffer_remove(in, b, 10); /* a domain-type reply would be longer; none of ours is */
         if (b[1] != 0) {
@@ -258,6 +272,12 @@ event_cb(struct bufferevent *bev, short what, void *arg)
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (direct) {
             send_request(s);
+        } else if (http_connect) {
+            char req[600];
+            int n = snprintf(req, sizeof(req), "CONNECT %s:%u HTTP/1.1\r\nHost: %s:%u\r\n\r\n",
+                             dest_host, dest_port, dest_host, dest_port);
+            bufferevent_write(bev, req, (size_t)n);
+            s->state = S_REPLY;
         } else {
             static const uint8_t greet[3] = {5, 1, 0};
             bufferevent_write(bev, greet, sizeof(greet));
@@ -372,6 +392,8 @@ main(int argc, char **argv)
             m = v;
         else if (strcmp(k, "-socks") == 0)
             proxy = v;
+        else if (strcmp(k, "-http") == 0)
+            proxy = v, http_connect = 1;
         else if (strcmp(k, "-dest") == 0)
             dest = v;
         else if (strcmp(k, "-n") == 0)
@@ -404,7 +426,7 @@ main(int argc, char **argv)
     if (proxy == NULL || dest == NULL ||
         (!direct && parse_addr(proxy, &proxy_sa, &proxy_salen, NULL, NULL) == -1) ||
         parse_addr(dest, &dest_sa, &dest_salen, dest_host, &dest_port) == -1) {
-        fprintf(stderr, "usage: tn-bench -mode bulk|rate|ttfb|hold|hol -socks H:P|direct "
+        fprintf(stderr, "usage: tn-bench -mode bulk|rate|ttfb|hold|hol -socks H:P|direct|-http H:P "
                         "-dest H:P [-n N] [-c C] [-bytes B] [-sec S] [-stall B] [-wait S]\n");
         return 2;
     }
