@@ -421,9 +421,12 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     if (req.cmd != SOCKS_CMD_CONNECT) {
         /* A session kind this server does not speak (a newer client's, or BIND): that session
          * is refused, never the connection with its healthy sessions (docs/PROTOCOL.md). */
-        log_msg(LOG_WARN, "[sock] - ?:%u = %u refused: session kind %u (%s) is not spoken here, on %08x",
+        log_msg(LOG_WARN,
+                "[sock] - ?:%u = %u refused: session kind %u (%s) is not spoken here, on %08x",
                 (unsigned)req.port, session_count(), (unsigned)req.cmd,
-                req.cmd == SOCKS_CMD_UDP ? "UDP" : req.cmd == SOCKS_CMD_BIND ? "BIND" : "unknown",
+                req.cmd == SOCKS_CMD_UDP    ? "UDP"
+                : req.cmd == SOCKS_CMD_BIND ? "BIND"
+                                            : "unknown",
                 mux_id(m));
         refuse_open(m, sid, in, len, FRAME_RST_PROTOCOL);
         return 0;
