@@ -2,6 +2,7 @@
 -- the server's certificate with its names, a certificate per user, revocation and the CRL. The
 -- server takes easy-rsa's files as they are; after `easyrsa revoke` and `gen-crl`, a SIGHUP
 -- closes the revoked user's connection and refuses its next one, while the other user goes on.
+-- Then the same with plain openssl, as docs/SECURITY.md writes it.
 local H = require("spec.helper")
 
 
@@ -55,5 +56,34 @@ describe("easy-rsa", function()
     H.assert_hello(alice.socks_port, http)
     H.stop(bob.client_pid)
     H.stop_tunnel(alice)
+  end)
+
+  it("the plain openssl life cycle of docs/SECURITY.md works as written", function()
+    -- The block as the page has it, run in a directory of its own; its last step (revoke,
+    -- gen-crl, reload) is run apart, after alice has been let in.
+    local doc = H.read(H.root .. "/docs/SECURITY.md")
+    local block = doc:match("### Certificates with plain `openssl`.-```sh\n(.-)```")
+    assert.is_truthy(block, "the openssl block in docs/SECURITY.md")
+    local before, revoke = block:match("^(.*\n)(openssl ca %-config ca%-db/ca%.cnf %-revoke .*)$")
+    assert.is_truthy(revoke, "the revoke step")
+    local o = dir .. "/openssl"
+    H.write(dir .. "/life.sh", "set -e\nmkdir -p " .. o .. " && cd " .. o .. "\n" .. before)
+    local out, code = H.sh("bash " .. dir .. "/life.sh")
+    assert.are.equal(0, code, out)
+    local pki = { ca = o .. "/ca.pem", server_cert = o .. "/server.pem", server_key = o .. "/server.key",
+      client_cert = o .. "/alice.pem", client_key = o .. "/alice.key" }
+    local t = H.tunnel(dir, pki, { server = { ["tls.server.crl"] = o .. "/crl.pem" },
+      client = { ["tls.client.name"] = "tunnel.example.org" } })
+    H.assert_hello(t.socks_port, http)
+    -- the revoke step, its reload a SIGHUP here (no systemd)
+    H.write(dir .. "/revoke.sh", "set -e\ncd " .. o .. "\nsystemctl() { kill -HUP " .. t.server_pid ..
+      "; }\n" .. revoke)
+    out, code = H.sh("bash " .. dir .. "/revoke.sh")
+    assert.are.equal(0, code, out)
+    H.wait_for(function() return H.count(t.slog, "%[conn%] %- %x+ = %d+ its client certificate is revoked") == 1 end,
+      5, "alice's connection closed")
+    local _, rc = H.curl(t.socks_port, "http://localhost:" .. http .. "/")
+    assert.are_not.equal(0, rc)
+    H.stop_tunnel(t)
   end)
 end)
