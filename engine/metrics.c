@@ -23,6 +23,9 @@
 struct metrics metrics;
 
 static const char *const hook_names[HOOK_N] = {"pick", "idle", "spare", "route", "alert", "other"};
+/* RESET reasons as labels (docs/PROTOCOL.md: 1 refused ... 7 aborted; 0 any other byte). */
+static const char *const reset_names[METRICS_RESET_REASONS] = {
+    "other", "refused", "unreachable", "dns", "policy", "timeout", "protocol", "aborted"};
 static const char *const tls_failure_names[TLS_FAIL_N] = {"local",   "certificate", "protocol",
                                                           "timeout", "peer_closed", "network"};
 /* Upper bounds of the latency buckets, seconds: loopback, a city, a continent, a bad day. */
@@ -94,6 +97,12 @@ metrics_hook(const char *what)
 }
 
 void
+metrics_reset(enum metrics_reset_dir dir, uint8_t reason)
+{
+    metrics.resets[dir][reason < METRICS_RESET_REASONS ? reason : 0]++;
+}
+
+void
 metrics_observe(struct metrics_histogram *h, double seconds)
 {
     int i;
@@ -143,6 +152,7 @@ static void
 render(struct evbuffer *out, const struct config *cfg)
 {
     const struct account *proc = account_process();
+    unsigned hs, up, draining;
     int i;
 
     family(out, "tunnels_build_info", "gauge", "1, labelled with the role this process runs.");
@@ -151,7 +161,12 @@ render(struct evbuffer *out, const struct config *cfg)
     family(out, "tunnels_start_time_seconds", "gauge", "When the process started (Unix time).");
     evbuffer_add_printf(out, "tunnels_start_time_seconds %.3f\n", started_at);
 
-    one(out, "tunnels_connections", "gauge", "Lower connections open now.", mux_count());
+    mux_count_states(&hs, &up, &draining);
+    family(out, "tunnels_connections", "gauge",
+           "Lower connections open now, by state: handshake, ready, draining (a GOAWAY went).");
+    labelled(out, "tunnels_connections", "state=\"handshake\"", hs);
+    labelled(out, "tunnels_connections", "state=\"ready\"", up);
+    labelled(out, "tunnels_connections", "state=\"draining\"", draining);
     one(out, "tunnels_connections_opened_total", "counter", "Lower connections opened.",
         metrics.conns_opened);
     family(out, "tunnels_connections_closed_total", "counter",
@@ -182,6 +197,14 @@ render(struct evbuffer *out, const struct config *cfg)
     labelled(out, "tunnels_sessions_closed_total", "how=\"finished\"", metrics.sessions_finished);
     labelled(out, "tunnels_sessions_closed_total", "how=\"aborted\"", metrics.sessions_aborted);
     labelled(out, "tunnels_sessions_closed_total", "how=\"reset\"", metrics.sessions_reset);
+    family(out, "tunnels_session_resets_total", "counter",
+           "RESET frames, by direction (sent, received) and reason (docs/PROTOCOL.md).");
+    for (i = 0; i < 2 * METRICS_RESET_REASONS; i++)
+        evbuffer_add_printf(
+            out, "tunnels_session_resets_total{direction=\"%s\",reason=\"%s\"} %llu\n",
+            i < METRICS_RESET_REASONS ? "sent" : "received", reset_names[i % METRICS_RESET_REASONS],
+            (unsigned long long)
+                metrics.resets[i / METRICS_RESET_REASONS][i % METRICS_RESET_REASONS]);
     family(out, "tunnels_session_bytes_total", "counter",
            "Payload bytes of tunnelled sessions: read from local sockets and sent to the peer "
            "(to_peer), or received and written to local sockets (from_peer).");

@@ -24,6 +24,10 @@ enum metrics_tls_failure {
     TLS_FAIL_N
 };
 
+/* A RESET frame's direction, and its reason (FRAME_RST_*, 1-7; 0: any other). */
+enum metrics_reset_dir { RESET_SENT, RESET_RECEIVED };
+#define METRICS_RESET_REASONS 8
+
 /* A latency histogram: the buckets' upper bounds (seconds) are metrics.c's, +Inf is count. */
 #define METRICS_BUCKETS 12
 struct metrics_histogram {
@@ -35,6 +39,7 @@ struct metrics {
     uint64_t conns_opened, conns_closed_orderly, conns_closed_abort;
     uint64_t tls_full, tls_resumed, tls_failed[TLS_FAIL_N];
     uint64_t sessions_opened, sessions_finished, sessions_aborted, sessions_reset;
+    uint64_t resets[2][METRICS_RESET_REASONS]; /* RESET frames, by direction and reason */
     uint64_t bytes_to_peer, bytes_from_peer; /* payload: read from local sockets, written to them */
     uint64_t acl_denied, dns_failed, budget_refused, rapid_reset_closed, penalty_refused;
     uint64_t lua_calls[HOOK_N], lua_failed[HOOK_N];
@@ -51,6 +56,9 @@ extern struct metrics metrics;
 
 /* The label of hook what ("pick", "route", ...). */
 enum metrics_hook metrics_hook(const char *what);
+
+/* A RESET frame went (or came) with reason. */
+void metrics_reset(enum metrics_reset_dir dir, uint8_t reason);
 
 /* One observation of seconds into h. */
 void metrics_observe(struct metrics_histogram *h, double seconds);

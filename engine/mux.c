@@ -76,9 +76,10 @@ struct mux {
     unsigned opens;             /* server: sessions opened in this pass */
     unsigned opened, abandoned; /* server: sessions opened, and of those, abandoned */
     enum metrics_tls_failure handshake_failure; /* why, if it closes before its handshake ends */
-    unsigned abandon_closed : 1;                /* closed for abandoning too many (mux_abandoned) */
-    unsigned more_due : 1; /* more is active: the pass's allowance of opens is spent */
-    struct bulkread *rd;   /* plain TCP: the read side (TLS reads through the bufferevent) */
+    unsigned draining : 1;       /* counted in mux_draining_count (a GOAWAY went either way) */
+    unsigned abandon_closed : 1; /* closed for abandoning too many (mux_abandoned) */
+    unsigned more_due : 1;       /* more is active: the pass's allowance of opens is spent */
+    struct bulkread *rd;         /* plain TCP: the read side (TLS reads through the bufferevent) */
     const struct config *cfg;
     const struct mux_ops *ops;
     void *arg;
@@ -114,6 +115,7 @@ struct mux {
 static struct mux *all_muxes;
 
 static unsigned mux_open_count;
+static unsigned mux_ready_count, mux_draining_count; /* of those open: handshake done; GOAWAY */
 
 static void mux_read_cb(struct bufferevent *bev, void *arg);
 static void open_in_order(struct mux *m, uint16_t sid);
@@ -361,6 +363,8 @@ mux_close(struct mux *m, enum mux_close_how how, int level, const char *reason)
     if (m->closing) return;
     m->closing = 1;
     mux_open_count--;
+    if (m->ready) mux_ready_count--;
+    if (m->draining) mux_draining_count--;
     if (how == MUX_CLOSE_ORDERLY)
         metrics.conns_closed_orderly++;
     else
@@ -386,6 +390,16 @@ mux_close(struct mux *m, enum mux_close_how how, int level, const char *reason)
     mux_finish(m, how);
 }
 
+/* A GOAWAY went either way: counted once among the ready connections that drain. */
+static void
+now_draining(struct mux *m)
+{
+    if (m->ready && !m->draining) {
+        m->draining = 1;
+        mux_draining_count++;
+    }
+}
+
 void
 mux_goaway(struct mux *m)
 {
@@ -393,6 +407,7 @@ mux_goaway(struct mux *m)
 
     if (m->closing || m->goaway_sent) return;
     m->goaway_sent = 1;
+    now_draining(m);
     c.sid = m->last_sid;
     mux_send_ctl(m, &c);
 }
@@ -505,6 +520,7 @@ mux_send_ctl(struct mux *m, const struct frame_ctl *c)
     }
     n = frame_encode_ctl(buf, c);
     evbuffer_add(mux_stage(m), buf, n);
+    if (c->type == FRAME_CTL_RESET) metrics_reset(RESET_SENT, c->reason);
 }
 
 int
@@ -633,6 +649,7 @@ handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
     switch (c.type) {
     case FRAME_CTL_WINDOW:
     case FRAME_CTL_RESET:
+        if (c.type == FRAME_CTL_RESET) metrics_reset(RESET_RECEIVED, c.reason);
         s = sidmap_get(m->sessions, c.sid);
         if (s == NULL) {
             /* A session that ended a moment ago may still get one: only ids never opened are
@@ -671,6 +688,7 @@ handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
 
         m->goaway_rcvd = 1;
         m->goaway_last = c.sid;
+        now_draining(m);
         log_msg(LOG_INFO, "[ctrl] %08x goaway (last session %u)", m->id, c.sid);
         /* Sessions above the last id were never taken by the peer. */
         n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
@@ -801,6 +819,7 @@ mux_on_ready(struct mux *m)
     struct timeval wtv = {3 * m->cfg->ping_sec, 0};
 
     m->ready = 1;
+    mux_ready_count++;
     m->last_rx_us = clock_now_us();
     if (m->tls && SSL_session_reused(mux_ssl(m)))
         metrics.tls_resumed++;
@@ -995,6 +1014,14 @@ unsigned
 mux_count(void)
 {
     return mux_open_count;
+}
+
+void
+mux_count_states(unsigned *handshake, unsigned *ready, unsigned *draining)
+{
+    *handshake = mux_open_count - mux_ready_count;
+    *ready = mux_ready_count - mux_draining_count;
+    *draining = mux_draining_count;
 }
 
 int

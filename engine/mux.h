@@ -116,7 +116,9 @@ struct account *mux_account(struct mux *m);
 uint32_t mux_id(const struct mux *m);
 struct event_base *mux_base(const struct mux *m);
 const struct config *mux_config(const struct mux *m);
-unsigned mux_count(void);                  /* lower connections open now, in the process */
+unsigned mux_count(void); /* lower connections open now, in the process */
+/* Of those: in their handshake, ready, and ready but draining (a GOAWAY went either way). */
+void mux_count_states(unsigned *handshake, unsigned *ready, unsigned *draining);
 unsigned mux_live(const struct mux *m);    /* sessions open now */
 unsigned mux_carried(const struct mux *m); /* sessions carried so far */
 double mux_age(const struct mux *m);       /* seconds */
