@@ -88,9 +88,11 @@ start_tunnels() {
   local sp cp
   alloc; sp=$port; alloc; cp=$port
   # One certificate holds the 10,000 sessions of the memory test: their first windows (256 KiB
-  # each) are 2.5 GiB of budget, past the default -tls.client.buffer.max.mib (1 GiB).
+  # each) are 2.5 GiB of budget, past the default -tls.client.buffer.max.mib (1 GiB), and they
+  # pass the default -tls.client.sessions.max where the descriptor limit is 20,000 (half of the
+  # server's 17,500: 8,750 held).
   $SX build/tunnels -role=server -server.addr=$SIP:$sp -server.allow.local -server.allow.private \
-    -tls.client.buffer.max.mib=4096 -tls.server.cert=$work/server.pem -tls.server.key=$work/server.key -tls.server.ca=$work/ca.pem \
+    -tls.client.buffer.max.mib=4096 -tls.client.sessions.max=10000 -tls.server.cert=$work/server.pem -tls.server.key=$work/server.key -tls.server.ca=$work/ca.pem \
     -sla.log.path= -sla.log.level=warn ${TUNNELS_SERVER_FLAGS:-} 2>>$work/tunnels-server.log &
   SPID=$! TSP=$sp
   wait_port "$SX" $SIP $sp || return 1
