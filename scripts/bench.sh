@@ -398,32 +398,32 @@ make_link() {
   rec "link ping_rtt_ms=$RTT"
 }
 
+# cold_and_seq SYSTEM -socks|-http PROXY KEY-PREFIX N: the cold first session (after the
+# client's start-up dial), then N sequential, in RTT units: R[s,<prefix>cold], <prefix>seq50/99.
+cold_and_seq() {
+  local s=$1 how=$2 proxy=$3 k=$4 n=$5 line dest=10.77.0.2:$WHTTP
+  line=$(bench -mode ttfb $how $proxy -dest $dest -n 1 -c 1)
+  rec "$s wan ${k}cold $line"
+  R[$s,${k}cold]=$(rtts "$line" p50_ms)
+  line=$(bench -mode ttfb $how $proxy -dest $dest -n $n -c 1)
+  rec "$s wan ${k}seq $line"
+  R[$s,${k}seq50]=$(rtts "$line" p50_ms)
+  R[$s,${k}seq99]=$(rtts "$line" p99_ms)
+}
+
 wan() {
   local s=$1 line dest=10.77.0.2:$WHTTP n=100
   [ "$quick" = 1 ] && n=20
   start "$s" || return
   # the client's start-up work (its first dial) done before the cold session
   sleep 1
-  line=$(bench -mode ttfb -socks $SOCKS -dest $dest -n 1 -c 1)
-  rec "$s wan cold $line"
-  R[$s,cold]=$(rtts "$line" p50_ms)
-  line=$(bench -mode ttfb -socks $SOCKS -dest $dest -n $n -c 1)
-  rec "$s wan seq $line"
-  R[$s,seq50]=$(rtts "$line" p50_ms)
-  R[$s,seq99]=$(rtts "$line" p99_ms)
+  cold_and_seq "$s" -socks $SOCKS "" $n
   line=$(bench -mode ttfb -socks $SOCKS -dest $dest -n $n -c $n)
   rec "$s wan conc $line"
   R[$s,con50]=$(rtts "$line" p50_ms)
   R[$s,con99]=$(rtts "$line" p99_ms)
-  if [ -n "$HTTPP" ]; then # HTTP CONNECT: the cold first one (a new host), then sequential
-    line=$(bench -mode ttfb -http $HTTPP -dest $dest -n 1 -c 1)
-    rec "$s wan http-cold $line"
-    R[$s,hcold]=$(rtts "$line" p50_ms)
-    line=$(bench -mode ttfb -http $HTTPP -dest $dest -n $n -c 1)
-    rec "$s wan http-seq $line"
-    R[$s,hseq50]=$(rtts "$line" p50_ms)
-    R[$s,hseq99]=$(rtts "$line" p99_ms)
-  fi
+  # HTTP CONNECT, where the client has an HTTP inbound: the same two figures
+  [ -n "$HTTPP" ] && cold_and_seq "$s" -http $HTTPP h $n
   wan_bulk "$s" 1
   [ "$s" = tunnels ] && client_start
   stop
