@@ -14,8 +14,8 @@ CFLAGS += $(OPT) $(SAN) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 LDFLAGS += $(SAN)
 BUILD ?= build
 
-ENGINE := account addr alerts bulkread client dingtalk dingtalk_msg direct flags frame httpreq log luahost main metrics mux notify pool reuse server session sidmap socks tls turns writethrough
-PURE := frame socks flags httpreq log sidmap dingtalk_msg reuse turns
+ENGINE := account addr alerts bulkread client dgram dingtalk dingtalk_msg direct flags frame httpreq log luahost main metrics mux notify pool reuse server session sidmap socks tls turns udpassoc udpdest udprelay udpsess writethrough
+PURE := frame socks dgram flags httpreq log sidmap dingtalk_msg reuse turns
 OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o $(BUILD)/rules_lua.o
 TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook $(BUILD)/tn-bench $(BUILD)/tn-delay \
 	$(BUILD)/tn-tlscost $(BUILD)/tn-hostile
@@ -23,7 +23,7 @@ TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook $(BUILD)/tn-bench $(
 # Fuzz targets (fuzz/fuzz_*.c) and the pure sources each one needs.
 FUZZ := frame socks flags proxyreq
 FUZZ_SRC_frame := engine/frame.c
-FUZZ_SRC_socks := engine/socks.c
+FUZZ_SRC_socks := engine/socks.c engine/dgram.c
 FUZZ_SRC_flags := engine/flags.c engine/log.c
 FUZZ_SRC_proxyreq := engine/httpreq.c engine/socks.c
 FUZZ_SECONDS ?= 60

@@ -32,6 +32,8 @@
 #include "session.h"
 #include "socks.h"
 #include "tls.h"
+#include "udpassoc.h"
+#include "udpdest.h"
 #include "writethrough.h"
 
 struct client {
@@ -40,6 +42,7 @@ struct client {
     SSL_CTX *ctx;
     struct luahost *lua;
     struct evdns_base *dns;                 /* for direct sessions */
+    struct udpassoc_env udp_env;            /* what a UDP association asks of the client */
     struct pool *pools[CONFIG_SERVERS_MAX]; /* one per server of -server.addr */
     int npools;
     struct evconnlistener *lis;
@@ -341,6 +344,7 @@ same_secret(const char *a, const char *b)
 }
 
 static int hs_parse_socks5(struct handshake *h);
+static void hs_udp(struct handshake *h, const struct socks_req *req);
 
 /* SOCKS4/4a: one request, no greeting, no password. */
 static int
@@ -442,6 +446,43 @@ hs_parse(struct handshake *h)
     return hs_parse_socks5(h);
 }
 
+/* The pool a UDP association's datagram to dest goes through (the route hook's server). */
+static struct pool *
+udp_pool_for(void *arg, int server, const char *dest)
+{
+    struct client *c = arg;
+
+    return choose_pool(c, server >= 0 && server < c->npools ? server : 0, dest);
+}
+
+/* UDP ASSOCIATE: answered at once with the relay's address; the association owns the app's
+ * TCP connection from here (its end ends the association). */
+static void
+hs_udp(struct handshake *h, const struct socks_req *req)
+{
+    struct bufferevent *bev = h->bev;
+    struct sockaddr_storage bound;
+    struct socks_req relay;
+    uint8_t reply[22];
+    char why[160], where[SOCKS_DEST_MAX];
+    size_t n;
+
+    if (udpassoc_open(&h->c->udp_env, bev, h->peer, req, &bound, why, sizeof(why)) == -1) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "udp associate: %s", why);
+        socks_encode_reply(reply, SOCKS_REP_GENERAL_FAILURE);
+        hs_refuse(h, reply, 10, msg);
+        return;
+    }
+    socks_encode_bound(reply, &n, (struct sockaddr *)&bound);
+    hs_reply(h, reply, n);
+    writethrough_write(bev, h->out, h->nout);
+    udpdest_req_of((struct sockaddr *)&bound, &relay);
+    socks_format_dest(&relay, where, sizeof(where));
+    log_msg(LOG_INFO, "[socks] %s: udp associate, relay %s", h->peer, where);
+    hs_release(h);
+}
+
 /* SOCKS5: greeting, login (-socks.auth), request. */
 static int
 hs_parse_socks5(struct handshake *h)
@@ -505,8 +546,13 @@ hs_parse_socks5(struct handshake *h)
         hs_refuse(h, reply, sizeof(reply), why);
         return 1;
     }
+    if (req.cmd == SOCKS_CMD_UDP) {
+        hs_udp(h, &req);
+        return 1;
+    }
     if (req.cmd != SOCKS_CMD_CONNECT) {
-        snprintf(why, sizeof(why), "command %u is not supported (only CONNECT)", req.cmd);
+        snprintf(why, sizeof(why), "command %u is not supported (CONNECT and UDP ASSOCIATE only)",
+                 req.cmd);
         socks_encode_reply(reply, SOCKS_REP_COMMAND_NOT_SUPPORTED);
         hs_refuse(h, reply, sizeof(reply), why);
         return 1;
@@ -724,6 +770,12 @@ client_new(struct event_base *base, const struct config *cfg, struct luahost *lu
         snprintf(err, errlen, "tunnels: cannot set up DNS");
         goto err;
     }
+    c->udp_env.base = base;
+    c->udp_env.cfg = cfg;
+    c->udp_env.lua = lua;
+    c->udp_env.dns = c->dns;
+    c->udp_env.pool_for = udp_pool_for;
+    c->udp_env.arg = c;
     if (addr_resolve(cfg->client_addr, cfg->client_family, ADDR_TO_LISTEN_ON, &ss, &sslen, why,
                      sizeof(why)) == -1) {
         snprintf(err, errlen, "tunnels: -client.addr: %s", why);
@@ -778,6 +830,7 @@ client_close_all(struct client *c)
     int i;
 
     direct_close_all();
+    udpassoc_close_all();
     for (i = 0; i < c->npools; i++)
         pool_close_all(c->pools[i]);
 }
@@ -792,6 +845,7 @@ client_free(struct client *c)
     if (c->lis != NULL) evconnlistener_free(c->lis);
     if (c->resume != NULL) event_free(c->resume);
     direct_close_all();
+    udpassoc_close_all();
     for (i = 0; i < c->npools; i++)
         pool_free(c->pools[i]);
     if (c->dns != NULL) evdns_base_free(c->dns, 1);

@@ -34,7 +34,7 @@ struct config {
     long conn_buffer_max_mib, cert_buffer_max_mib, server_buffer_max_mib;
     long handshake_max, handshake_per_addr, conn_per_cert_max;
     long ping_sec, handshake_sec, socks_handshake_sec, connect_sec, hold_ms, drain_sec;
-    long idle_sec, orphan_sec, hello_sec;
+    long idle_sec, orphan_sec, hello_sec, udp_idle_sec;
     char tls_server_key[1024], tls_server_cert[1024], tls_server_ca[1024], tls_server_crl[1024];
     char tls_client_ca[1024], tls_client_key[1024], tls_client_cert[1024];
     char tls_client_name[256];

@@ -103,6 +103,9 @@ static const struct flag flags[] = {
      "client: a SOCKS5 handshake not done after this is dropped"},
     {"session.idle.sec", I(idle_sec), "1800", 0, 86400 * 365,
      "a session with no data either way for this long is closed (0: never)"},
+    {"udp.idle.sec", I(udp_idle_sec), "60", 1, 86400,
+     "a UDP association (client) or UDP session (server) with no datagram either way for "
+     "this long ends"},
     {"session.orphan.sec", I(orphan_sec), "30", 1, 86400,
      "a session whose connection closed while it still wrote out what both ends had sent is "
      "closed after this"},

@@ -67,11 +67,12 @@ enum {
     K_PEER,
     K_SUBJECT,
     K_FINGERPRINT,
+    K_NET,
     K_N
 };
 static const char *key_names[K_N] = {
-    NULL,   "id",   "age",  "idle", "sessions", "live",      "goaway", "ready",   "host",
-    "port", "atyp", "addr", "src",  "rate",     "handshake", "peer",   "subject", "fingerprint"};
+    NULL,   "id",   "age", "idle", "sessions",  "live", "goaway",  "ready",       "host", "port",
+    "atyp", "addr", "src", "rate", "handshake", "peer", "subject", "fingerprint", "net"};
 
 /* What one state's allocator counts. Calls past max fail only while a hook runs (capped): the
  * engine's own pushes between calls must never fail, since an allocation that fails outside a
@@ -759,8 +760,9 @@ luahost_pool_spare(struct luahost *h, const struct luahost_conn *conns, size_t n
 static void
 push_req(lua_State *L, int keys, const struct luahost_req *r)
 {
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 10);
     key_str(L, keys, K_HOST, r->host);
+    key_str(L, keys, K_NET, r->net == LUAHOST_NET_UDP ? "udp" : "tcp");
     key_num(L, keys, K_PORT, r->port);
     key_str(L, keys, K_ATYP, r->atyp);
     if (r->addr != NULL) key_str(L, keys, K_ADDR, r->addr);

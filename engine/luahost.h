@@ -31,6 +31,8 @@ struct luahost_load {
 };
 
 /* A destination for the route hook. */
+enum luahost_net { LUAHOST_NET_TCP, LUAHOST_NET_UDP };
+
 struct luahost_req {
     const char *host; /* the name, or the address as text */
     unsigned port;
@@ -40,6 +42,7 @@ struct luahost_req {
     /* server: the client: its address, its certificate's subject and SHA-256 (NULL or "" when
      * not known) */
     const char *peer, *subject, *fingerprint;
+    enum luahost_net net; /* req.net: "tcp" (a stream) or "udp" (a datagram's destination) */
 };
 
 /* Route answers. */

@@ -21,6 +21,7 @@
 #include "notify.h"
 #include "server.h"
 #include "session.h"
+#include "udpsess.h"
 #include "tls.h"
 #include "writethrough.h"
 
@@ -270,6 +271,7 @@ main(int argc, char **argv)
     event_free(a.drain);
     mux_free_all();
     session_free_closed();
+    udpsess_free_closed();
     tls_linger_free_all();
     event_base_free(a.base);
     return 0;

@@ -24,6 +24,10 @@ struct metrics metrics;
 
 static const char *const hook_names[HOOK_N] = {"pick", "idle", "spare", "route", "alert", "other"};
 /* RESET reasons as labels (docs/PROTOCOL.md: 1 refused ... 7 aborted; 0 any other byte). */
+static const char *const udp_drop_names[UDP_DROP_N] = {
+    "window",    "busy",   "too_large",  "fragment", "stranger",
+    "malformed", "denied", "unresolved", "send",     "no_tunnel"};
+
 static const char *const reset_names[METRICS_RESET_REASONS] = {
     "other", "refused", "unreachable", "dns", "policy", "timeout", "protocol", "aborted"};
 static const char *const tls_failure_names[TLS_FAIL_N] = {"local",   "certificate", "protocol",
@@ -205,6 +209,20 @@ render(struct evbuffer *out, const struct config *cfg)
             i < METRICS_RESET_REASONS ? "sent" : "received", reset_names[i % METRICS_RESET_REASONS],
             (unsigned long long)
                 metrics.resets[i / METRICS_RESET_REASONS][i % METRICS_RESET_REASONS]);
+    one(out, "tunnels_udp_sessions_opened_total", "counter",
+        "UDP sessions opened (each one association's datagrams over one connection).",
+        metrics.udp_sessions_opened);
+    family(out, "tunnels_udp_datagrams_total", "counter",
+           "Datagrams carried over ReMux UDP sessions: sent to the peer (to_peer) or received "
+           "from it (from_peer).");
+    labelled(out, "tunnels_udp_datagrams_total", "direction=\"to_peer\"", metrics.udp_datagrams[0]);
+    labelled(out, "tunnels_udp_datagrams_total", "direction=\"from_peer\"",
+             metrics.udp_datagrams[1]);
+    family(out, "tunnels_udp_dropped_total", "counter",
+           "Datagrams dropped, by reason (docs/METRICS.md): UDP is never queued without bound.");
+    for (i = 0; i < UDP_DROP_N; i++)
+        evbuffer_add_printf(out, "tunnels_udp_dropped_total{reason=\"%s\"} %llu\n",
+                            udp_drop_names[i], (unsigned long long)metrics.udp_dropped[i]);
     family(out, "tunnels_session_bytes_total", "counter",
            "Payload bytes of tunnelled sessions: read from local sockets and sent to the peer "
            "(to_peer), or received and written to local sockets (from_peer).");

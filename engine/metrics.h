@@ -26,6 +26,22 @@ enum metrics_tls_failure {
 
 /* A RESET frame's direction, and its reason (FRAME_RST_*, 1-7; 0: any other). */
 enum metrics_reset_dir { RESET_SENT, RESET_RECEIVED };
+
+/* Why a datagram was not carried (tunnels_udp_dropped_total{reason}). */
+enum metrics_udp_drop {
+    UDP_DROP_WINDOW,     /* the UDP session's send window had no room for it */
+    UDP_DROP_BUSY,       /* no room: the connection over its output bound, a hold full, or past
+                            UDPDEST_NEW_PER_SEC new destinations a second */
+    UDP_DROP_TOO_LARGE,  /* it would not fit in one frame with its address */
+    UDP_DROP_FRAGMENT,   /* client: a SOCKS5 fragment (FRAG != 0) */
+    UDP_DROP_STRANGER,   /* from an address the association or session does not serve */
+    UDP_DROP_MALFORMED,  /* client: a bad SOCKS5 UDP header or destination name */
+    UDP_DROP_DENIED,     /* refused by the route hook or the ACL */
+    UDP_DROP_UNRESOLVED, /* its name did not resolve, or was still resolving with a full hold */
+    UDP_DROP_SEND,       /* the socket refused it (its buffer full, an ICMP error) */
+    UDP_DROP_NO_TUNNEL,  /* client: no connection could carry it (none, or a v1 server) */
+    UDP_DROP_N
+};
 #define METRICS_RESET_REASONS 8
 
 /* A latency histogram: the buckets' upper bounds (seconds) are metrics.c's, +Inf is count. */
@@ -50,6 +66,9 @@ struct metrics {
     struct metrics_histogram connect; /* server: a session's open to its destination's connect */
     uint64_t routes_tunnel, routes_direct, routes_block; /* client: the route of each request */
     uint64_t pool_retired; /* client: connections closed once they took no new session */
+    uint64_t udp_sessions_opened, udp_associations_opened;
+    uint64_t udp_datagrams[2]; /* carried over ReMux: [0] to the peer, [1] from it */
+    uint64_t udp_dropped[UDP_DROP_N];
 };
 
 extern struct metrics metrics;

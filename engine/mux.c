@@ -30,7 +30,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "bulkread.h"
-#include "session.h"
 #include "turns.h"
 #include "sidmap.h"
 #include "tls.h"
@@ -331,7 +330,7 @@ static void
 mux_flush_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct mux *m = arg;
-    struct session *s;
+    struct mux_chan *s;
     uint16_t i;
 
     (void)fd;
@@ -343,7 +342,8 @@ mux_flush_cb(evutil_socket_t fd, short what, void *arg)
     /* Sessions' local sockets first: the WINDOW credit their writes return joins this flush.
      * A session gone since it queued is no longer in the map (ids are not reused). */
     for (i = 0; i < m->outq_n; i++)
-        if ((s = sidmap_get(m->sessions, m->outq[i])) != NULL) session_flush_out(s);
+        if ((s = sidmap_get(m->sessions, m->outq[i])) != NULL && s->ops->flush_out != NULL)
+            s->ops->flush_out(s);
     m->outq_n = 0;
     mux_flush(m);
     /* The pass's records go to the socket now (writethrough.h): waiting for EV_WRITE cost two
@@ -373,8 +373,10 @@ mux_close(struct mux *m, enum mux_close_how how, int level, const char *reason)
     log_msg(level, "[conn] - %08x = %u%s%s", m->id, mux_open_count, *reason ? " " : "", reason);
     do {
         n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
-        for (i = 0; i < n; i++)
-            session_mux_gone(live[i], reason);
+        for (i = 0; i < n; i++) {
+            struct mux_chan *c = live[i];
+            c->ops->mux_gone(c, reason);
+        }
     } while (n == MUX_MAX_SESSIONS);
     if (m->ops->closed != NULL) m->ops->closed(m, m->arg);
     bufferevent_disable(m->bev, EV_READ);
@@ -420,10 +422,10 @@ mux_next_sid(struct mux *m)
 }
 
 int
-mux_attach(struct mux *m, uint16_t sid, struct session *s)
+mux_attach(struct mux *m, struct mux_chan *c)
 {
     if (sidmap_count(m->sessions) >= MUX_MAX_SESSIONS) return -1;
-    if (sidmap_put(m->sessions, sid, s) == -1) return -1;
+    if (sidmap_put(m->sessions, c->sid, c) == -1) return -1;
     m->carried++;
     return 0;
 }
@@ -537,9 +539,10 @@ static void
 open_in_order(struct mux *m, uint16_t sid)
 {
     while (m->open_next < sid) {
-        struct session *s = sidmap_get(m->sessions, m->open_next);
+        struct mux_chan *s = sidmap_get(m->sessions, m->open_next);
         m->open_next++;
-        if (s != NULL) session_send_header(s); /* a no-op for one that has sent it */
+        /* a no-op for one that has sent it */
+        if (s != NULL && s->ops->send_header != NULL) s->ops->send_header(s);
     }
 }
 
@@ -559,13 +562,13 @@ mux_has_waiters(const struct mux *m)
 static int
 wake_next(struct mux *m)
 {
-    struct session *s;
+    struct mux_chan *s;
     uint16_t sid;
 
     while ((sid = turns_next(&m->turns)) != 0) {
         s = sidmap_get(m->sessions, sid);
         if (s != NULL) {
-            session_wake(s);
+            if (s->ops->wake != NULL) s->ops->wake(s);
             return 1;
         }
     }
@@ -588,8 +591,10 @@ wake_waiting(struct mux *m)
 
     if (turns_take_wake_all(&m->turns)) {
         k = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
-        for (i = 0; i < k; i++)
-            session_wake(live[i]);
+        for (i = 0; i < k; i++) {
+            struct mux_chan *c = live[i];
+            if (c->ops->wake != NULL) c->ops->wake(c);
+        }
     }
     while (turns-- > 0 && wake_next(m))
         ;
@@ -642,7 +647,7 @@ static int
 handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
 {
     struct frame_ctl c;
-    struct session *s;
+    struct mux_chan *s;
     int64_t rtt;
 
     if (frame_decode_ctl(p, len, &c, err) == -1) return -1;
@@ -661,13 +666,13 @@ handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
             }
             return 0;
         }
-        if (c.type == FRAME_CTL_WINDOW) return session_on_window(s, c.increment, err);
-        if (!m->client && !session_replied(s)) {
-            session_on_reset(s, c.reason);
+        if (c.type == FRAME_CTL_WINDOW) return s->ops->on_window(s, c.increment, err);
+        if (!m->client && !s->ops->replied(s)) {
+            s->ops->on_reset(s, c.reason);
             mux_abandoned(m);
             return 0;
         }
-        session_on_reset(s, c.reason);
+        s->ops->on_reset(s, c.reason);
         return 0;
     case FRAME_CTL_PING:
         c.type = FRAME_CTL_PONG;
@@ -692,8 +697,10 @@ handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
         log_msg(LOG_INFO, "[ctrl] %08x goaway (last session %u)", m->id, c.sid);
         /* Sessions above the last id were never taken by the peer. */
         n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS);
-        for (i = 0; i < n; i++)
-            if (session_sid(live[i]) > c.sid) session_on_reset(live[i], FRAME_RST_POLICY);
+        for (i = 0; i < n; i++) {
+            struct mux_chan *ch = live[i];
+            if (ch->sid > c.sid) ch->ops->on_reset(ch, FRAME_RST_POLICY);
+        }
         return 0;
     }
     }
@@ -703,10 +710,10 @@ handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
 static int
 handle_data(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const char **err)
 {
-    struct session *s = sidmap_get(m->sessions, sid);
+    struct mux_chan *s = sidmap_get(m->sessions, sid);
     struct frame_ctl rst = {.type = FRAME_CTL_RESET, .reason = FRAME_RST_POLICY};
 
-    if (s != NULL) return len == 0 ? session_on_fin(s, err) : session_on_data(s, in, len, err);
+    if (s != NULL) return len == 0 ? s->ops->on_fin(s, err) : s->ops->on_data(s, in, len, err);
     if (m->client) {
         if (sid >= m->next_sid) {
             *err = "data for a session never opened";
@@ -811,6 +818,20 @@ verify_detail(const struct mux *m)
     return r == X509_V_OK ? NULL : X509_verify_cert_error_string(r);
 }
 
+/* Client: sessions that waited for the handshake to learn what the server speaks (a UDP
+ * session opens only on a connection that agreed v2). */
+static void
+chans_ready(struct mux *m)
+{
+    void *live[MUX_MAX_SESSIONS];
+    size_t n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS), i;
+
+    for (i = 0; i < n && !m->closing; i++) {
+        struct mux_chan *c = live[i];
+        if (c->ops->ready != NULL && sidmap_get(m->sessions, c->sid) == c) c->ops->ready(c);
+    }
+}
+
 /* The lower connection is up: the keepalive tick replaces the handshake timeout. */
 static void
 mux_on_ready(struct mux *m)
@@ -832,6 +853,7 @@ mux_on_ready(struct mux *m)
     bufferevent_set_timeouts(m->bev, NULL, &wtv);
     send_ping(m); /* the first RTT sample, for window tuning */
     if (m->ops->ready != NULL) m->ops->ready(m, m->arg);
+    if (m->client && !m->closing) chans_ready(m);
 }
 
 /* Sessions that still need the connection (those done both ways finish without it). */
@@ -842,7 +864,7 @@ sessions_needing(const struct mux *m)
     size_t n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS), i, k = 0;
 
     for (i = 0; i < n; i++)
-        if (session_needs_mux(live[i])) k++;
+        if (((struct mux_chan *)live[i])->ops->needs_mux(live[i])) k++;
     return k;
 }
 
@@ -1083,6 +1105,18 @@ int
 mux_is_ready(const struct mux *m)
 {
     return m->ready;
+}
+
+int
+mux_speaks_udp(const struct mux *m)
+{
+    const unsigned char *p;
+    unsigned len = 0;
+
+    if (!m->ready) return 0;
+    if (!m->tls) return 1;
+    SSL_get0_alpn_selected(bufferevent_openssl_get_ssl(m->bev), &p, &len);
+    return len == sizeof(TLS_ALPN_V2) - 1 && memcmp(p, TLS_ALPN_V2, len) == 0;
 }
 
 int

@@ -18,6 +18,32 @@ struct mux;
 struct session;
 struct turn_ticket;
 
+/* What rides on a session id: a stream (session.c) or a UDP session (udpsess.c). Each kind's
+ * struct starts with a struct mux_chan; the mux calls it only through these. Each returns 0,
+ * or -1 with *err for a protocol error (the mux closes). */
+struct mux_chan;
+struct mux_chan_ops {
+    int (*on_data)(struct mux_chan *c, struct evbuffer *src, size_t n, const char **err);
+    int (*on_fin)(struct mux_chan *c, const char **err);
+    int (*on_window)(struct mux_chan *c, uint32_t inc, const char **err);
+    void (*on_reset)(struct mux_chan *c, uint8_t reason);
+    /* The mux is closing: close without a frame (or live on alone: needs_mux). */
+    void (*mux_gone)(struct mux_chan *c, const char *why);
+    int (*needs_mux)(const struct mux_chan *c); /* 0 once it can finish without the mux */
+    int (*replied)(const struct mux_chan *c);   /* 1 once a data byte went to the peer */
+    /* Optional. Room on the mux (turns.h); the end of a pass (mux_defer_out); client: send the
+     * opening frame now, a higher id is opening (ids open in ascending order); client: the
+     * lower connection is up (its ALPN agreed: mux_speaks_udp). */
+    void (*wake)(struct mux_chan *c);
+    void (*flush_out)(struct mux_chan *c);
+    void (*send_header)(struct mux_chan *c);
+    void (*ready)(struct mux_chan *c);
+};
+struct mux_chan {
+    const struct mux_chan_ops *ops;
+    uint16_t sid;
+};
+
 struct mux_ops {
     /* The lower connection is up (TLS handshake done). */
     void (*ready)(struct mux *m, void *arg);
@@ -77,8 +103,8 @@ void mux_goaway(struct mux *m);
 /* Client: the id for a new session, or 0 when this connection has used them all. */
 uint16_t mux_next_sid(struct mux *m);
 
-/* Registers s under sid; returns 0 or -1 (out of memory). */
-int mux_attach(struct mux *m, uint16_t sid, struct session *s);
+/* Registers c under c->sid; returns 0 or -1 (out of memory). */
+int mux_attach(struct mux *m, struct mux_chan *c);
 void mux_detach(struct mux *m, uint16_t sid);
 
 /* Queues one frame: header, then prefix (plen bytes), then n bytes moved out of src. On the
@@ -124,6 +150,9 @@ unsigned mux_carried(const struct mux *m); /* sessions carried so far */
 double mux_age(const struct mux *m);       /* seconds */
 double mux_idle(const struct mux *m);      /* seconds since the last session ended, 0 if live */
 int mux_is_ready(const struct mux *m);
+/* 1 when the two ends agreed ReMux v2 (UDP sessions): ALPN `remux/2` on TLS; plain TCP (tests,
+ * baselines) assumes both ends are current. 0 before the TLS handshake is done. */
+int mux_speaks_udp(const struct mux *m);
 int mux_is_closing(const struct mux *m);
 
 /* At exit, once the loop has stopped and the owners are freed: frees every mux still around (a

@@ -603,6 +603,14 @@ pool_open_http(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size
     open_session(p, bev, &w);
 }
 
+struct mux *
+pool_take_now(struct pool *p, uint16_t *sid)
+{
+    int wait;
+
+    return take(p, sid, &wait);
+}
+
 /* Ends the parked sessions that came before before_us (all: INT64_MAX), logged with why. */
 static void
 fail_parked(struct pool *p, int64_t before_us, const char *why)

@@ -44,6 +44,11 @@ void pool_open(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size
 void pool_open_http(struct pool *p, struct bufferevent *bev, const uint8_t *hdr, size_t hdrlen,
                     const char *dest, int64_t body_left);
 
+/* A connection for a UDP session now, with its id (*sid): one that is up or in its handshake
+ * (the session holds its first datagrams until it ends); NULL when none can be had without
+ * waiting for a dial in flight (a datagram does not wait: it is dropped). */
+struct mux *pool_take_now(struct pool *p, uint16_t *sid);
+
 /* Makes ctx hand new TLS sessions to the pool, which offers the latest to its next dial. */
 void pool_set_session_cb(SSL_CTX *ctx);
 

@@ -33,6 +33,8 @@
 #include "session.h"
 #include "socks.h"
 #include "tls.h"
+#include "udprelay.h"
+#include "udpsess.h"
 
 #define TENANT_BUCKETS 256
 /* How long a client certificate whose connection was closed for abandoning sessions (opening
@@ -62,6 +64,7 @@ struct server {
     struct luahost *lua;
     SSL_CTX *ctx; /* NULL: plain TCP */
     struct evdns_base *dns;
+    struct udprelay_env udp_env; /* what a UDP session asks of the server: its DNS, its ACL */
     struct evconnlistener *lis;
     struct event *resume;
     struct srv_conn *conns;
@@ -118,6 +121,24 @@ allowed(struct server *srv, const struct mux *m, const char *host, unsigned port
     int server;
 
     snprintf(src, sizeof(src), "%08x", mux_id(m));
+    return luahost_route(srv->lua, &r, &server, why, whylen) == LUAHOST_ALLOW;
+}
+
+/* The ACL for a UDP session's destination (udprelay.c): as allowed(), the request filled in
+ * by the relay (its net "udp"). */
+static int
+udp_allowed(void *arg, const struct mux *m, const struct luahost_req *q, char *why, size_t whylen)
+{
+    struct server *srv = arg;
+    struct luahost_req r = *q;
+    char src[16];
+    int server;
+
+    snprintf(src, sizeof(src), "%08x", mux_id(m));
+    r.src = src;
+    r.peer = mux_peer(m);
+    r.subject = mux_subject(m);
+    r.fingerprint = mux_fingerprint(m);
     return luahost_route(srv->lua, &r, &server, why, whylen) == LUAHOST_ALLOW;
 }
 
@@ -396,6 +417,67 @@ refuse_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, uint8_
     mux_abandoned(m);
 }
 
+/* Sessions open now, UDP ones counted twice (a socket per address family they use). */
+static unsigned
+sessions_held(void)
+{
+    return session_count() + 2 * udpsess_count();
+}
+
+/* 1 when a new session on m (dest, for the log) would pass a limit: the server's sessions, its
+ * certificate's, a budget, the connection's; logged. */
+static int
+over_limits(struct server *srv, struct mux *m, const char *dest)
+{
+    if (sessions_held() >= srv->session_cap) {
+        log_msg(LOG_WARN,
+                "[sock] - %s = %u refused: the server holds %u sessions, its most "
+                "(-server.sessions.max)",
+                dest, sessions_held(), srv->session_cap);
+        return 1;
+    }
+    /* Sessions open on the connections of its certificate, orphans included (an open server's
+     * clients are told apart by connection only: -remux.sessions.max below). */
+    if (tenant_of(m) != NULL && tenant_of(m)->acct.sessions >= srv->cert_cap) {
+        log_msg(LOG_WARN,
+                "[sock] - %s = %u refused: its client certificate holds %u sessions "
+                "(-tls.client.sessions.max) on %08x",
+                dest, sessions_held(), srv->cert_cap, mux_id(m));
+        return 1;
+    }
+    /* A new session's first window is charged whole at once (the peer may send it before any
+     * byte drains): one that does not fit the connection's, the certificate's or the process's
+     * budget is refused, so that what sessions hold never passes them. */
+    if (account_room(mux_account(m)) < (int64_t)srv->cfg->window_kib * 1024) {
+        const struct account *a = account_tightest(mux_account(m));
+        metrics.budget_refused++;
+        log_msg(LOG_WARN,
+                "[sock] - %s = %u refused: its windows would pass %s=%lld on %08x (%lld KiB held)",
+                dest, sessions_held(), a->name, (long long)(a->bytes_max >> 20), mux_id(m),
+                (long long)(a->bytes / 1024));
+        return 1;
+    }
+    if (mux_live(m) >= (unsigned)srv->cfg->sessions_max) {
+        log_msg(LOG_WARN, "[sock] - %s = %u refused: %08x has -remux.sessions.max=%ld open", dest,
+                session_count(), mux_id(m), srv->cfg->sessions_max);
+        return 1;
+    }
+    return 0;
+}
+
+/* The first frame of a UDP session (the connection agreed v2): the same limits as a stream
+ * session; the ACL is asked per destination, as datagrams come (udprelay.c). */
+static int
+open_udp(struct server *srv, struct mux *m, uint16_t sid, struct evbuffer *in, size_t len,
+         const char **err)
+{
+    if (over_limits(srv, m, "udp")) {
+        refuse_open(m, sid, in, len, FRAME_RST_POLICY);
+        return 0;
+    }
+    return udprelay_open(&srv->udp_env, m, sid, in, len, err);
+}
+
 /* The first frame of session sid: the EagerSocks header, then the app's first bytes. */
 static int
 server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const char **err,
@@ -418,9 +500,10 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     if (rc != SOCKS_OK) return -1;
     evbuffer_drain(in, used);
     len -= used;
-    if (req.cmd != SOCKS_CMD_CONNECT) {
-        /* A session kind this server does not speak (a newer client's, or BIND): that session
-         * is refused, never the connection with its healthy sessions (docs/PROTOCOL.md). */
+    if (req.cmd != SOCKS_CMD_CONNECT && !(req.cmd == SOCKS_CMD_UDP && mux_speaks_udp(m))) {
+        /* A session kind this server does not speak (BIND, a newer client's, or UDP on a
+         * connection that did not agree v2): that session is refused, never the connection
+         * with its healthy sessions (docs/PROTOCOL.md, "Versions"). */
         log_msg(LOG_WARN,
                 "[sock] - ?:%u = %u refused: session kind %u (%s) is not spoken here, on %08x",
                 (unsigned)req.port, session_count(), (unsigned)req.cmd,
@@ -431,6 +514,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
         refuse_open(m, sid, in, len, FRAME_RST_PROTOCOL);
         return 0;
     }
+    if (req.cmd == SOCKS_CMD_UDP) return open_udp(srv, m, sid, in, len, err);
     if (req.atyp == SOCKS_ATYP_DOMAIN && socks_check_name(req.host, &bad_name) == -1) {
         /* One session's bad name is that session's error, not the connection's. */
         struct frame_ctl bad = {.type = FRAME_CTL_RESET, .sid = sid, .reason = FRAME_RST_PROTOCOL};
@@ -441,40 +525,7 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
         return 0;
     }
     socks_format_dest(&req, dest, sizeof(dest));
-    if (session_count() >= srv->session_cap) {
-        log_msg(LOG_WARN,
-                "[sock] - %s = %u refused: the server holds %u sessions, its most "
-                "(-server.sessions.max)",
-                dest, session_count(), srv->session_cap);
-        refuse_open(m, sid, in, len, FRAME_RST_POLICY);
-        return 0;
-    }
-    /* Sessions open on the connections of its certificate, orphans included (an open server's
-     * clients are told apart by connection only: -remux.sessions.max below). */
-    if (tenant_of(m) != NULL && tenant_of(m)->acct.sessions >= srv->cert_cap) {
-        log_msg(LOG_WARN,
-                "[sock] - %s = %u refused: its client certificate holds %u sessions "
-                "(-tls.client.sessions.max) on %08x",
-                dest, session_count(), srv->cert_cap, mux_id(m));
-        refuse_open(m, sid, in, len, FRAME_RST_POLICY);
-        return 0;
-    }
-    /* A new session's first window is charged whole at once (the peer may send it before any
-     * byte drains): one that does not fit the connection's, the certificate's or the process's
-     * budget is refused, so that what sessions hold never passes them. */
-    if (account_room(mux_account(m)) < (int64_t)srv->cfg->window_kib * 1024) {
-        const struct account *a = account_tightest(mux_account(m));
-        metrics.budget_refused++;
-        log_msg(LOG_WARN,
-                "[sock] - %s = %u refused: its windows would pass %s=%lld on %08x (%lld KiB held)",
-                dest, session_count(), a->name, (long long)(a->bytes_max >> 20), mux_id(m),
-                (long long)(a->bytes / 1024));
-        refuse_open(m, sid, in, len, FRAME_RST_POLICY);
-        return 0;
-    }
-    if (mux_live(m) >= (unsigned)srv->cfg->sessions_max) {
-        log_msg(LOG_WARN, "[sock] - %s = %u refused: %08x has -remux.sessions.max=%ld open", dest,
-                session_count(), mux_id(m), srv->cfg->sessions_max);
+    if (over_limits(srv, m, dest)) {
         refuse_open(m, sid, in, len, FRAME_RST_POLICY);
         return 0;
     }
@@ -920,6 +971,9 @@ server_new(struct event_base *base, const struct config *cfg, struct luahost *lu
         if (srv->ctx == NULL) goto err;
     }
     srv->dns = addr_dns_new(base);
+    srv->udp_env.dns = srv->dns;
+    srv->udp_env.allowed = udp_allowed;
+    srv->udp_env.arg = srv;
     if (srv->dns == NULL) {
         snprintf(err, errlen, "tunnels: cannot set up DNS");
         goto err;

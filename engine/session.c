@@ -40,6 +40,7 @@
 #define SESSION_WINDOW_FLOOR (16 * 1024)
 
 struct session {
+    struct mux_chan chan; /* first: the mux calls the session through it (mux.h) */
     const struct config *cfg;
     struct event_base *base;
     struct session *next_closed; /* in the list freed on the next pass (reap) */
@@ -79,6 +80,7 @@ struct session {
     int64_t active_us; /* when data last moved either way (with idle_timing) */
 };
 
+static const struct mux_chan_ops session_chan_ops;
 static unsigned session_live;
 /* Closed sessions, freed on a later loop pass (reap_cb), as muxes are: a callback that closed
  * its session, or had it closed under it, still reads s->closed, never freed memory. */
@@ -123,6 +125,8 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, enum session
     s->base = mux_base(m);
     s->mux = m;
     s->sid = sid;
+    s->chan.ops = &session_chan_ops;
+    s->chan.sid = sid;
     s->mux_id = mux_id(m);
     s->bev = local;
     s->connected = state == SESSION_LOCAL_UP;
@@ -136,7 +140,7 @@ session_new(struct mux *m, uint16_t sid, struct bufferevent *local, enum session
     if (s->work == NULL || s->timer == NULL) goto err;
     s->uncredited = evbuffer_get_length(bufferevent_get_output(local));
     s->out_cb = evbuffer_add_cb(bufferevent_get_output(local), session_out_cb, s);
-    if (s->out_cb == NULL || mux_attach(m, sid, s) == -1) goto err;
+    if (s->out_cb == NULL || mux_attach(m, &s->chan) == -1) goto err;
     s->acct = mux_account(m);
     account_open(s->acct);
     charge(s, s->recv_window);
@@ -211,21 +215,19 @@ answer_502(struct session *s, const char *why)
     return fd >= 0 && send(fd, resp, n, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)n;
 }
 
-int
-session_replied(const struct session *s)
+static int
+session_replied(const struct mux_chan *c)
 {
+    const struct session *s = (const struct session *)c;
+
     return s->replied;
 }
 
-uint16_t
-session_sid(const struct session *s)
+static void
+session_send_header(struct mux_chan *c)
 {
-    return s->sid;
-}
+    struct session *s = (struct session *)c;
 
-void
-session_send_header(struct session *s)
-{
     if (s->closed || s->mux == NULL || s->hdr_len == 0) return;
     mux_send(s->mux, s->sid, s->hdr, s->hdr_len, NULL, 0);
     s->hdr_len = 0;
@@ -891,17 +893,27 @@ session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **
     return 0;
 }
 
-void
-session_flush_out(struct session *s)
+static int
+session_chan_data(struct mux_chan *c, struct evbuffer *src, size_t n, const char **err)
 {
+    return session_on_data((struct session *)c, src, n, err);
+}
+
+static void
+session_flush_out(struct mux_chan *c)
+{
+    struct session *s = (struct session *)c;
+
     if (!s->out_deferred) return;
     s->out_deferred = 0;
     writethrough_flush(s->bev); /* credit for what it writes: session_out_cb */
 }
 
-int
-session_on_fin(struct session *s, const char **err)
+static int
+session_on_fin(struct mux_chan *c, const char **err)
 {
+    struct session *s = (struct session *)c;
+
     if (s->got_fin) {
         *err = "a session ended twice";
         return -1;
@@ -911,9 +923,11 @@ session_on_fin(struct session *s, const char **err)
     return 0;
 }
 
-int
-session_on_window(struct session *s, uint32_t inc, const char **err)
+static int
+session_on_window(struct mux_chan *c, uint32_t inc, const char **err)
 {
+    struct session *s = (struct session *)c;
+
     if (s->send_window + (int64_t)inc > SESSION_WINDOW_LIMIT) {
         *err = "window overflow (WINDOW past 2^31-1)";
         return -1;
@@ -923,31 +937,35 @@ session_on_window(struct session *s, uint32_t inc, const char **err)
     return 0;
 }
 
-void
-session_on_reset(struct session *s, uint8_t reason)
+static void
+session_on_reset(struct mux_chan *c, uint8_t reason)
 {
+    struct session *s = (struct session *)c;
     char why[96];
 
     snprintf(why, sizeof(why), "reset by peer: %s", frame_reason_str(reason));
     session_abort(s, LOG_INFO, why);
 }
 
-int
-session_needs_mux(const struct session *s)
+static int
+session_needs_mux(const struct mux_chan *c)
 {
+    const struct session *s = (const struct session *)c;
+
     return !(s->got_fin && s->sent_fin);
 }
 
-void
-session_mux_gone(struct session *s, const char *why)
+static void
+session_mux_gone(struct mux_chan *c, const char *why)
 {
+    struct session *s = (struct session *)c;
     char buf[256];
 
     /* Both ends have sent everything: what is left is the output to the local socket, which
      * needs no connection. The peer may close the connection as soon as its side of the last
      * session ends, before this side has run its own close (seen: a third of the sessions of
      * every retired connection cut off), or while a slow local reader still drains. */
-    if (!session_needs_mux(s)) {
+    if (!session_needs_mux(&s->chan)) {
         struct account *client = s->acct->parent;
         /* Its charge goes up to its client's account, which it keeps until it ends. */
         account_open(client);
@@ -964,9 +982,24 @@ session_mux_gone(struct session *s, const char *why)
     session_abort(s, LOG_INFO, buf);
 }
 
-void
-session_wake(struct session *s)
+static void
+session_wake(struct mux_chan *c)
 {
+    struct session *s = (struct session *)c;
+
     turns_grant(&s->turn);
     schedule_work(s);
 }
+
+static const struct mux_chan_ops session_chan_ops = {
+    .on_data = session_chan_data,
+    .on_fin = session_on_fin,
+    .on_window = session_on_window,
+    .on_reset = session_on_reset,
+    .mux_gone = session_mux_gone,
+    .needs_mux = session_needs_mux,
+    .replied = session_replied,
+    .wake = session_wake,
+    .flush_out = session_flush_out,
+    .send_header = session_send_header,
+};

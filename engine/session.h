@@ -47,30 +47,10 @@ void session_fail(struct session *s, uint8_t reason, const char *why);
 /* Server: called when the session closes before cancel's work (a DNS lookup) is done. */
 void session_on_close(struct session *s, void (*cancel)(void *arg), void *arg);
 
-/* Frames from the mux. Each returns 0, or -1 with *err for a protocol error. */
+/* The session's data frames (the mux calls the rest of its frames through struct mux_chan):
+ * the server hands it the first frame's bytes after the header. 0, or -1 with *err. */
 int session_on_data(struct session *s, struct evbuffer *src, size_t n, const char **err);
-int session_on_fin(struct session *s, const char **err);
-/* Writes what session_on_data left in the local socket's output for the end of the pass
- * (mux_defer_out). */
-void session_flush_out(struct session *s);
-int session_on_window(struct session *s, uint32_t inc, const char **err);
-void session_on_reset(struct session *s, uint8_t reason);
 
-/* The mux under s is gone: close without a frame (or finish alone: session_needs_mux()). */
-void session_mux_gone(struct session *s, const char *why);
-/* 0 once both ends have sent everything: the session finishes without its connection. */
-int session_needs_mux(const struct session *s);
-
-/* The mux is writable again: resume reading if this session stopped for it. */
-void session_wake(struct session *s);
-
-uint16_t session_sid(const struct session *s);
-/* 1 once a data byte of the session has gone to the peer. */
-int session_replied(const struct session *s);
-
-/* Client: sends the EagerSocks header alone now if the first frame has not left yet (a session
- * with a higher id is opening: see mux_send). */
-void session_send_header(struct session *s);
 unsigned session_count(void);
 
 /* Sessions are freed on a later loop pass than the one that closed them (as muxes are), so a

@@ -33,9 +33,54 @@ socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *methods, con
 }
 
 int
-socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *r, const char **err)
+socks_parse_addr(const uint8_t *b, size_t n, size_t *used, struct socks_req *r, const char **err)
 {
     size_t alen, need;
+
+    if (n < 2) return SOCKS_NEED;
+    r->atyp = b[0];
+    switch (r->atyp) {
+    case SOCKS_ATYP_IPV4:
+        alen = 4;
+        need = 1 + 4 + 2;
+        break;
+    case SOCKS_ATYP_IPV6:
+        alen = 16;
+        need = 1 + 16 + 2;
+        break;
+    case SOCKS_ATYP_DOMAIN:
+        alen = b[1];
+        if (alen == 0) {
+            *err = "SOCKS5 request has an empty domain";
+            return SOCKS_ERR;
+        }
+        need = 1 + 1 + alen + 2;
+        break;
+    default: *err = "SOCKS5 request has an unknown address type"; return SOCKS_ERR;
+    }
+    if (n < need) return SOCKS_NEED;
+    memset(r->addr, 0, sizeof(r->addr));
+    if (r->atyp == SOCKS_ATYP_DOMAIN) {
+        if (memchr(b + 2, 0, alen) != NULL) {
+            *err = "SOCKS5 request has a NUL byte in its domain";
+            return SOCKS_ERR;
+        }
+        memcpy(r->host, b + 2, alen);
+        r->host[alen] = 0;
+    } else {
+        memcpy(r->addr, b + 1, alen);
+        inet_ntop(r->atyp == SOCKS_ATYP_IPV4 ? AF_INET : AF_INET6, r->addr, r->host,
+                  sizeof(r->host));
+    }
+    r->port = (uint16_t)(b[need - 2] << 8 | b[need - 1]);
+    *used = need;
+    return SOCKS_OK;
+}
+
+int
+socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *r, const char **err)
+{
+    int rc;
 
     if (n >= 1 && b[0] != 5) {
         *err = "not a SOCKS5 request (version byte is not 5)";
@@ -47,42 +92,33 @@ socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *
     }
     if (n < 5) return SOCKS_NEED;
     r->cmd = b[1];
-    r->atyp = b[3];
-    switch (r->atyp) {
-    case SOCKS_ATYP_IPV4:
-        alen = 4;
-        need = 4 + 4 + 2;
-        break;
-    case SOCKS_ATYP_IPV6:
-        alen = 16;
-        need = 4 + 16 + 2;
-        break;
-    case SOCKS_ATYP_DOMAIN:
-        alen = b[4];
-        if (alen == 0) {
-            *err = "SOCKS5 request has an empty domain";
-            return SOCKS_ERR;
-        }
-        need = 4 + 1 + alen + 2;
-        break;
-    default: *err = "SOCKS5 request has an unknown address type"; return SOCKS_ERR;
+    rc = socks_parse_addr(b + 3, n - 3, used, r, err);
+    if (rc == SOCKS_OK) *used += 3;
+    return rc;
+}
+
+int
+socks_parse_udp(const uint8_t *b, size_t n, size_t *used, struct socks_req *r, const char **err)
+{
+    int rc;
+
+    if (n < 4) {
+        *err = "SOCKS5 UDP datagram shorter than its header";
+        return SOCKS_ERR;
     }
-    if (n < need) return SOCKS_NEED;
-    memset(r->addr, 0, sizeof(r->addr));
-    if (r->atyp == SOCKS_ATYP_DOMAIN) {
-        if (memchr(b + 5, 0, alen) != NULL) {
-            *err = "SOCKS5 request has a NUL byte in its domain";
-            return SOCKS_ERR;
-        }
-        memcpy(r->host, b + 5, alen);
-        r->host[alen] = 0;
-    } else {
-        memcpy(r->addr, b + 4, alen);
-        inet_ntop(r->atyp == SOCKS_ATYP_IPV4 ? AF_INET : AF_INET6, r->addr, r->host,
-                  sizeof(r->host));
+    if (b[0] != 0 || b[1] != 0) {
+        *err = "SOCKS5 UDP datagram has a non-zero reserved field";
+        return SOCKS_ERR;
     }
-    r->port = (uint16_t)(b[need - 2] << 8 | b[need - 1]);
-    *used = need;
+    if (b[2] != 0) {
+        *err = "SOCKS5 UDP datagram is a fragment (FRAG is not 0)";
+        return SOCKS_ERR;
+    }
+    r->cmd = SOCKS_CMD_UDP;
+    rc = socks_parse_addr(b + 3, n - 3, used, r, err);
+    if (rc == SOCKS_NEED) *err = "SOCKS5 UDP datagram shorter than its header";
+    if (rc != SOCKS_OK) return SOCKS_ERR;
+    *used += 3;
     return SOCKS_OK;
 }
 
@@ -219,14 +255,11 @@ socks_parse_auth(const uint8_t *b, size_t n, size_t *used, char *user, char *pas
 }
 
 size_t
-socks_encode_request(uint8_t *out, const struct socks_req *r)
+socks_encode_addr(uint8_t *out, const struct socks_req *r)
 {
-    size_t n = 4, alen;
+    size_t n = 1, alen;
 
-    out[0] = 5;
-    out[1] = r->cmd;
-    out[2] = 0;
-    out[3] = r->atyp;
+    out[0] = r->atyp;
     if (r->atyp == SOCKS_ATYP_DOMAIN) {
         alen = strlen(r->host);
         if (alen > 255) alen = 255;
@@ -240,6 +273,37 @@ socks_encode_request(uint8_t *out, const struct socks_req *r)
     out[n++] = (uint8_t)(r->port >> 8);
     out[n++] = (uint8_t)r->port;
     return n;
+}
+
+size_t
+socks_encode_request(uint8_t *out, const struct socks_req *r)
+{
+    out[0] = 5;
+    out[1] = r->cmd;
+    out[2] = 0;
+    return 3 + socks_encode_addr(out + 3, r);
+}
+
+void
+socks_encode_bound(uint8_t *out, size_t *len, const struct sockaddr *sa)
+{
+    struct socks_req r = {0};
+
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        r.atyp = SOCKS_ATYP_IPV6;
+        memcpy(r.addr, &s6->sin6_addr, 16);
+        r.port = ntohs(s6->sin6_port);
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        r.atyp = SOCKS_ATYP_IPV4;
+        memcpy(r.addr, &s4->sin_addr, 4);
+        r.port = ntohs(s4->sin_port);
+    }
+    out[0] = 5;
+    out[1] = SOCKS_REP_SUCCEEDED;
+    out[2] = 0;
+    *len = 3 + socks_encode_addr(out + 3, &r);
 }
 
 void

@@ -54,6 +54,19 @@ int socks_parse_greeting(const uint8_t *b, size_t n, size_t *used, int *methods,
 int socks_parse_request(const uint8_t *b, size_t n, size_t *used, struct socks_req *r,
                         const char **err);
 
+/* Parses an address `ATYP ADDR PORT` (as in a request after its first three bytes). Returns
+ * SOCKS_OK with *used and r's atyp, addr, host and port, SOCKS_NEED, or SOCKS_ERR with *err. */
+int socks_parse_addr(const uint8_t *b, size_t n, size_t *used, struct socks_req *r,
+                     const char **err);
+
+/* Parses the header of a datagram an app sends to a UDP ASSOCIATE relay (RFC 1928, 7):
+ * `00 00 FRAG ATYP ADDR PORT`, the data after it. The datagram is whole: a short one is an
+ * error, not SOCKS_NEED. FRAG != 0 is an error (fragments are not reassembled: RFC 1928
+ * allows dropping them). Returns SOCKS_OK with *used (the header's length) and *r (cmd UDP),
+ * or SOCKS_ERR with *err. */
+int socks_parse_udp(const uint8_t *b, size_t n, size_t *used, struct socks_req *r,
+                    const char **err);
+
 /* Parses a SOCKS4 or SOCKS4a request `04 CMD PORT IPV4 USERID 00 [DOMAIN 00]` (SOCKS4a: the
  * address 0.0.0.x, x != 0, and the name follows the user id). Returns SOCKS_OK with *used and
  * *r (cmd as sent: 1 CONNECT, 2 BIND; atyp IPv4 or domain), SOCKS_NEED, or SOCKS_ERR with *err
@@ -78,6 +91,14 @@ int socks_parse_auth(const uint8_t *b, size_t n, size_t *used, char *user, char 
 
 /* Encodes a request for r (the EagerSocks header). Returns its length (at most SOCKS_REQ_MAX). */
 size_t socks_encode_request(uint8_t *out, const struct socks_req *r);
+
+/* Encodes `ATYP ADDR PORT` for r; returns its length (at most SOCKS_REQ_MAX - 3). */
+size_t socks_encode_addr(uint8_t *out, const struct socks_req *r);
+
+struct sockaddr;
+/* Writes the success reply `05 00 00 ATYP ADDR PORT` naming sa (an AF_INET or AF_INET6
+ * address: a UDP ASSOCIATE's relay) into out (22 bytes), its length in *len. */
+void socks_encode_bound(uint8_t *out, size_t *len, const struct sockaddr *sa);
 
 /* Writes the reply `05 REP 00 01 0.0.0.0 0` (10 bytes) into out. */
 void socks_encode_reply(uint8_t out[10], uint8_t rep);

@@ -83,6 +83,25 @@ load_identity(SSL_CTX *ctx, const char *certflag, const char *cert, const char *
     return 0;
 }
 
+/* ALPN: a client that offers remux/2 speaks UDP sessions; one that offers nothing (every
+ * client before v2) is spoken to in v1, and so is any other offer. Never a handshake failure:
+ * the version is the sessions' business, not the connection's. */
+static int
+alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+            unsigned inlen, void *arg)
+{
+    static const unsigned char v2[] = "\x07" TLS_ALPN_V2;
+    unsigned char *sel;
+
+    (void)ssl;
+    (void)arg;
+    if (SSL_select_next_proto(&sel, outlen, v2, sizeof(v2) - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
 SSL_CTX *
 tls_server_ctx(const struct config *cfg, char *err, size_t errlen)
 {
@@ -103,6 +122,7 @@ tls_server_ctx(const struct config *cfg, char *err, size_t errlen)
                       cfg->tls_server_key, err, errlen) == -1)
         goto err;
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
     /* Stateful resumption: a ticket names a session in this process's cache. A stateless
      * ticket carries the whole session, client certificate included, and decoding it
      * (d2i_SSL_SESSION) was a tenth of the server's time under a stream of new sessions (the
@@ -157,6 +177,13 @@ tls_client_ctx(const struct config *cfg, char *err, size_t errlen)
         SSL_CTX_set_default_verify_paths(ctx);
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    {
+        static const unsigned char v2[] = "\x07" TLS_ALPN_V2;
+        if (SSL_CTX_set_alpn_protos(ctx, v2, sizeof(v2) - 1) != 0) {
+            snprintf(err, errlen, "tunnels: cannot set the TLS ALPN list");
+            goto err;
+        }
+    }
     if (cfg->tls_client_cert[0] != 0 || cfg->tls_client_key[0] != 0) {
         if (load_identity(ctx, "tls.client.cert", cfg->tls_client_cert, "tls.client.key",
                           cfg->tls_client_key, err, errlen) == -1)

@@ -14,6 +14,9 @@ struct sockaddr;
 
 /* The server's context: its identity, and client certificates required when -tls.server.ca is
  * set. Returns NULL with err naming the flag and file on failure. */
+/* The ALPN name of ReMux v2 (UDP sessions; docs/PROTOCOL.md "Versions"). */
+#define TLS_ALPN_V2 "remux/2"
+
 SSL_CTX *tls_server_ctx(const struct config *cfg, char *err, size_t errlen);
 
 /* The peer's certificate's subject (RFC 2253) and SHA-256 fingerprint in hex (flen >= 65); both

@@ -18,7 +18,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 group_build="build-essential pkg-config libluajit-5.1-dev luajit libevent-dev libssl-dev openssl"
-group_test="$group_build lua-busted lua-socket curl wget git iproute2 procps strace iputils-ping python3 systemd groff-base easy-rsa prometheus dpkg-dev debhelper lintian logrotate"
+group_test="$group_build lua-busted lua-socket curl wget git iproute2 procps strace iputils-ping python3 systemd groff-base easy-rsa prometheus dpkg-dev debhelper lintian logrotate python3-socks dnsmasq-base"
 group_fuzz="$group_build clang libclang-rt-14-dev"
 group_bench="$group_test shadowsocks-libev trojan v2ray stunnel4 microsocks gnuplot-nox git"
 group_valgrind="$group_build valgrind curl procps"

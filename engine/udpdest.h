@@ -1,0 +1,74 @@
+/* udpdest.h: the destinations of one UDP session (server) or association (client): each one's
+ * verdict, asked once and kept (the route hook or the ACL); its address, resolved once (evdns);
+ * and, while it resolves, at most UDPDEST_HOLD_N datagrams. At most UDPDEST_MAX of them per
+ * table: the least recently used that is not resolving makes room. Replies are taken only from
+ * an address in the table (udpdest_by_addr): a relay answers the hosts it sent to, no one else. */
+#ifndef TUNNELS_UDPDEST_H
+#define TUNNELS_UDPDEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "socks.h"
+
+#define UDPDEST_MAX 64
+/* New destinations a table takes per second: each costs a hook call and maybe a lookup, and a
+ * peer that names a new one in every datagram must not buy them at a datagram's price. */
+#define UDPDEST_NEW_PER_SEC 256
+#define UDPDEST_HOLD_N 8         /* datagrams held per destination while its name resolves */
+#define UDPDEST_HOLD_BYTES 16384 /* ... and their bytes */
+
+struct evdns_base;
+struct evbuffer;
+struct udpdest_table;
+
+enum udpdest_state {
+    UDPDEST_NEW,       /* just made: the owner asks its verdict, then udpdest_resolve */
+    UDPDEST_RESOLVING, /* a name being resolved */
+    UDPDEST_READY,     /* sa holds its address */
+    UDPDEST_FAILED,    /* the name did not resolve (why) */
+};
+
+struct udpdest {
+    struct socks_req req; /* as asked: atyp, host (or the address as text), port */
+    char dest[SOCKS_DEST_MAX];
+    enum udpdest_state state;
+    int verdict; /* the owner's (LUAHOST_*), asked when it was made */
+    int server;  /* client, a tunnelled one: the route hook's server (an index) */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    const char *why; /* FAILED: the resolver's reason */
+    int64_t used_us;
+    struct evbuffer *held; /* RESOLVING: datagrams, each `len u16 | data` */
+    unsigned held_n;
+    struct udpdest_table *t;
+    struct lookup_slot *lookup;
+};
+
+/* resolved(arg, d) is called when d's name has resolved (READY) or failed (FAILED), possibly
+ * from inside udpdest_resolve. */
+struct udpdest_table *udpdest_table_new(struct evdns_base *dns,
+                                        void (*resolved)(void *arg, struct udpdest *d), void *arg);
+/* Frees the table, cancelling its lookups (resolved is not called). */
+void udpdest_table_free(struct udpdest_table *t);
+
+/* The entry for a (its name or address and port), made (UDPDEST_NEW, *fresh = 1) when new;
+ * NULL when out of memory, every entry is resolving, or UDPDEST_NEW_PER_SEC were made in the
+ * last second. */
+struct udpdest *udpdest_get(struct udpdest_table *t, const struct socks_req *a, int *fresh);
+/* The READY entry whose address is sa (family, address and port), or NULL. */
+struct udpdest *udpdest_by_addr(struct udpdest_table *t, const struct sockaddr *sa);
+
+/* A NEW entry's address: READY at once for an address, else RESOLVING (resolved follows). */
+void udpdest_resolve(struct udpdest *d);
+
+/* Holds a datagram while d resolves: 0, or -1 when the hold is full (the caller drops it). */
+int udpdest_hold(struct udpdest *d, const uint8_t *data, size_t n);
+/* Takes the first held datagram into buf (FRAME_MAX_PAYLOAD bytes): its length, or -1. */
+long udpdest_unhold(struct udpdest *d, uint8_t *buf);
+
+/* The address of sa as a SOCKS address (a reply's source). */
+void udpdest_req_of(const struct sockaddr *sa, struct socks_req *r);
+
+#endif
