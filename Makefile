@@ -21,11 +21,12 @@ TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook $(BUILD)/tn-bench $(
 	$(BUILD)/tn-tlscost $(BUILD)/tn-hostile
 
 # Fuzz targets (fuzz/fuzz_*.c) and the pure sources each one needs.
-FUZZ := frame socks flags proxyreq
+FUZZ := frame socks flags proxyreq dgram
 FUZZ_SRC_frame := engine/frame.c
-FUZZ_SRC_socks := engine/socks.c engine/dgram.c
+FUZZ_SRC_socks := engine/socks.c
 FUZZ_SRC_flags := engine/flags.c engine/log.c
 FUZZ_SRC_proxyreq := engine/httpreq.c engine/socks.c
+FUZZ_SRC_dgram := engine/dgram.c engine/socks.c
 FUZZ_SECONDS ?= 60
 
 .PHONY: all test demo clean format tools fuzz bench bench-bulk bench-hostile valgrind install

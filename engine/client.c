@@ -705,6 +705,13 @@ client_metrics(struct evbuffer *out, void *arg)
     char name[160];
     int i;
 
+    evbuffer_add_printf(out,
+                        "# HELP tunnels_udp_associations Client: SOCKS5 UDP associations open "
+                        "now.\n# TYPE tunnels_udp_associations gauge\ntunnels_udp_associations "
+                        "%u\n# HELP tunnels_udp_associations_opened_total Client: SOCKS5 UDP "
+                        "associations opened.\n# TYPE tunnels_udp_associations_opened_total "
+                        "counter\ntunnels_udp_associations_opened_total %llu\n",
+                        udpassoc_count(), (unsigned long long)metrics.udp_associations_opened);
     evbuffer_add_printf(out, "# HELP tunnels_server_up Client: 1 while a server of -server.addr "
                              "is not marked down.\n# TYPE tunnels_server_up gauge\n");
     for (i = 0; i < c->npools; i++) {

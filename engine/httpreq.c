@@ -349,7 +349,8 @@ hop_by_hop(const uint8_t *name, size_t len, const uint8_t *named, size_t named_l
                                       "upgrade",
                                       "host"};
     size_t i;
-    const uint8_t *p = named, *end = named + named_len;
+    /* named is NULL when there is no Connection header: no offset from it (UBSan). */
+    const uint8_t *p = named, *end = named != NULL ? named + named_len : NULL;
 
     for (i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         if (strlen(hop[i]) == len && strncasecmp((const char *)name, hop[i], len) == 0) return 1;

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "mux.h"
 #include "session.h"
+#include "udpsess.h"
 
 struct metrics metrics;
 
@@ -209,6 +210,7 @@ render(struct evbuffer *out, const struct config *cfg)
             i < METRICS_RESET_REASONS ? "sent" : "received", reset_names[i % METRICS_RESET_REASONS],
             (unsigned long long)
                 metrics.resets[i / METRICS_RESET_REASONS][i % METRICS_RESET_REASONS]);
+    one(out, "tunnels_udp_sessions", "gauge", "UDP sessions open now.", udpsess_count());
     one(out, "tunnels_udp_sessions_opened_total", "counter",
         "UDP sessions opened (each one association's datagrams over one connection).",
         metrics.udp_sessions_opened);

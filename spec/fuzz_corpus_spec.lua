@@ -3,7 +3,7 @@
 local H = require("spec.helper")
 
 describe("fuzz corpus replay", function()
-  for _, target in ipairs({ "frame", "socks", "flags", "proxyreq" }) do
+  for _, target in ipairs({ "frame", "socks", "flags", "proxyreq", "dgram" }) do
     it("passes the " .. target .. " target's checks on every input", function()
       local files = H.sh("ls " .. H.root .. "/fuzz/corpus/" .. target .. "/")
       local n = select(2, files:gsub("[^\n]+", ""))
