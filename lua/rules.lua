@@ -10,6 +10,7 @@
 --   IP-CIDR,10.0.0.0/8,direct          an IPv4 or IPv6 destination inside the range (IP-CIDR6
 --   IP-CIDR6,fd00::/8,direct           is the same rule); names are not resolved on the client
 --   DST-PORT,25,block                  the port, or a range 6000-6100
+--   NETWORK,udp,direct                 a datagram's destination (udp) or a stream's (tcp)
 --   MATCH,tunnel                       everything (the final default)
 -- TARGET is any word the script gives meaning to (tunnel, direct, block, allow, deny, a server
 -- name). The first matching rule in the list wins; "#" starts a comment.
@@ -165,7 +166,7 @@ end
 local kinds = {
   DOMAIN = "exact", ["DOMAIN-SUFFIX"] = "suffix", ["DOMAIN-KEYWORD"] = "keyword",
   ["DOMAIN-PATTERN"] = "pattern", ["IP-CIDR"] = "cidr", ["IP-CIDR6"] = "cidr",
-  ["DST-PORT"] = "port", MATCH = "match",
+  ["DST-PORT"] = "port", NETWORK = "network", MATCH = "match",
 }
 
 local Set = {}
@@ -247,6 +248,10 @@ local function add(set, line, index)
     else
       set.ranges[#set.ranges + 1] = { lo, hi, rule }
     end
+  elseif kind == "network" then
+    local net = lower(value)
+    if net ~= "tcp" and net ~= "udp" then return nil, "network is tcp or udp" end
+    if not set.network[net] then set.network[net] = rule end
   elseif kind == "match" then
     if not set.default then set.default = rule end
   end
@@ -255,7 +260,7 @@ end
 
 local function new_set()
   return setmetatable({ list = {}, exact = {}, suffix = {}, keyword = {}, keyword1 = {}, pattern = {}, anchored = {}, v4 = {},
-    v6 = {}, v4len = {}, v6len = {}, port = {}, ranges = {}, default = nil }, Set)
+    v6 = {}, v4len = {}, v6len = {}, port = {}, ranges = {}, network = {}, default = nil }, Set)
 end
 
 -- Compiles rules from a list of lines, or from text with one rule per line. name is used in
@@ -296,7 +301,7 @@ end
 
 -- The first rule matching the request, as target, rule line; nil when none matches (no MATCH).
 -- req: host (a name or an address as text), port, and optionally addr (an address as text: the
--- server's resolved address). A host that is an address literal is matched by CIDR rules.
+-- server's resolved address) and net ("tcp", the default, or "udp"). A host that is an address literal is matched by CIDR rules.
 function Set:match(req)
   local best
   local host = req.host
@@ -377,6 +382,7 @@ function Set:match(req)
       if port >= r[1] and port <= r[2] then best = better(best, r[3]) end
     end
   end
+  best = better(best, self.network[req.net or "tcp"])
   best = better(best, self.default)
   if best then return best.target, best.line end
   return nil

@@ -55,6 +55,19 @@ describe("rule library", function()
     assert.are.equal("m", decide(d, "b.com"))
   end)
 
+  it("tells a datagram's destination from a stream's (NETWORK)", function()
+    local set = rules.compile({ "DST-PORT,443,web", "NETWORK,udp,datagram", "NETWORK,TCP,stream",
+      "MATCH,default" })
+    assert.are.equal("web", set:match({ host = "x.org", port = 443, net = "udp" }))
+    assert.are.equal("datagram", set:match({ host = "x.org", port = 53, net = "udp" }))
+    assert.are.equal("stream", set:match({ host = "x.org", port = 53, net = "tcp" }))
+    -- a request without net is a stream's (every TCP hook call before UDP existed)
+    assert.are.equal("stream", set:match({ host = "x.org", port = 53 }))
+    local ok, err = pcall(rules.compile, { "NETWORK,icmp,x" })
+    assert.is_false(ok)
+    assert.truthy(err:find("network is tcp or udp", 1, true), err)
+  end)
+
   it("handles IPv6 CIDR edges", function()
     local set = rules.compile({
       "IP-CIDR6,::1/128,loopback", "IP-CIDR6,2001:db8::/127,pair", "IP-CIDR6,fe80::/10,linklocal",
