@@ -18,7 +18,7 @@ ENGINE := account addr alerts bulkread client dgram dingtalk dingtalk_msg direct
 PURE := frame socks dgram flags httpreq log sidmap dingtalk_msg reuse turns
 OBJS := $(ENGINE:%=$(BUILD)/%.o) $(BUILD)/policy_lua.o $(BUILD)/rules_lua.o
 TOOLS := $(BUILD)/tn-dest $(BUILD)/tn-load $(BUILD)/tn-hook $(BUILD)/tn-bench $(BUILD)/tn-delay \
-	$(BUILD)/tn-tlscost $(BUILD)/tn-hostile
+	$(BUILD)/tn-tlscost $(BUILD)/tn-hostile $(BUILD)/tn-udp
 
 # Fuzz targets (fuzz/fuzz_*.c) and the pure sources each one needs.
 FUZZ := frame socks flags proxyreq dgram

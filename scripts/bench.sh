@@ -14,6 +14,7 @@
 # trojan, v2ray (VMess over TLS, mux on), stunnel in front of microsocks, and direct (no proxy).
 # At 50 ms, HTTP CONNECT too, where the peer's client has an HTTP inbound (v2ray's; TunneLS's
 # local port speaks it beside SOCKS5): time to first byte, as curl -p waits for the 200.
+# UDP (both parts), against shadowsocks' UDP relay (ss-local -u, ss-server -u): build/tn-udp.
 # Output: bench/results.md (the tables), bench/results.png (the chart), bench/raw.txt.
 #
 #   scripts/bench.sh [system ...]        (default: all)   BENCH_QUICK=1 for a short smoke run
@@ -112,12 +113,12 @@ start_tunnels_client() { # SOCKS port: a client of the server on $TSP (sets CPID
 start_shadowsocks() {
   local sp cp
   alloc; sp=$port; alloc; cp=$port
-  $SX ss-server -s $SIP -p $sp -k bench-secret -m aes-256-gcm --no-delay --fast-open \
+  $SX ss-server -s $SIP -p $sp -k bench-secret -m aes-256-gcm --no-delay --fast-open -u \
     >>$work/ss.log 2>&1 &
   SPID=$!
   wait_port "$SX" $SIP $sp || return 1
   $CX ss-local -s $SIP -p $sp -b 127.0.0.1 -l $cp -k bench-secret -m aes-256-gcm --no-delay \
-    --fast-open >>$work/ss.log 2>&1 &
+    --fast-open -u >>$work/ss.log 2>&1 &
   CPID=$!
   SOCKS=127.0.0.1:$cp
   wait_port "$CX" 127.0.0.1 $cp
@@ -375,6 +376,47 @@ loopback() {
   stop
 }
 
+# UDP through SOCKS5 UDP ASSOCIATE (build/tn-udp), for the systems that relay it: request and
+# response RTT on one association, the first datagram of a new association, and datagrams per
+# second one way with the loss (the best of 3 floods of 200,000 datagrams of 512 bytes, sent as
+# fast as the socket takes them).
+UDP_SYSTEMS="tunnels shadowsocks direct"
+udp_loop() {
+  local s=$1 line i n=2000 nf=200 nflood=200000 via dest=$UDIP:$UECHO
+  [ "$quick" = 1 ] && n=300 nf=50 nflood=50000
+  start "$s" || return
+  via=$SOCKS
+  sleep 0.5
+  line=$($CX build/tn-udp -mode rtt -socks $via -dest $dest -n $n 2>>$work/tn-udp.err)
+  rec "$s loopback udp-rtt $line"
+  R[$s,urtt50]=$(kv "$line" p50_ms) R[$s,urtt99]=$(kv "$line" p99_ms)
+  line=$($CX build/tn-udp -mode rtt -socks $via -dest $dest -n $nf -fresh 2>>$work/tn-udp.err)
+  rec "$s loopback udp-fresh $line"
+  R[$s,ufresh50]=$(kv "$line" p50_ms) R[$s,ufresh99]=$(kv "$line" p99_ms)
+  for i in 1 2 3; do
+    line=$($CX build/tn-udp -mode flood -socks $via -dest $dest -n $nflood -size 512 2>>$work/tn-udp.err)
+    rec "$s loopback udp-flood round=$i $line"
+    if [ -z "${R[$s,udps]:-}" ] || better "$(kv "$line" dps)" "${R[$s,udps]}" higher; then
+      R[$s,udps]=$(kv "$line" dps) R[$s,uloss]=$(kv "$line" loss)
+    fi
+  done
+  stop
+}
+
+udp_wan() {
+  local s=$1 line n=100 nf=20 dest=10.77.0.2:$WUECHO
+  [ "$quick" = 1 ] && n=20 nf=5
+  start "$s" || return
+  sleep 1 # the client's start-up dial done
+  line=$($CX build/tn-udp -mode rtt -socks $SOCKS -dest $dest -n $n 2>>$work/tn-udp.err)
+  rec "$s wan udp-rtt $line"
+  R[$s,wurtt50]=$(rtts "$line" p50_ms) R[$s,wurtt99]=$(rtts "$line" p99_ms)
+  line=$($CX build/tn-udp -mode rtt -socks $SOCKS -dest $dest -n $nf -fresh 2>>$work/tn-udp.err)
+  rec "$s wan udp-fresh $line"
+  R[$s,wufresh50]=$(rtts "$line" p50_ms) R[$s,wufresh99]=$(rtts "$line" p99_ms)
+  stop
+}
+
 # ---- part 2: 50 ms round trip ------------------------------------------------------------
 make_link() {
   ip netns del $NSA 2>/dev/null
@@ -473,6 +515,13 @@ for s in $systems; do
   loopback $s
 done
 more_rounds loopback throughput
+alloc; UECHO=$port UDIP=127.0.0.1
+build/tn-udp -mode echo -addr 127.0.0.1:$UECHO >$work/uecho.log 2>&1 &
+pids+=($!)
+sleep 0.3
+for s in $systems; do
+  case " $UDP_SYSTEMS " in *" $s "*) log "loopback UDP: $s"; udp_loop $s ;; esac
+done
 TLSCOST=$(build/tn-tlscost -dir "$work" -n 2000 2>>$work/tn-bench.err)
 rec "tunnels tls-cost $TLSCOST"
 
@@ -487,6 +536,13 @@ for s in $systems; do
   wan $s
 done
 more_rounds "50 ms RTT" wan_bulk
+alloc; WUECHO=$port
+ip netns exec $NSB build/tn-udp -mode echo -addr 0.0.0.0:$WUECHO >$work/wuecho.log 2>&1 &
+pids+=($!)
+sleep 0.3
+for s in $systems; do
+  case " $UDP_SYSTEMS " in *" $s "*) log "50 ms RTT UDP: $s"; udp_wan $s ;; esac
+done
 
 # ---- the tables --------------------------------------------------------------------------
 get() { echo "${R[$1,$2]:--}"; }
@@ -545,6 +601,18 @@ md=bench/results.md
     echo "| $s | $(get $s hcold) | $(get $s hseq50) / $(get $s hseq99) |"
   done
   echo "| **TunneLS / v2ray** | $(ratio "$(get tunnels hcold)" "$(get v2ray hcold)") | $(ratio "$(get tunnels hseq50)" "$(get v2ray hseq50)") |"
+  echo
+  echo "UDP (SOCKS5 UDP ASSOCIATE, \`build/tn-udp\`): request and response on one association, the first"
+  echo "datagram of a new association (its own TCP handshake with the local port before it), and one"
+  echo "way as fast as the sender's socket takes them (512-byte datagrams, 200,000; best of 3)."
+  echo
+  echo "| | loopback RTT p50 / p99 ms | loopback new association p50 / p99 ms | loopback datagrams/s delivered (loss) | 50 ms: RTT p50 / p99 (RTT units) | 50 ms: new association p50 / p99 (RTT units) |"
+  echo "|---|---|---|---|---|---|"
+  for s in $systems; do
+    case " $UDP_SYSTEMS " in *" $s "*) ;; *) continue ;; esac
+    echo "| $s | $(get $s urtt50) / $(get $s urtt99) | $(get $s ufresh50) / $(get $s ufresh99) | $(get $s udps) ($(get $s uloss)) | $(get $s wurtt50) / $(get $s wurtt99) | $(get $s wufresh50) / $(get $s wufresh99) |"
+  done
+  echo "| **TunneLS / shadowsocks** | $(ratio "$(get tunnels urtt50)" "$(get shadowsocks urtt50)") | $(ratio "$(get tunnels ufresh50)" "$(get shadowsocks ufresh50)") | $(ratio "$(get tunnels udps)" "$(get shadowsocks udps)") | $(ratio "$(get tunnels wurtt50)" "$(get shadowsocks wurtt50)") | $(ratio "$(get tunnels wufresh50)" "$(get shadowsocks wufresh50)") |"
   echo
   echo "Cold first session: after the client's start-up dial. A session that comes as the client"
   echo "starts waits for that dial: $(get tunnels start) RTT to its first byte, from the moment the new"
