@@ -28,9 +28,9 @@ path=$(scripts/deps.sh --path test) || exit 1
 PATH=$path busted --lua=luajit -o TAP "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 rm -rf "$path"
-passed=$(grep '^ok ' "$out" | grep -vc '# SKIP')
-skipped=$(grep '^ok ' "$out" | grep -c '# SKIP')
-failed=$(grep -c '^not ok ' "$out")
+passed=$(grep -a '^ok ' "$out" | grep -vc '# SKIP')
+skipped=$(grep -a '^ok ' "$out" | grep -c '# SKIP')
+failed=$(grep -ac '^not ok ' "$out")
 if [ "${SAN:-0}" = 1 ] && [ -n "$(ls -A "$sandir" 2>/dev/null)" ]; then
   echo "sanitizer reports:"
   for f in "$sandir"/*; do echo "== $f"; head -60 "$f"; done

@@ -115,8 +115,8 @@ describe("tunnel end to end", function()
     assert.are.equal("\5\0\5\7", (H.recv(c, 4)))
     c:close()
     c = H.connect(t.socks_port)
-    c:send("\5\1\0\5\3\0\1\127\0\0\1\0\80") -- UDP ASSOCIATE
-    assert.are.equal("\5\0\5\7", (H.recv(c, 4)))
+    c:send("\5\1\0\5\3\0\1\127\0\0\1\0\80") -- UDP ASSOCIATE: served (udp_spec), its relay named
+    assert.are.equal("\5\0\5\0\0\1\127\0\0\1", (H.recv(c, 10)))
     c:close()
   end)
 
