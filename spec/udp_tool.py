@@ -1,6 +1,6 @@
 """udp_tool.py: the UDP side of the specs, with real clients.
 
-  udp_tool.py echo PORT                 a UDP echo server on 127.0.0.1:PORT (until killed)
+  udp_tool.py echo PORT [HOST]          a UDP echo server on HOST:PORT (127.0.0.1; until killed)
   udp_tool.py send SOCKS HOST:PORT... [-n N] [-size B]
                                         PySocks (python3-socks) UDP ASSOCIATE through the SOCKS5
                                         port SOCKS: N datagrams to each destination, one at a
@@ -18,9 +18,9 @@ import time
 import socks
 
 
-def echo(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", port))
+def echo(port, host="127.0.0.1"):
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, port))
     while True:
         data, src = s.recvfrom(65535)
         s.sendto(data, src)
@@ -88,7 +88,7 @@ def dns(socks_port, server, name):
 
 def main(argv):
     if argv[0] == "echo":
-        echo(int(argv[1]))
+        echo(int(argv[1]), *argv[2:3])
     elif argv[0] == "send":
         n, size, targets = 1, 0, []
         i = 2
