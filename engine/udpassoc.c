@@ -52,7 +52,7 @@ struct udpassoc {
     struct sockaddr_storage app;
     socklen_t app_len;
     int app_port_known;
-    struct udpdest_table *dests;
+    struct udpdest_table *dests; /* and the sockets for routes "direct" */
     struct tunnel tun[CONFIG_SERVERS_MAX];
     size_t ntun;
     char peer[64];
@@ -88,10 +88,6 @@ assoc_end(struct udpassoc *a, int level, const char *why)
     a->ending = 1;
     for (i = 0; i < a->ntun; i++)
         if (a->tun[i].u != NULL) udpsess_end(a->tun[i].u, "association ended");
-    for (i = 0; i < 2; i++) {
-        if (a->direct_ev[i] != NULL) event_free(a->direct_ev[i]);
-        if (a->direct[i] >= 0) close(a->direct[i]);
-    }
     event_free(a->relay_ev);
     close(a->relay);
     event_free(a->timer);
@@ -190,34 +186,10 @@ tunnel_for(struct udpassoc *a, int server, const char *dest)
     return t->u;
 }
 
-static void direct_readable(evutil_socket_t fd, short what, void *arg);
-
-static int
-direct_fd(struct udpassoc *a, int family)
-{
-    int k = family == AF_INET6, fd, on = 1;
-
-    if (a->direct[k] >= 0) return a->direct[k];
-    fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd == -1) return -1;
-    if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
-    a->direct_ev[k] = event_new(a->env->base, fd, EV_READ | EV_PERSIST, direct_readable, a);
-    if (a->direct_ev[k] == NULL || event_add(a->direct_ev[k], NULL) == -1) {
-        if (a->direct_ev[k] != NULL) event_free(a->direct_ev[k]);
-        a->direct_ev[k] = NULL;
-        close(fd);
-        return -1;
-    }
-    a->direct[k] = fd;
-    return fd;
-}
-
 static void
 send_direct(struct udpassoc *a, struct udpdest *d, const uint8_t *data, size_t n)
 {
-    int fd = direct_fd(a, d->sa.ss_family);
-
-    if (fd == -1 || sendto(fd, data, n, 0, (struct sockaddr *)&d->sa, d->salen) < 0) {
+    if (udpdest_send(a->dests, d, data, n) == -1) {
         drop(a, UDP_DROP_SEND);
         return;
     }
@@ -226,29 +198,18 @@ send_direct(struct udpassoc *a, struct udpdest *d, const uint8_t *data, size_t n
 
 /* Replies to direct datagrams: from the destinations sent to, no one else. */
 static void
-direct_readable(evutil_socket_t fd, short what, void *arg)
+direct_reply(void *arg, struct udpdest *d, const struct sockaddr *from, const uint8_t *data,
+             size_t n)
 {
     struct udpassoc *a = arg;
-    struct sockaddr_storage ss;
-    socklen_t sl;
     struct socks_req src;
-    struct udpdest *d;
-    ssize_t got;
-    int i;
 
-    (void)what;
-    for (i = 0; i < ASSOC_READS; i++) {
-        sl = sizeof(ss);
-        got = recvfrom(fd, buf + ASSOC_HDR_MAX, FRAME_MAX_PAYLOAD, 0, (struct sockaddr *)&ss, &sl);
-        if (got < 0) break;
-        d = udpdest_by_addr(a->dests, (struct sockaddr *)&ss);
-        if (d == NULL || d->verdict != LUAHOST_DIRECT) {
-            drop(a, UDP_DROP_STRANGER);
-            continue;
-        }
-        udpdest_req_of((struct sockaddr *)&ss, &src);
-        to_app(a, &src, buf + ASSOC_HDR_MAX, (size_t)got);
+    if (d == NULL || d->verdict != LUAHOST_DIRECT) {
+        drop(a, UDP_DROP_STRANGER);
+        return;
     }
+    udpdest_req_of(from, &src);
+    to_app(a, &src, data, n);
 }
 
 /* A direct destination's name resolved (or did not): what was held goes, or drops. */
@@ -437,7 +398,7 @@ udpassoc_open(const struct udpassoc_env *env, struct bufferevent *ctl, const cha
         return -1;
     }
     a->env = env;
-    a->relay = a->direct[0] = a->direct[1] = -1;
+    a->relay = -1;
     a->app_len = sizeof(a->app);
     if (getsockname(cfd, (struct sockaddr *)&local, &len) == -1 ||
         getpeername(cfd, (struct sockaddr *)&a->app, &a->app_len) == -1) {
@@ -464,7 +425,10 @@ udpassoc_open(const struct udpassoc_env *env, struct bufferevent *ctl, const cha
             ((struct sockaddr_in6 *)&a->app)->sin6_port = htons(req->port);
         a->app_port_known = 1;
     }
-    a->dests = udpdest_table_new(env->dns, assoc_resolved, a);
+    {
+        struct udpdest_owner d = {.resolved = assoc_resolved, .reply = direct_reply, .arg = a};
+        a->dests = udpdest_table_new(env->base, env->dns, &d);
+    }
     a->relay_ev = event_new(env->base, a->relay, EV_READ | EV_PERSIST, relay_readable, a);
     a->timer = evtimer_new(env->base, timer_cb, a);
     if (a->dests == NULL || a->relay_ev == NULL || a->timer == NULL ||

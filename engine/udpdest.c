@@ -7,11 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include <event2/buffer.h>
 #include <event2/dns.h>
+#include <event2/event.h>
 #include <event2/util.h>
 
 #include "clock.h"
+#include "frame.h"
+
+/* Datagrams read per wakeup, per socket: one busy destination does not starve the others. */
+#define UDPDEST_READS 64
 
 /* One lookup in flight. evdns calls back after a cancel too (EVUTIL_EAI_CANCEL, on a later
  * pass): the slot outlives its entry, which it forgets at the cancel. */
@@ -22,9 +29,11 @@ struct lookup_slot {
 };
 
 struct udpdest_table {
+    struct event_base *base;
     struct evdns_base *dns;
-    void (*resolved)(void *arg, struct udpdest *d);
-    void *arg;
+    struct udpdest_owner o;
+    int fd[2]; /* AF_INET, AF_INET6; -1 until first used */
+    struct event *ev[2];
     struct udpdest *d[UDPDEST_MAX];
     size_t n;
     int64_t second_us; /* the second new ones are counted in */
@@ -32,14 +41,15 @@ struct udpdest_table {
 };
 
 struct udpdest_table *
-udpdest_table_new(struct evdns_base *dns, void (*resolved)(void *arg, struct udpdest *d), void *arg)
+udpdest_table_new(struct event_base *base, struct evdns_base *dns, const struct udpdest_owner *o)
 {
     struct udpdest_table *t = calloc(1, sizeof(*t));
 
     if (t == NULL) return NULL;
+    t->base = base;
     t->dns = dns;
-    t->resolved = resolved;
-    t->arg = arg;
+    t->o = *o;
+    t->fd[0] = t->fd[1] = -1;
     return t;
 }
 
@@ -63,6 +73,10 @@ udpdest_table_free(struct udpdest_table *t)
     if (t == NULL) return;
     for (i = 0; i < t->n; i++)
         dest_free(t->d[i]);
+    for (i = 0; i < 2; i++) {
+        if (t->ev[i] != NULL) event_free(t->ev[i]);
+        if (t->fd[i] >= 0) close(t->fd[i]);
+    }
     free(t);
 }
 
@@ -129,8 +143,9 @@ same_addr(const struct sockaddr_storage *ss, const struct sockaddr *sa)
     return 0;
 }
 
-struct udpdest *
-udpdest_by_addr(struct udpdest_table *t, const struct sockaddr *sa)
+/* The READY entry whose address is sa (family, address and port), or NULL. */
+static struct udpdest *
+by_addr(struct udpdest_table *t, const struct sockaddr *sa)
 {
     size_t i;
 
@@ -166,7 +181,7 @@ lookup_cb(int result, struct evutil_addrinfo *res, void *arg)
             d->state = UDPDEST_FAILED;
             d->why = evutil_gai_strerror(result != 0 ? result : EVUTIL_EAI_FAIL);
         }
-        d->t->resolved(d->t->arg, d);
+        d->t->o.resolved(d->t->o.arg, d);
     }
     if (res != NULL) evutil_freeaddrinfo(res);
     if (l->in_call)
@@ -269,4 +284,55 @@ udpdest_req_of(const struct sockaddr *sa, struct socks_req *r)
         r->port = ntohs(s4->sin_port);
         inet_ntop(AF_INET, r->addr, r->host, sizeof(r->host));
     }
+}
+
+static void
+readable(evutil_socket_t fd, short what, void *arg)
+{
+    static uint8_t buf[FRAME_MAX_PAYLOAD + 1];
+    struct udpdest_table *t = arg;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    ssize_t got;
+    int i;
+
+    (void)what;
+    for (i = 0; i < UDPDEST_READS; i++) {
+        sl = sizeof(ss);
+        got = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&ss, &sl);
+        if (got < 0) break; /* EAGAIN, or an ICMP error for an earlier send: nothing to hand on */
+        t->o.reply(t->o.arg, by_addr(t, (struct sockaddr *)&ss), (struct sockaddr *)&ss, buf,
+                   (size_t)got);
+    }
+}
+
+/* The socket for family (made on first use), or -1. */
+static int
+socket_for(struct udpdest_table *t, int family)
+{
+    int k = family == AF_INET6, fd, on = 1;
+
+    if (t->fd[k] >= 0) return t->fd[k];
+    fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) return -1;
+    if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+    t->ev[k] = event_new(t->base, fd, EV_READ | EV_PERSIST, readable, t);
+    if (t->ev[k] == NULL || event_add(t->ev[k], NULL) == -1) {
+        if (t->ev[k] != NULL) event_free(t->ev[k]);
+        t->ev[k] = NULL;
+        close(fd);
+        return -1;
+    }
+    t->fd[k] = fd;
+    return fd;
+}
+
+int
+udpdest_send(struct udpdest_table *t, const struct udpdest *d, const uint8_t *data, size_t n)
+{
+    int fd = socket_for(t, d->sa.ss_family);
+
+    if (fd == -1 || sendto(fd, data, n, 0, (const struct sockaddr *)&d->sa, d->salen) < 0)
+        return -1;
+    return 0;
 }

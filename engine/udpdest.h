@@ -1,8 +1,10 @@
-/* udpdest.h: the destinations of one UDP session (server) or association (client): each one's
- * verdict, asked once and kept (the route hook or the ACL); its address, resolved once (evdns);
- * and, while it resolves, at most UDPDEST_HOLD_N datagrams. At most UDPDEST_MAX of them per
- * table: the least recently used that is not resolving makes room. Replies are taken only from
- * an address in the table (udpdest_by_addr): a relay answers the hosts it sent to, no one else. */
+/* udpdest.h: the destinations of one UDP session (server) or association (client), and the
+ * sockets that reach them. Each destination's verdict is asked once and kept (the route hook or
+ * the ACL); its address is resolved once (evdns); while it resolves, at most UDPDEST_HOLD_N
+ * datagrams wait. At most UDPDEST_MAX of them per table: the least recently used that is not
+ * resolving makes room. The table sends from its own non-blocking UDP sockets (one per address
+ * family, made on first use) and hands the owner what comes back, naming the destination it came
+ * from: a reply from an address it never sent to is a stranger's (the owner drops it). */
 #ifndef TUNNELS_UDPDEST_H
 #define TUNNELS_UDPDEST_H
 
@@ -46,19 +48,30 @@ struct udpdest {
     struct lookup_slot *lookup;
 };
 
-/* resolved(arg, d) is called when d's name has resolved (READY) or failed (FAILED), possibly
- * from inside udpdest_resolve. */
-struct udpdest_table *udpdest_table_new(struct evdns_base *dns,
-                                        void (*resolved)(void *arg, struct udpdest *d), void *arg);
-/* Frees the table, cancelling its lookups (resolved is not called). */
+struct udpdest_owner {
+    /* d's name has resolved (READY) or failed (FAILED); possibly from inside udpdest_resolve. */
+    void (*resolved)(void *arg, struct udpdest *d);
+    /* A datagram came back to the table's sockets from src: from READY destination d, or from
+     * a stranger (d NULL). */
+    void (*reply)(void *arg, struct udpdest *d, const struct sockaddr *src, const uint8_t *data,
+                  size_t n);
+    void *arg;
+};
+
+struct event_base;
+struct udpdest_table *udpdest_table_new(struct event_base *base, struct evdns_base *dns,
+                                        const struct udpdest_owner *o);
+/* Frees the table and closes its sockets, cancelling its lookups (the owner is not called). */
 void udpdest_table_free(struct udpdest_table *t);
+
+/* Sends a datagram to READY destination d from the table's socket for its family: 0, or -1 (no
+ * socket, or the kernel refused it: its buffer full, an earlier ICMP error). */
+int udpdest_send(struct udpdest_table *t, const struct udpdest *d, const uint8_t *data, size_t n);
 
 /* The entry for a (its name or address and port), made (UDPDEST_NEW, *fresh = 1) when new;
  * NULL when out of memory, every entry is resolving, or UDPDEST_NEW_PER_SEC were made in the
  * last second. */
 struct udpdest *udpdest_get(struct udpdest_table *t, const struct socks_req *a, int *fresh);
-/* The READY entry whose address is sa (family, address and port), or NULL. */
-struct udpdest *udpdest_by_addr(struct udpdest_table *t, const struct sockaddr *sa);
 
 /* A NEW entry's address: READY at once for an address, else RESOLVING (resolved follows). */
 void udpdest_resolve(struct udpdest *d);

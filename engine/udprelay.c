@@ -9,18 +9,12 @@
  * NAT), and they spend the session's window, not the server's memory. */
 #include "udprelay.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/event.h>
 
-#include "addr.h"
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
@@ -28,30 +22,19 @@
 #include "udpdest.h"
 #include "udpsess.h"
 
-/* Datagrams read per wakeup: one busy destination does not starve the others. */
-#define RELAY_READS 64
-
 struct udprelay {
     const struct udprelay_env *env;
     struct event_base *base;
     struct udpsess *u;
-    struct udpdest_table *dests;
-    int fd[2]; /* AF_INET, AF_INET6; -1 until first used */
-    struct event *ev[2];
+    struct udpdest_table *dests; /* and the sockets that reach them */
     unsigned bad_logged : 1;
 };
 
-static uint8_t buf[FRAME_MAX_PAYLOAD + 1];
+static uint8_t buf[FRAME_MAX_PAYLOAD + 1]; /* a held datagram, let go */
 
 static void
 relay_free(struct udprelay *r)
 {
-    int i;
-
-    for (i = 0; i < 2; i++) {
-        if (r->ev[i] != NULL) event_free(r->ev[i]);
-        if (r->fd[i] >= 0) close(r->fd[i]);
-    }
     udpdest_table_free(r->dests);
     free(r);
 }
@@ -61,29 +44,6 @@ relay_closed(void *arg, const char *why)
 {
     (void)why; /* udpsess logged it */
     relay_free(arg);
-}
-
-static void relay_readable(evutil_socket_t fd, short what, void *arg);
-
-/* The socket for family (made on first use), or -1. */
-static int
-relay_fd(struct udprelay *r, int family)
-{
-    int k = family == AF_INET6, fd, on = 1;
-
-    if (r->fd[k] >= 0) return r->fd[k];
-    fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd == -1) return -1;
-    if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
-    r->ev[k] = event_new(r->base, fd, EV_READ | EV_PERSIST, relay_readable, r);
-    if (r->ev[k] == NULL || event_add(r->ev[k], NULL) == -1) {
-        if (r->ev[k] != NULL) event_free(r->ev[k]);
-        r->ev[k] = NULL;
-        close(fd);
-        return -1;
-    }
-    r->fd[k] = fd;
-    return fd;
 }
 
 static void
@@ -96,10 +56,7 @@ drop(struct udprelay *r, enum metrics_udp_drop why)
 static void
 send_to(struct udprelay *r, struct udpdest *d, const uint8_t *data, size_t n)
 {
-    int fd = relay_fd(r, d->sa.ss_family);
-
-    if (fd == -1 || sendto(fd, data, n, 0, (struct sockaddr *)&d->sa, d->salen) < 0)
-        drop(r, UDP_DROP_SEND);
+    if (udpdest_send(r->dests, d, data, n) == -1) drop(r, UDP_DROP_SEND);
 }
 
 /* The ACL on d, by name or address; 1 allow. Logs the answer, once per destination. */
@@ -202,32 +159,21 @@ relay_datagram(void *arg, const struct socks_req *a0, const uint8_t *data, size_
     }
 }
 
-/* Replies: from a destination the session sent to, back with their source; anyone else's are
- * dropped. */
+/* Replies: from a destination the session sent to (and the ACL allowed), back with their
+ * source; anyone else's are dropped. */
 static void
-relay_readable(evutil_socket_t fd, short what, void *arg)
+relay_reply(void *arg, struct udpdest *d, const struct sockaddr *from, const uint8_t *data,
+            size_t n)
 {
     struct udprelay *r = arg;
-    struct sockaddr_storage ss;
-    socklen_t sl;
     struct socks_req src;
-    struct udpdest *d;
-    ssize_t got;
-    int i;
 
-    (void)what;
-    for (i = 0; i < RELAY_READS; i++) {
-        sl = sizeof(ss);
-        got = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&ss, &sl);
-        if (got < 0) break; /* EAGAIN, or an ICMP error for an earlier send: nothing to relay */
-        d = udpdest_by_addr(r->dests, (struct sockaddr *)&ss);
-        if (d == NULL || d->verdict != LUAHOST_ALLOW) {
-            drop(r, UDP_DROP_STRANGER);
-            continue;
-        }
-        udpdest_req_of((struct sockaddr *)&ss, &src);
-        (void)udpsess_send(r->u, &src, buf, (size_t)got); /* a drop is counted there */
+    if (d == NULL || d->verdict != LUAHOST_ALLOW) {
+        drop(r, UDP_DROP_STRANGER);
+        return;
     }
+    udpdest_req_of(from, &src);
+    (void)udpsess_send(r->u, &src, data, n); /* a drop is counted there */
 }
 
 int
@@ -241,8 +187,8 @@ udprelay_open(const struct udprelay_env *env, struct mux *m, uint16_t sid, struc
     if (r != NULL) {
         r->env = env;
         r->base = mux_base(m);
-        r->fd[0] = r->fd[1] = -1;
-        r->dests = udpdest_table_new(env->dns, relay_resolved, r);
+        struct udpdest_owner d = {.resolved = relay_resolved, .reply = relay_reply, .arg = r};
+        r->dests = udpdest_table_new(r->base, env->dns, &d);
         o.arg = r;
     }
     if (r == NULL || r->dests == NULL || (r->u = udpsess_server(m, sid, &o)) == NULL) {
