@@ -320,6 +320,34 @@ end }
     H.stop_tunnel(t)
   end)
 
+  it("asks about at most 256 new destinations a second for a peer naming one in every datagram", function()
+    local sm = H.free_port()
+    local t = H.tunnel(dir, pki, { tcp = true, server = { ["metrics.addr"] = "127.0.0.1:" .. sm } })
+    local raw = H.connect(t.server_port)
+    local function rec(port, data)
+      return string.char(0, #data) .. "\1\127\0\0\1" .. string.char(math.floor(port / 256), port % 256) .. data
+    end
+    local function frame(sid, payload)
+      return string.char(0, sid, math.floor(#payload / 256), #payload % 256) .. payload
+    end
+    -- one UDP session, 400 datagrams each to a port of its own (20000-20399), in one burst
+    local out = { frame(1, "\5\3\0\1\0\0\0\0\0\0" .. rec(20000, "d")) }
+    for i = 1, 399 do out[#out + 1] = frame(1, rec(20000 + i, "d")) end
+    raw:send(table.concat(out))
+    H.wait_for(function() return metric(sm, 'tunnels_udp_dropped_total{reason="busy"}') > 0 end, 5,
+      "the new destinations past the rate to be dropped")
+    local asked = H.count(t.slog, "%[sock%] %+ udp:127%.0%.0%.1:%d+ = ")
+    assert.is_true(asked >= 256 and asked < 400, asked .. " destinations asked")
+    assert.are.equal(400 - asked, metric(sm, 'tunnels_udp_dropped_total{reason="busy"}'))
+    -- the connection lives: a second later, a new destination is asked again
+    H.sleep(1.1)
+    raw:send(frame(1, rec(echo[1], "late")))
+    H.wait_for(function() return H.count(t.slog, "%[sock%] %+ udp:127%.0%.0%.1:" .. echo[1] .. " ") == 1 end,
+      5, "the next second's destination")
+    raw:close()
+    H.stop_tunnel(t)
+  end)
+
   it("dies on no bad record: a record cut short closes only its connection", function()
     local t = H.tunnel(dir, pki, { tcp = true })
     local good = H.connect(t.socks_port)
