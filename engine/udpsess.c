@@ -4,8 +4,9 @@
  * session's send window, as stream bytes do; a record that does not fit is dropped, not
  * queued. The receiver hands each datagram on at once (a sendto, or a drop), so it returns the
  * whole frame as credit at once, in WINDOW frames of a quarter window: the window bounds what
- * is in flight, never what waits. The window is -remux.window.kib and does not grow: a
- * datagram flow that fills it is losing datagrams on the path anyway.
+ * is in flight, never what waits. The window is -remux.window.kib and does not grow: a window
+ * per round trip (about 5 MB/s at 50 ms) is far above what DNS, games or voice send, and growing
+ * it for bulk UDP would take the streams' auto-tuning (docs/PROTOCOL.md).
  * The client holds datagrams (at most UDPSESS_HOLD bytes) only while its connection is in its
  * TLS handshake: the server's version is not known before it ends. */
 #include "udpsess.h"
