@@ -402,6 +402,19 @@ now_draining(struct mux *m)
     }
 }
 
+/* Tells the sessions at or below last that the connection is going away (mux_chan_ops). */
+static void
+chans_goaway(struct mux *m, uint16_t last)
+{
+    void *live[MUX_MAX_SESSIONS];
+    size_t n = sidmap_values(m->sessions, live, MUX_MAX_SESSIONS), i;
+
+    for (i = 0; i < n; i++) {
+        struct mux_chan *c = live[i];
+        if (c->ops->goaway != NULL && c->sid <= last) c->ops->goaway(c);
+    }
+}
+
 void
 mux_goaway(struct mux *m)
 {
@@ -412,6 +425,7 @@ mux_goaway(struct mux *m)
     now_draining(m);
     c.sid = m->last_sid;
     mux_send_ctl(m, &c);
+    chans_goaway(m, m->last_sid);
 }
 
 uint16_t
@@ -701,6 +715,7 @@ handle_ctl(struct mux *m, const uint8_t *p, size_t len, const char **err)
             struct mux_chan *ch = live[i];
             if (ch->sid > c.sid) ch->ops->on_reset(ch, FRAME_RST_POLICY);
         }
+        chans_goaway(m, c.sid);
         return 0;
     }
     }

@@ -38,6 +38,10 @@ struct mux_chan_ops {
     void (*flush_out)(struct mux_chan *c);
     void (*send_header)(struct mux_chan *c);
     void (*ready)(struct mux_chan *c);
+    /* Optional. The connection is going away (a GOAWAY sent, or received with this id at or
+     * below its last): a session that can move does, later in the pass (UDP: it ends, and its
+     * association's next datagram opens one on another connection). */
+    void (*goaway)(struct mux_chan *c);
 };
 struct mux_chan {
     const struct mux_chan_ops *ops;

@@ -47,7 +47,7 @@ struct udpsess {
     uint64_t sent, received, dropped;
     unsigned held_n; /* records in held */
     long idle_sec;
-    unsigned client : 1, opened : 1, closed : 1, replied : 1;
+    unsigned client : 1, opened : 1, closed : 1, replied : 1, going_away : 1;
 };
 
 static const struct mux_chan_ops udpsess_ops;
@@ -151,9 +151,9 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (left <= 0) {
+    if (left <= 0 || u->going_away) {
         if (u->mux != NULL && u->opened) mux_send(u->mux, u->chan.sid, NULL, 0, NULL, 0);
-        udpsess_lost(u, LOG_INFO, "idle");
+        udpsess_lost(u, LOG_INFO, u->going_away ? "going away" : "idle");
         return;
     }
     tv.tv_sec = left / 1000000;
@@ -460,6 +460,20 @@ ready(struct mux_chan *c)
     if (u->held != NULL && evbuffer_get_length(u->held) > 0) send_open(u);
 }
 
+/* The connection is going away: nothing is in flight that a new session would lose (a
+ * datagram in the air is lost or not either way), so the session ends now, on the timer's pass
+ * (never under the caller's loop over the connections), rather than holding a draining server
+ * for -udp.idle.sec; the association's next datagram opens one on another connection. */
+static void
+goaway(struct mux_chan *c)
+{
+    struct udpsess *u = (struct udpsess *)c;
+
+    if (u->closed) return;
+    u->going_away = 1;
+    event_active(u->timer, EV_TIMEOUT, 0);
+}
+
 static const struct mux_chan_ops udpsess_ops = {
     .on_data = on_data,
     .on_fin = on_fin,
@@ -470,4 +484,5 @@ static const struct mux_chan_ops udpsess_ops = {
     .replied = replied,
     .send_header = send_header,
     .ready = ready,
+    .goaway = goaway,
 };

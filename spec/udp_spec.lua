@@ -301,6 +301,32 @@ end }
     H.stop(t.client_pid)
   end)
 
+  it("lets a draining server go at once: its UDP sessions end, and come back on the next", function()
+    local t = H.tunnel(dir, pki, { server = { ["drain.sec"] = 30 } })
+    local c, u, relay = associate(t.socks_port)
+    assert(u:sendto(hdr(echo[1]) .. "before", "127.0.0.1", relay))
+    assert.are.equal(hdr(echo[1]) .. "before", u:receive())
+    -- SIGTERM: GOAWAY; a stream would hold the server up to -drain.sec, a UDP session does not
+    local t0 = H.now()
+    assert.is_true(H.stop(t.server_pid, "TERM", 5), "the server did not exit")
+    assert.is_true(H.now() - t0 < 3, "the server took " .. (H.now() - t0) .. " s")
+    assert.are.equal(1, H.count(t.slog, "%[sock%] %- udp = 0 going away "))
+    H.wait_for(function() return H.count(t.clog, "%[sock%] %- udp = %d+ ") == 1 end, 5, "the client's end")
+    -- a new server on the port: the association's next datagrams go through it
+    local t2 = H.tunnel(dir, pki, { no_client = true, server_port = t.server_port })
+    local got
+    u:settimeout(0.5)
+    for i = 1, 20 do
+      u:sendto(hdr(echo[1]) .. "after" .. i, "127.0.0.1", relay)
+      got = u:receive()
+      if got then break end
+    end
+    assert.truthy(got and got:find("after", 1, true), "no answer through the new server")
+    c:close()
+    H.stop_tunnel(t2)
+    H.stop(t.client_pid)
+  end)
+
   it("counts a UDP session against the connection's sessions and refuses past it", function()
     local t = H.tunnel(dir, pki, { server = { ["remux.sessions.max"] = 2 } })
     local assocs = {}
