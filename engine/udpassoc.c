@@ -141,12 +141,13 @@ tun_datagram(void *arg, const struct socks_req *src, const uint8_t *data, size_t
 }
 
 static void
-tun_closed(void *arg, const char *why)
+tun_closed(void *arg, enum udpsess_end end, const char *why)
 {
     struct tunnel *t = arg;
 
+    (void)why; /* udpsess logged it */
     t->u = NULL;
-    if (strstr(why, "ReMux v1") != NULL || strstr(why, "protocol error") != NULL)
+    if (end == UDPSESS_NO_UDP)
         t->v1_until_us = clock_now_us() + (int64_t)ASSOC_V1_BACKOFF * 1000000;
 }
 
@@ -175,10 +176,14 @@ tunnel_for(struct udpassoc *a, int server, const char *dest)
     if (clock_now_us() < t->v1_until_us) return NULL;
     m = pool_take_now(p, &sid);
     o.arg = t;
-    if (m != NULL) t->u = udpsess_client(m, sid, &o, &why);
+    if (m != NULL && mux_is_ready(m) && !mux_speaks_udp(m)) {
+        why = "the server speaks ReMux v1 only (no UDP)";
+        t->v1_until_us = clock_now_us() + (int64_t)ASSOC_V1_BACKOFF * 1000000;
+    } else if (m != NULL) {
+        t->u = udpsess_client(m, sid, &o);
+        if (t->u == NULL) why = "out of memory";
+    }
     if (t->u == NULL) {
-        if (strstr(why, "ReMux v1") != NULL)
-            t->v1_until_us = clock_now_us() + (int64_t)ASSOC_V1_BACKOFF * 1000000;
         if (!a->v1_logged)
             log_msg(LOG_WARN, "[socks] %s: udp:%s: not tunnelled: %s", a->peer, dest, why);
         a->v1_logged = 1;

@@ -40,8 +40,9 @@ relay_free(struct udprelay *r)
 }
 
 static void
-relay_closed(void *arg, const char *why)
+relay_closed(void *arg, enum udpsess_end end, const char *why)
 {
+    (void)end;
     (void)why; /* udpsess logged it */
     relay_free(arg);
 }

@@ -125,13 +125,13 @@ udpsess_close(struct udpsess *u, int level, const char *why)
 
 /* Ends the session by itself and tells the owner. */
 static void
-udpsess_lost(struct udpsess *u, int level, const char *why)
+udpsess_lost(struct udpsess *u, enum udpsess_end end, int level, const char *why)
 {
     struct udpsess_owner o = u->owner;
 
     if (u->closed) return;
     udpsess_close(u, level, why);
-    if (o.closed != NULL) o.closed(o.arg, why);
+    if (o.closed != NULL) o.closed(o.arg, end, why);
 }
 
 void
@@ -153,7 +153,7 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (left <= 0 || u->going_away) {
         if (u->mux != NULL && u->opened) mux_send(u->mux, u->chan.sid, NULL, 0, NULL, 0);
-        udpsess_lost(u, LOG_INFO, u->going_away ? "going away" : "idle");
+        udpsess_lost(u, UDPSESS_LOST, LOG_INFO, u->going_away ? "going away" : "idle");
         return;
     }
     tv.tv_sec = left / 1000000;
@@ -198,17 +198,9 @@ udpsess_new(struct mux *m, uint16_t sid, const struct udpsess_owner *o, int clie
 }
 
 struct udpsess *
-udpsess_client(struct mux *m, uint16_t sid, const struct udpsess_owner *o, const char **why)
+udpsess_client(struct mux *m, uint16_t sid, const struct udpsess_owner *o)
 {
-    struct udpsess *u;
-
-    *why = "out of memory";
-    if (mux_is_ready(m) && !mux_speaks_udp(m)) {
-        *why = "the server speaks ReMux v1 only (no UDP)";
-        return NULL;
-    }
-    u = udpsess_new(m, sid, o, 1);
-    return u;
+    return udpsess_new(m, sid, o, 1);
 }
 
 struct udpsess *
@@ -380,7 +372,7 @@ static int
 on_fin(struct mux_chan *c, const char **err)
 {
     (void)err;
-    udpsess_lost((struct udpsess *)c, LOG_INFO, "");
+    udpsess_lost((struct udpsess *)c, UDPSESS_LOST, LOG_INFO, "");
     return 0;
 }
 
@@ -405,7 +397,7 @@ on_reset(struct mux_chan *c, uint8_t reason)
 
     /* A v1 server refuses the session kind with reason 6 (docs/PROTOCOL.md, "Versions"). */
     snprintf(why, sizeof(why), "reset by peer: %s", frame_reason_str(reason));
-    udpsess_lost(u, LOG_INFO, why);
+    udpsess_lost(u, reason == FRAME_RST_PROTOCOL ? UDPSESS_NO_UDP : UDPSESS_LOST, LOG_INFO, why);
 }
 
 static void
@@ -414,7 +406,7 @@ mux_gone(struct mux_chan *c, const char *why)
     char buf[256];
 
     snprintf(buf, sizeof(buf), "connection lost: %s", why);
-    udpsess_lost((struct udpsess *)c, LOG_INFO, buf);
+    udpsess_lost((struct udpsess *)c, UDPSESS_LOST, LOG_INFO, buf);
 }
 
 static int
@@ -443,7 +435,8 @@ send_header(struct mux_chan *c)
         send_open(u);
         return;
     }
-    udpsess_lost(u, LOG_INFO, "a later session opened first on a connection in its handshake");
+    udpsess_lost(u, UDPSESS_LOST, LOG_INFO,
+                 "a later session opened first on a connection in its handshake");
 }
 
 /* Client: the handshake is done; the server's version is known. */
@@ -454,7 +447,7 @@ ready(struct mux_chan *c)
 
     if (u->opened || u->closed) return;
     if (!mux_speaks_udp(u->mux)) {
-        udpsess_lost(u, LOG_WARN, "the server speaks ReMux v1 only (no UDP)");
+        udpsess_lost(u, UDPSESS_NO_UDP, LOG_WARN, "the server speaks ReMux v1 only (no UDP)");
         return;
     }
     if (u->held != NULL && evbuffer_get_length(u->held) > 0) send_open(u);

@@ -17,21 +17,26 @@ struct evbuffer;
 struct mux;
 struct udpsess;
 
+enum udpsess_end {
+    UDPSESS_LOST,   /* the peer's FIN or RESET, its connection lost, idle, going away */
+    UDPSESS_NO_UDP, /* the server does not speak UDP sessions: its connection agreed v1, or it
+                       refused the session as a kind it does not speak (RESET 6) */
+};
+
 struct udpsess_owner {
     /* A datagram from the peer: to a (server: its destination) or from a (client: its
      * source). The owner may end the session from here. */
     void (*datagram)(void *arg, const struct socks_req *a, const uint8_t *data, size_t n);
-    /* The session ended by itself (the peer's FIN or RESET, its connection lost, idle, a v1
-     * server): why says which. Not called after udpsess_end. Drop the pointer. */
-    void (*closed)(void *arg, const char *why);
+    /* The session ended by itself, as end says (why, for a log, says more). Not called after
+     * udpsess_end. Drop the pointer. */
+    void (*closed)(void *arg, enum udpsess_end end, const char *why);
     void *arg;
 };
 
-/* Client: a UDP session on m under sid (from the pool), opened by the first datagram sent: at
- * once on a connection that agreed v2, after the handshake on one still in it. NULL (out of
- * memory, or m is up and speaks v1 only: *why says which). */
-struct udpsess *udpsess_client(struct mux *m, uint16_t sid, const struct udpsess_owner *o,
-                               const char **why);
+/* Client: a UDP session on m under sid (from the pool; m not known to speak v1 only:
+ * mux_speaks_udp), opened by the first datagram sent: at once on a connection that agreed v2,
+ * after the handshake on one still in it. NULL when out of memory. */
+struct udpsess *udpsess_client(struct mux *m, uint16_t sid, const struct udpsess_owner *o);
 
 /* Server: the session the peer opened under sid; its first frame's records follow
  * (udpsess_on_first). NULL when out of memory. */
