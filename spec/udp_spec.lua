@@ -276,17 +276,11 @@ end }
     H.stop_tunnel(t)
   end)
 
-  it("goes on after its server is killed: the next datagram opens a new UDP session", function()
-    local t = H.tunnel(dir, pki)
-    local c, u, relay = associate(t.socks_port)
-    assert(u:sendto(hdr(echo[1]) .. "before", "127.0.0.1", relay))
-    assert.are.equal(hdr(echo[1]) .. "before", u:receive())
-    H.stop(t.server_pid, "KILL")
-    H.wait_for(function() return H.count(t.clog, "%[sock%] %- udp = %d+ connection lost: ") == 1 end, 5,
-      "the client to see its connection lost")
+  -- A new server on t's port (returned): the association's next datagrams go through it. The
+  -- server may be marked down for a second or two after failed dials: a datagram a half-second,
+  -- as an app's retries would come, for at most 10 s.
+  local function through_new_server(t, u, relay)
     local t2 = H.tunnel(dir, pki, { no_client = true, server_port = t.server_port })
-    -- the server is marked down for a second or two after its failed dials: a datagram a
-    -- half-second, as an app's retries would come, for at most 10 s
     local got
     u:settimeout(0.5)
     for i = 1, 20 do
@@ -295,6 +289,18 @@ end }
       if got then break end
     end
     assert.truthy(got and got:find("after", 1, true), "no answer through the new server")
+    return t2
+  end
+
+  it("goes on after its server is killed: the next datagram opens a new UDP session", function()
+    local t = H.tunnel(dir, pki)
+    local c, u, relay = associate(t.socks_port)
+    assert(u:sendto(hdr(echo[1]) .. "before", "127.0.0.1", relay))
+    assert.are.equal(hdr(echo[1]) .. "before", u:receive())
+    H.stop(t.server_pid, "KILL")
+    H.wait_for(function() return H.count(t.clog, "%[sock%] %- udp = %d+ connection lost: ") == 1 end, 5,
+      "the client to see its connection lost")
+    local t2 = through_new_server(t, u, relay)
     assert.is_true(H.count(t2.slog, "%[sock%] %+ udp = 1 on ") >= 1)
     c:close()
     H.stop_tunnel(t2)
@@ -312,16 +318,7 @@ end }
     assert.is_true(H.now() - t0 < 3, "the server took " .. (H.now() - t0) .. " s")
     assert.are.equal(1, H.count(t.slog, "%[sock%] %- udp = 0 going away "))
     H.wait_for(function() return H.count(t.clog, "%[sock%] %- udp = %d+ ") == 1 end, 5, "the client's end")
-    -- a new server on the port: the association's next datagrams go through it
-    local t2 = H.tunnel(dir, pki, { no_client = true, server_port = t.server_port })
-    local got
-    u:settimeout(0.5)
-    for i = 1, 20 do
-      u:sendto(hdr(echo[1]) .. "after" .. i, "127.0.0.1", relay)
-      got = u:receive()
-      if got then break end
-    end
-    assert.truthy(got and got:find("after", 1, true), "no answer through the new server")
+    local t2 = through_new_server(t, u, relay)
     c:close()
     H.stop_tunnel(t2)
     H.stop(t.client_pid)
