@@ -77,6 +77,25 @@ addr_resolve(const char *hostport, int family, enum addr_use use, struct sockadd
     return 0;
 }
 
+socklen_t
+addr_sockaddr(int family, const void *ip, unsigned port, struct sockaddr_storage *ss)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+    memset(ss, 0, sizeof(*ss));
+    if (family == AF_INET) {
+        sin->sin_family = AF_INET;
+        memcpy(&sin->sin_addr, ip, 4);
+        sin->sin_port = htons(port);
+        return sizeof(*sin);
+    }
+    sin6->sin6_family = AF_INET6;
+    memcpy(&sin6->sin6_addr, ip, 16);
+    sin6->sin6_port = htons(port);
+    return sizeof(*sin6);
+}
+
 void
 addr_format(const struct sockaddr *sa, char *out, size_t len)
 {

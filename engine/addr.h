@@ -19,6 +19,10 @@ int addr_resolve(const char *hostport, int family, enum addr_use use, struct soc
 /* The host part of "host:port" (without brackets) into out. */
 void addr_host(const char *hostport, char *out, size_t len);
 
+/* The socket address of a binary IPv4 (family AF_INET) or IPv6 address and a port; returns its
+ * length. */
+socklen_t addr_sockaddr(int family, const void *ip, unsigned port, struct sockaddr_storage *ss);
+
 /* Formats a socket address as "1.2.3.4:5" or "[::1]:5". */
 void addr_format(const struct sockaddr *sa, char *out, size_t len);
 

@@ -33,7 +33,6 @@
 #include "socks.h"
 #include "tls.h"
 #include "udpassoc.h"
-#include "udpdest.h"
 #include "writethrough.h"
 
 struct client {
@@ -462,9 +461,8 @@ hs_udp(struct handshake *h, const struct socks_req *req)
 {
     struct bufferevent *bev = h->bev;
     struct sockaddr_storage bound;
-    struct socks_req relay;
     uint8_t reply[22];
-    char why[160], where[SOCKS_DEST_MAX];
+    char why[160], where[64];
     size_t n;
 
     if (udpassoc_open(&h->c->udp_env, bev, h->peer, req, &bound, why, sizeof(why)) == -1) {
@@ -477,8 +475,7 @@ hs_udp(struct handshake *h, const struct socks_req *req)
     socks_encode_bound(reply, &n, (struct sockaddr *)&bound);
     hs_reply(h, reply, n);
     writethrough_write(bev, h->out, h->nout);
-    udpdest_req_of((struct sockaddr *)&bound, &relay);
-    socks_format_dest(&relay, where, sizeof(where));
+    addr_format((struct sockaddr *)&bound, where, sizeof(where));
     log_msg(LOG_INFO, "[socks] %s: udp associate, relay %s", h->peer, where);
     hs_release(h);
 }

@@ -142,27 +142,6 @@ udp_allowed(void *arg, const struct mux *m, const struct luahost_req *q, char *w
     return luahost_route(srv->lua, &r, &server, why, whylen) == LUAHOST_ALLOW;
 }
 
-/* The socket address of a binary IPv4 (family AF_INET) or IPv6 address and a port; returns its
- * length. */
-static socklen_t
-sockaddr_of(int family, const void *ip, unsigned port, struct sockaddr_storage *ss)
-{
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-    memset(ss, 0, sizeof(*ss));
-    if (family == AF_INET) {
-        sin->sin_family = AF_INET;
-        memcpy(&sin->sin_addr, ip, 4);
-        sin->sin_port = htons(port);
-        return sizeof(*sin);
-    }
-    sin6->sin6_family = AF_INET6;
-    memcpy(&sin6->sin6_addr, ip, 16);
-    sin6->sin6_port = htons(port);
-    return sizeof(*sin6);
-}
-
 static void
 connect_to(struct session *s, const struct sockaddr *sa, socklen_t len)
 {
@@ -254,7 +233,7 @@ resolve(struct server *srv, struct session *s, const struct mux *m, const struct
         family = AF_INET6;
     if (family != 0) {
         connect_name(srv, s, m, req->host, req->port, (struct sockaddr *)&ss,
-                     sockaddr_of(family, ip, req->port, &ss));
+                     addr_sockaddr(family, ip, req->port, &ss));
         return;
     }
     l = calloc(1, sizeof(*l));
@@ -555,9 +534,9 @@ server_open(struct mux *m, uint16_t sid, struct evbuffer *in, size_t len, const 
     }
     if (len > 0 && session_on_data(s, in, len, err) == -1) return -1;
     if (req.atyp != SOCKS_ATYP_DOMAIN) {
-        connect_to(
-            s, (struct sockaddr *)&ss,
-            sockaddr_of(req.atyp == SOCKS_ATYP_IPV4 ? AF_INET : AF_INET6, req.addr, req.port, &ss));
+        connect_to(s, (struct sockaddr *)&ss,
+                   addr_sockaddr(req.atyp == SOCKS_ATYP_IPV4 ? AF_INET : AF_INET6, req.addr,
+                                 req.port, &ss));
     } else {
         resolve(srv, s, m, &req);
     }

@@ -285,21 +285,30 @@ socks_encode_request(uint8_t *out, const struct socks_req *r)
 }
 
 void
-socks_encode_bound(uint8_t *out, size_t *len, const struct sockaddr *sa)
+socks_addr_of(const struct sockaddr *sa, struct socks_req *r)
 {
-    struct socks_req r = {0};
-
+    memset(r, 0, sizeof(*r));
+    r->cmd = SOCKS_CMD_UDP;
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        r.atyp = SOCKS_ATYP_IPV6;
-        memcpy(r.addr, &s6->sin6_addr, 16);
-        r.port = ntohs(s6->sin6_port);
+        r->atyp = SOCKS_ATYP_IPV6;
+        memcpy(r->addr, &s6->sin6_addr, 16);
+        r->port = ntohs(s6->sin6_port);
     } else {
         const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-        r.atyp = SOCKS_ATYP_IPV4;
-        memcpy(r.addr, &s4->sin_addr, 4);
-        r.port = ntohs(s4->sin_port);
+        r->atyp = SOCKS_ATYP_IPV4;
+        memcpy(r->addr, &s4->sin_addr, 4);
+        r->port = ntohs(s4->sin_port);
     }
+    inet_ntop(r->atyp == SOCKS_ATYP_IPV6 ? AF_INET6 : AF_INET, r->addr, r->host, sizeof(r->host));
+}
+
+void
+socks_encode_bound(uint8_t *out, size_t *len, const struct sockaddr *sa)
+{
+    struct socks_req r;
+
+    socks_addr_of(sa, &r);
     out[0] = 5;
     out[1] = SOCKS_REP_SUCCEEDED;
     out[2] = 0;

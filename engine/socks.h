@@ -96,6 +96,10 @@ size_t socks_encode_request(uint8_t *out, const struct socks_req *r);
 size_t socks_encode_addr(uint8_t *out, const struct socks_req *r);
 
 struct sockaddr;
+/* The address of sa (AF_INET or AF_INET6) as a SOCKS address: atyp, addr, host (as text), port;
+ * cmd UDP (a datagram's source). */
+void socks_addr_of(const struct sockaddr *sa, struct socks_req *r);
+
 /* Writes the success reply `05 00 00 ATYP ADDR PORT` naming sa (an AF_INET or AF_INET6
  * address: a UDP ASSOCIATE's relay) into out (22 bytes), its length in *len. */
 void socks_encode_bound(uint8_t *out, size_t *len, const struct sockaddr *sa);

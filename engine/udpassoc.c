@@ -46,8 +46,6 @@ struct udpassoc {
     struct bufferevent *ctl;
     int relay; /* the socket the app sends to */
     struct event *relay_ev;
-    int direct[2]; /* AF_INET, AF_INET6: for routes "direct"; -1 until used */
-    struct event *direct_ev[2];
     struct event *timer; /* -udp.idle.sec */
     struct sockaddr_storage app;
     socklen_t app_len;
@@ -58,7 +56,7 @@ struct udpassoc {
     char peer[64];
     int64_t active_us;
     uint64_t sent, received, dropped;
-    unsigned stranger_logged : 1, bad_logged : 1, v1_logged : 1, ending : 1;
+    unsigned stranger_logged : 1, bad_logged : 1, v1_logged : 1;
 };
 
 static struct udpassoc *assocs;
@@ -78,14 +76,12 @@ drop(struct udpassoc *a, enum metrics_udp_drop why)
     metrics.udp_dropped[why]++;
 }
 
-/* The one close path. */
+/* The one close path: nothing it calls calls back into a, which it frees. */
 static void
 assoc_end(struct udpassoc *a, int level, const char *why)
 {
     size_t i;
 
-    if (a->ending) return;
-    a->ending = 1;
     for (i = 0; i < a->ntun; i++)
         if (a->tun[i].u != NULL) udpsess_end(a->tun[i].u, "association ended");
     event_free(a->relay_ev);
@@ -213,7 +209,7 @@ direct_reply(void *arg, struct udpdest *d, const struct sockaddr *from, const ui
         drop(a, UDP_DROP_STRANGER);
         return;
     }
-    udpdest_req_of(from, &src);
+    socks_addr_of(from, &src);
     to_app(a, &src, data, n);
 }
 
@@ -222,13 +218,13 @@ static void
 assoc_resolved(void *arg, struct udpdest *d)
 {
     struct udpassoc *a = arg;
-    uint8_t data[FRAME_MAX_PAYLOAD];
+    const uint8_t *data;
     long n;
 
     if (d->state != UDPDEST_READY)
         log_msg(LOG_INFO, "[sock] - udp:%s = %u direct: dns failure: %s", d->dest, udpassoc_count(),
                 d->why);
-    while ((n = udpdest_unhold(d, data)) >= 0) {
+    while ((n = udpdest_unhold(d, &data)) >= 0) {
         if (d->state == UDPDEST_READY)
             send_direct(a, d, data, (size_t)n);
         else

@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "addr.h"
 #include "clock.h"
 #include "frame.h"
 
@@ -201,20 +202,9 @@ udpdest_resolve(struct udpdest *d)
     if (d->state != UDPDEST_NEW) return;
     if (d->req.atyp == SOCKS_ATYP_IPV4 || d->req.atyp == SOCKS_ATYP_IPV6) {
         struct sockaddr_storage ss;
-        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-        memset(&ss, 0, sizeof(ss));
-        if (d->req.atyp == SOCKS_ATYP_IPV4) {
-            sin->sin_family = AF_INET;
-            memcpy(&sin->sin_addr, d->req.addr, 4);
-            sin->sin_port = htons(d->req.port);
-            set_addr(d, (struct sockaddr *)sin, sizeof(*sin));
-        } else {
-            sin6->sin6_family = AF_INET6;
-            memcpy(&sin6->sin6_addr, d->req.addr, 16);
-            sin6->sin6_port = htons(d->req.port);
-            set_addr(d, (struct sockaddr *)sin6, sizeof(*sin6));
-        }
+        socklen_t len = addr_sockaddr(d->req.atyp == SOCKS_ATYP_IPV4 ? AF_INET : AF_INET6,
+                                      d->req.addr, d->req.port, &ss);
+        set_addr(d, (struct sockaddr *)&ss, len);
         return;
     }
     l = calloc(1, sizeof(*l));
@@ -254,8 +244,9 @@ udpdest_hold(struct udpdest *d, const uint8_t *data, size_t n)
 }
 
 long
-udpdest_unhold(struct udpdest *d, uint8_t *buf)
+udpdest_unhold(struct udpdest *d, const uint8_t **data)
 {
+    static uint8_t buf[0xffff];
     uint8_t len[2];
     size_t n;
 
@@ -263,27 +254,8 @@ udpdest_unhold(struct udpdest *d, uint8_t *buf)
     n = (size_t)len[0] << 8 | len[1];
     if (evbuffer_remove(d->held, buf, n) != (int)n) return -1;
     d->held_n--;
+    *data = buf;
     return (long)n;
-}
-
-void
-udpdest_req_of(const struct sockaddr *sa, struct socks_req *r)
-{
-    memset(r, 0, sizeof(*r));
-    r->cmd = SOCKS_CMD_UDP;
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        r->atyp = SOCKS_ATYP_IPV6;
-        memcpy(r->addr, &s6->sin6_addr, 16);
-        r->port = ntohs(s6->sin6_port);
-        inet_ntop(AF_INET6, r->addr, r->host, sizeof(r->host));
-    } else {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-        r->atyp = SOCKS_ATYP_IPV4;
-        memcpy(r->addr, &s4->sin_addr, 4);
-        r->port = ntohs(s4->sin_port);
-        inet_ntop(AF_INET, r->addr, r->host, sizeof(r->host));
-    }
 }
 
 static void

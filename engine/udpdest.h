@@ -78,10 +78,8 @@ void udpdest_resolve(struct udpdest *d);
 
 /* Holds a datagram while d resolves: 0, or -1 when the hold is full (the caller drops it). */
 int udpdest_hold(struct udpdest *d, const uint8_t *data, size_t n);
-/* Takes the first held datagram into buf (FRAME_MAX_PAYLOAD bytes): its length, or -1. */
-long udpdest_unhold(struct udpdest *d, uint8_t *buf);
-
-/* The address of sa as a SOCKS address (a reply's source). */
-void udpdest_req_of(const struct sockaddr *sa, struct socks_req *r);
+/* Takes the first held datagram: its length, or -1 when none is left; *data points at it until
+ * the next call. */
+long udpdest_unhold(struct udpdest *d, const uint8_t **data);
 
 #endif

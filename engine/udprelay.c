@@ -24,13 +24,10 @@
 
 struct udprelay {
     const struct udprelay_env *env;
-    struct event_base *base;
     struct udpsess *u;
     struct udpdest_table *dests; /* and the sockets that reach them */
     unsigned bad_logged : 1;
 };
-
-static uint8_t buf[FRAME_MAX_PAYLOAD + 1]; /* a held datagram, let go */
 
 static void
 relay_free(struct udprelay *r)
@@ -95,11 +92,12 @@ static void
 relay_resolved(void *arg, struct udpdest *d)
 {
     struct udprelay *r = arg;
+    const uint8_t *data;
     long n;
 
     if (d->state == UDPDEST_READY) {
         struct socks_req a;
-        udpdest_req_of((struct sockaddr *)&d->sa, &a);
+        socks_addr_of((struct sockaddr *)&d->sa, &a);
         if (ask(r, d, a.host))
             allowed_now(r, d);
         else
@@ -108,9 +106,9 @@ relay_resolved(void *arg, struct udpdest *d)
         metrics.dns_failed++;
         log_msg(LOG_WARN, "[sock] - udp:%s = %u dns failure: %s", d->dest, udpsess_count(), d->why);
     }
-    while ((n = udpdest_unhold(d, buf)) >= 0) {
+    while ((n = udpdest_unhold(d, &data)) >= 0) {
         if (d->state == UDPDEST_READY && d->verdict == LUAHOST_ALLOW)
-            send_to(r, d, buf, (size_t)n);
+            send_to(r, d, data, (size_t)n);
         else
             drop(r, d->state == UDPDEST_READY ? UDP_DROP_DENIED : UDP_DROP_UNRESOLVED);
     }
@@ -173,7 +171,7 @@ relay_reply(void *arg, struct udpdest *d, const struct sockaddr *from, const uin
         drop(r, UDP_DROP_STRANGER);
         return;
     }
-    udpdest_req_of(from, &src);
+    socks_addr_of(from, &src);
     (void)udpsess_send(r->u, &src, data, n); /* a drop is counted there */
 }
 
@@ -186,10 +184,9 @@ udprelay_open(const struct udprelay_env *env, struct mux *m, uint16_t sid, struc
     struct frame_ctl rst = {.type = FRAME_CTL_RESET, .sid = sid, .reason = FRAME_RST_ABORTED};
 
     if (r != NULL) {
-        r->env = env;
-        r->base = mux_base(m);
         struct udpdest_owner d = {.resolved = relay_resolved, .reply = relay_reply, .arg = r};
-        r->dests = udpdest_table_new(r->base, env->dns, &d);
+        r->env = env;
+        r->dests = udpdest_table_new(mux_base(m), env->dns, &d);
         o.arg = r;
     }
     if (r == NULL || r->dests == NULL || (r->u = udpsess_server(m, sid, &o)) == NULL) {

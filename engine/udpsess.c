@@ -92,7 +92,7 @@ udpsess_free_closed(void)
     reaper = NULL;
 }
 
-/* The one close path: logs, leaves the mux (a RESET or FIN already sent by the caller),
+/* The one close path: logs, leaves the mux (a FIN already sent by the caller, if any),
  * releases the charge, frees the events now and u on a later pass (a caller up the stack, the
  * frame loop of on_data, still reads u->closed). */
 static void
@@ -134,11 +134,18 @@ udpsess_lost(struct udpsess *u, enum udpsess_end end, int level, const char *why
     if (o.closed != NULL) o.closed(o.arg, end, why);
 }
 
+/* A FIN, when the peer knows of the session (a client's that never opened is unknown there). */
+static void
+send_fin(struct udpsess *u)
+{
+    if (u->mux != NULL && u->opened) mux_send(u->mux, u->chan.sid, NULL, 0, NULL, 0);
+}
+
 void
 udpsess_end(struct udpsess *u, const char *why)
 {
     if (u->closed) return;
-    if (u->mux != NULL && u->opened) mux_send(u->mux, u->chan.sid, NULL, 0, NULL, 0);
+    send_fin(u);
     udpsess_close(u, LOG_INFO, why);
 }
 
@@ -152,7 +159,7 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (left <= 0 || u->going_away) {
-        if (u->mux != NULL && u->opened) mux_send(u->mux, u->chan.sid, NULL, 0, NULL, 0);
+        send_fin(u);
         udpsess_lost(u, UDPSESS_LOST, LOG_INFO, u->going_away ? "going away" : "idle");
         return;
     }
@@ -227,46 +234,46 @@ count_sent(struct udpsess *u, size_t n)
     account_moved_to_peer(u->acct, n);
 }
 
-/* Client: the opening frame: the header, and the first held record with it. */
+/* The first record held for the handshake's end: its bytes (*used of them: a record ends where
+ * its address and data end, parsed again to find it) and its data's length; NULL when none. */
+static const uint8_t *
+held_record(struct udpsess *u, size_t *used, size_t *dlen)
+{
+    struct socks_req a;
+    const uint8_t *data, *p;
+    const char *err;
+    size_t len = u->held != NULL ? evbuffer_get_length(u->held) : 0;
+
+    if (len == 0 || (p = evbuffer_pullup(u->held, -1)) == NULL) return NULL;
+    return dgram_parse_record(p, len, used, &a, &data, dlen, &err) == SOCKS_OK ? p : NULL;
+}
+
+/* Client: the opening frame: the header, and the first held record with it; then the rest of
+ * what was held, a frame each. */
 static void
 send_open(struct udpsess *u)
 {
-    size_t n = 0;
+    const uint8_t *p;
+    size_t used, dlen;
 
     dgram_encode_open(scratch);
-    if (u->held != NULL && evbuffer_get_length(u->held) > 0) {
-        /* A held record ends where its address and data end: parsed again to find it. */
-        struct socks_req a;
-        const uint8_t *data, *p = evbuffer_pullup(u->held, -1);
-        const char *err;
-        size_t used, dlen;
-        if (p != NULL && dgram_parse_record(p, evbuffer_get_length(u->held), &used, &a, &data,
-                                            &dlen, &err) == SOCKS_OK) {
+    while ((p = held_record(u, &used, &dlen)) != NULL) {
+        if (!u->opened) {
             memcpy(scratch + DGRAM_OPEN_LEN, p, used);
-            evbuffer_drain(u->held, used);
-            n = used;
-            u->held_n--;
-            count_sent(u, dlen);
+            mux_send(u->mux, u->chan.sid, scratch, DGRAM_OPEN_LEN + used, NULL, 0);
+        } else {
+            mux_send(u->mux, u->chan.sid, p, used, NULL, 0);
         }
-    }
-    mux_send(u->mux, u->chan.sid, scratch, DGRAM_OPEN_LEN + n, NULL, 0);
-    u->opened = 1;
-    /* The rest of what was held, a frame each. */
-    while (u->held != NULL && evbuffer_get_length(u->held) > 0) {
-        struct socks_req a;
-        const uint8_t *data, *p = evbuffer_pullup(u->held, -1);
-        const char *err;
-        size_t used, dlen;
-        if (dgram_parse_record(p, evbuffer_get_length(u->held), &used, &a, &data, &dlen, &err) !=
-            SOCKS_OK)
-            break;
-        mux_send(u->mux, u->chan.sid, p, used, NULL, 0);
         evbuffer_drain(u->held, used);
         u->held_n--;
+        u->opened = 1;
         count_sent(u, dlen);
     }
+    if (!u->opened) mux_send(u->mux, u->chan.sid, scratch, DGRAM_OPEN_LEN, NULL, 0);
+    u->opened = 1;
     if (u->held != NULL) evbuffer_free(u->held);
     u->held = NULL;
+    u->held_n = 0;
 }
 
 int
